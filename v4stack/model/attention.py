@@ -1,0 +1,148 @@
+"""The V4 attention layer: one shared 512-d latent KV head (K = V), sliding window + compressed entries.
+
+Per token (model_spec.md §3.3):
+    qr = q_norm(wq_a x)                      [T, q_lora]
+    q  = RoPE(rms(wq_b qr).view(H, d))       [T, H, d]   per-head unweighted RMS rescale
+    kv = QAT(RoPE(kv_norm(wkv x)))           [T, d]
+Per sequence: keys = its last W raw rows (window, including the query itself) + compressed entries
+(HCA: all visible; CSA: indexer top-k), attended with a per-head sink logit; the output gets the inverse
+RoPE, then the grouped low-rank projection  o[G, H/G*d] -> wo_a (block-diagonal) -> wo_b.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from v4stack.config.model_config import ModelConfig
+from v4stack.model.batch import ForwardBatch, SeqSpan
+from v4stack.model.cache import GrowingRows, LayerCache
+from v4stack.model.compressor import Compressor
+from v4stack.model.compute import KV_QUANT_BLOCK, Compute
+from v4stack.model.indexer import Indexer
+from v4stack.model.linear import FP8, Linear
+from v4stack.model.norm import RMSNorm
+from v4stack.model.rope import RopeSpec, Rotary
+
+CSA_RATIO = 4  # ratio-4 layers select entries with the lightning indexer; ratio-128 layers attend to all
+
+
+def rope_spec_for(cfg: ModelConfig, ratio: int) -> RopeSpec:
+    """Compressed layers: compress_rope_theta + YaRN; window-only layers: rope_theta, no YaRN."""
+    if ratio == 0:
+        return RopeSpec(cfg.qk_rope_head_dim, cfg.rope_theta)
+    rs = cfg.rope_scaling
+    return RopeSpec(cfg.qk_rope_head_dim, cfg.compress_rope_theta, rs.factor, rs.original_max_position_embeddings,
+                    rs.beta_fast, rs.beta_slow)
+
+
+def window_indices(positions: torch.Tensor, first_row_pos: int, window: int) -> torch.Tensor:
+    """For queries at ``positions`` [S] over raw rows starting at position ``first_row_pos``: the row
+    indices of positions max(0, p-W+1)..p in ascending order, then -1 padding.
+
+    Width: W, except for a prefill from position 0 shorter than W, which gets width S. This is the
+    reference's index-list layout; it matters only for the kernel's blocked softmax rounding, where the
+    compressed entries must start at the same offset as in the reference.
+    """
+    width = positions.shape[0] if int(positions[0]) == 0 and positions.shape[0] < window else window
+    lo = (positions - window + 1).clamp_min(0)
+    rows = lo[:, None] + torch.arange(width, device=positions.device)[None, :]
+    return torch.where(rows <= positions[:, None], rows - first_row_pos, torch.full_like(rows, -1))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_id: int, compute: Compute) -> None:
+        super().__init__()
+        self.cfg, self.compute = cfg, compute
+        self.ratio = cfg.compress_ratio(layer_id)
+        d, h = cfg.head_dim, cfg.num_attention_heads
+        self.n_heads, self.head_dim, self.rope_dim = h, d, cfg.qk_rope_head_dim
+        self.window, self.eps, self.scale = cfg.sliding_window, cfg.rms_norm_eps, d ** -0.5
+        self.rotary = Rotary(rope_spec_for(cfg, self.ratio))
+        self.register_buffer("attn_sink", torch.empty(h, dtype=torch.float32))
+        self.wq_a = Linear(cfg.hidden_size, cfg.q_lora_rank, FP8, compute)
+        self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps)
+        self.wq_b = Linear(cfg.q_lora_rank, h * d, FP8, compute)
+        self.wkv = Linear(cfg.hidden_size, d, FP8, compute)
+        self.kv_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.wo_a = Linear(h * d // cfg.o_groups, cfg.o_groups * cfg.o_lora_rank, FP8, compute)
+        self.wo_b = Linear(cfg.o_groups * cfg.o_lora_rank, cfg.hidden_size, FP8, compute)
+        self.compressor = self.indexer = None
+        if self.ratio:
+            self.compressor = Compressor(cfg.hidden_size, d, self.ratio, self.rope_dim, cfg.rms_norm_eps, compute,
+                                         self.rotary)
+        if self.ratio == CSA_RATIO:
+            self.indexer = Indexer(cfg.hidden_size, cfg.q_lora_rank, cfg.index_n_heads, cfg.index_head_dim,
+                                   cfg.index_topk, self.ratio, self.rope_dim, cfg.rms_norm_eps, compute, self.rotary)
+
+    def new_cache(self, device: torch.device | str = "cpu") -> LayerCache:
+        cache = LayerCache(window=torch.zeros(self.window, self.head_dim, dtype=self.compute.dtype, device=device))
+        if self.compressor is not None:
+            cache.compressed = GrowingRows(self.head_dim, self.compute.dtype, device)
+            cache.compressor = self.compressor.new_state(device)
+        if self.indexer is not None:
+            cache.index_keys = GrowingRows(self.indexer.head_dim, self.compute.dtype, device)
+            cache.index_compressor = self.indexer.compressor.new_state(device)
+        return cache
+
+    def forward(self, x: torch.Tensor, batch: ForwardBatch, layer: int) -> torch.Tensor:
+        """x [T, D] (normed sublayer input) -> [T, D]; reads and extends each sequence's cache of ``layer``."""
+        c, pos = self.compute, batch.positions
+        qr = self.q_norm(self.wq_a(x))
+        q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))  # [T, H, d]
+        q = q * torch.rsqrt(q.square().mean(-1, keepdim=True) + self.eps)
+        q = self.rotary.apply(q, pos)
+        kv = self.rotary.apply(self.kv_norm(self.wkv(x)), pos)  # [T, d]
+        if c.quant:
+            rd = self.rope_dim
+            kv = torch.cat([c.ops.quant_dequant_fp8(kv[:, :-rd], KV_QUANT_BLOCK).to(c.dtype), kv[:, -rd:]], -1)
+        extras = {}
+        if self.compressor is not None:
+            extras["comp"] = self.compressor.project(x)
+        if self.indexer is not None:
+            extras["iq"] = self.indexer.queries(qr, pos)
+            extras["iw"] = self.indexer.head_weights(x)
+            extras["icomp"] = self.indexer.compressor.project(x)
+        o = torch.empty_like(q)
+        for seq, span in enumerate(batch.spans):
+            o[span.begin:span.end] = self._attend(q, kv, extras, span, batch.cache(seq, layer), pos[span.begin:span.end],
+                                                  batch.trace, (layer, seq))
+        o = self.rotary.apply(o, pos, inverse=True)
+        return self._project_out(o)
+
+    def _attend(self, q, kv, extras, span: SeqSpan, cache: LayerCache, positions, trace, key) -> torch.Tensor:
+        """Attention of one sequence's new tokens; updates its cache."""
+        rows = slice(span.begin, span.end)
+        start = span.start_pos
+        num_prev = min(start, self.window - 1)
+        keys = torch.cat([cache.window_rows(start, num_prev), kv[rows]])  # positions start-num_prev ..
+        idx = window_indices(positions, start - num_prev, self.window)
+        cache.write_window(kv[rows], start)
+        if self.compressor is not None:
+            ckv, cscore = extras["comp"]
+            cache.compressed.append(self.compressor.advance(ckv[rows], cscore[rows], start, cache.compressor))
+            entries = cache.compressed.view()
+            if self.indexer is not None:
+                ikv, iscore = extras["icomp"]
+                cache.index_keys.append(self.indexer.compressor.advance(ikv[rows], iscore[rows], start,
+                                                                        cache.index_compressor))
+                chosen = self.indexer.select(extras["iq"][rows], extras["iw"][rows], cache.index_keys.view(), positions)
+                if trace is not None:
+                    trace[key] = chosen
+            else:
+                visible = (positions + 1) // self.ratio
+                chosen = torch.arange(entries.shape[0])[None, :].expand(positions.shape[0], -1)
+                chosen = chosen.masked_fill(chosen >= visible[:, None], -1)
+            chosen = torch.where(chosen >= 0, chosen + keys.shape[0], chosen)
+            keys = torch.cat([keys, entries])
+            idx = torch.cat([idx, chosen], dim=1)
+        c = self.compute
+        return c.ops.sparse_attention(q[rows], keys, idx, self.attn_sink, self.scale, c.quant)
+
+    def _project_out(self, o: torch.Tensor) -> torch.Tensor:
+        """o [T, H, d] -> [T, D] via the block-diagonal wo_a (one [o_lora, H/G*d] block per group) and wo_b."""
+        g = self.cfg.o_groups
+        o = o.reshape(o.shape[0], g, -1)  # [T, G, H/G*d]
+        wo_a = self.wo_a.dense_weight(self.compute.dtype).view(g, self.cfg.o_lora_rank, -1)  # [G, r, H/G*d]
+        u = torch.einsum("tgd,grd->tgr", o, wo_a)
+        return self.wo_b(u.flatten(1))

@@ -1,0 +1,67 @@
+"""Lightning indexer of CSA layers, V4 (model_spec.md §3.5): picks the top-k compressed entries per query.
+
+    q_I[t,h] = FP4(Hadamard(RoPE(wq_b(qr_t))))              [S, H_I, 128]
+    k_s      = indexer-compressor entries                     [N, 128]
+    w[t,h]   = weights_proj(x_t) * 128^-1/2 * H_I^-1/2        [S, H_I]
+    I[t,s]   = sum_h w[t,h] * ReLU(<q_I[t,h], k_s>)           [S, N], computed in the compute dtype
+    visible: s < (p_t + 1) // 4;  top-k with k = min(index_topk, N); ties -> lower s; order: score desc.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from v4stack.model.compressor import Compressor
+from v4stack.model.compute import INDEX_QUANT_BLOCK, Compute
+from v4stack.model.linear import DENSE, FP8, Linear
+from v4stack.model.rope import Rotary
+
+
+def topk_lower_index_on_ties(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """scores [S, N] -> indices [S, k] of the k largest, descending; equal scores keep the lower index first.
+
+    This is what CUDA ``torch.topk`` returns and what the golden data uses (CPU topk has no tie order).
+    """
+    return torch.sort(scores.float(), dim=-1, descending=True, stable=True).indices[:, :k]
+
+
+class Indexer(nn.Module):
+    def __init__(self, dim: int, q_lora_rank: int, n_heads: int, head_dim: int, topk: int, ratio: int,
+                 rope_dim: int, eps: float, compute: Compute, rotary: Rotary) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim, self.topk, self.ratio = n_heads, head_dim, topk, ratio
+        self.compute, self.rotary = compute, rotary
+        self.weight_scale = head_dim ** -0.5 * n_heads ** -0.5
+        self.wq_b = Linear(q_lora_rank, n_heads * head_dim, FP8, compute)
+        self.weights_proj = Linear(dim, n_heads, DENSE, compute)
+        self.compressor = Compressor(dim, head_dim, ratio, rope_dim, eps, compute, rotary, for_indexer=True)
+
+    def queries(self, qr: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """qr [T, q_lora] -> index queries [T, H_I, head_dim] (roped, rotated, FP4-simulated)."""
+        c = self.compute
+        q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))
+        q = c.ops.hadamard_rotate(self.rotary.apply(q, positions))
+        if c.quant:
+            q = c.ops.quant_dequant_fp4(q, INDEX_QUANT_BLOCK).to(c.dtype)
+        return q
+
+    def head_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """x [T, D] -> per-head score weights [T, H_I]."""
+        return self.weights_proj(x) * self.weight_scale
+
+    def select(self, q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
+               positions: torch.Tensor) -> torch.Tensor:
+        """Top-k compressed entries for each query: q [S, H_I, d], weights [S, H_I], keys [N, d],
+        positions [S] -> idx [S, min(topk, N)] int64 into keys, -1 where the slot has no visible entry."""
+        num_keys = keys.shape[0]
+        k = min(self.topk, num_keys)
+        if k == 0:
+            return torch.empty(q.shape[0], 0, dtype=torch.long, device=q.device)
+        scores = torch.einsum("shd,nd->shn", q, keys.to(q.dtype)).relu()
+        scores = (scores * weights.unsqueeze(-1)).sum(dim=1)  # [S, N]
+        visible = (positions + 1) // self.ratio  # [S]
+        hidden = torch.arange(num_keys, device=q.device)[None, :] >= visible[:, None]
+        scores = scores.float().masked_fill(hidden, float("-inf"))
+        top = topk_lower_index_on_ties(scores, k)
+        return top.masked_fill(top >= visible[:, None], -1)

@@ -1,0 +1,59 @@
+"""Manifold-constrained hyper-connections (mHC, model_spec.md §3.7): hc_mult residual streams per token.
+
+    x^ = flatten(X) fp32 [T, hc*D];  m = (fn x^) * rsqrt(mean(x^^2) + eps)        [T, (2+hc)*hc]
+    pre, post, comb = split_sinkhorn(m, scale, base)
+    sublayer input  y = sum_i pre_i X_i                                            [T, D]
+    new streams     X'_k = post_k F(y) + sum_j comb_jk X_j                          [T, hc, D]
+The head collapses the streams with its own sigmoid weights (no Sinkhorn, no post).
+Parameters live on the owning module under their checkpoint names (``hc_attn_fn`` ...); these functions
+only compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from v4stack.ops.table import OpTable
+
+MIX_SPLITS = 2  # pre and post vectors, besides the hc x hc comb matrix
+
+
+def mix_width(hc: int) -> int:
+    return (MIX_SPLITS + hc) * hc
+
+
+@dataclass(frozen=True)
+class HcShape:
+    hc: int
+    iters: int
+    norm_eps: float
+    hc_eps: float
+
+
+def _mixes(x: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:
+    flat = x.flatten(1).float()  # [T, hc*D]
+    return (flat @ fn.T) * torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
+
+
+def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape: HcShape,
+           ops: OpTable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Streams x [T, hc, D] -> (sublayer input [T, D] in x.dtype, post [T, hc], comb [T, hc, hc]) fp32."""
+    pre, post, comb = ops.hc_split_sinkhorn(_mixes(x, fn, shape.norm_eps), scale, base, shape.hc, shape.iters,
+                                            shape.hc_eps)
+    y = (pre.unsqueeze(-1) * x.float()).sum(dim=1)
+    return y.to(x.dtype), post, comb
+
+
+def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
+    """Sublayer output [T, D] + streams [T, hc, D] -> new streams [T, hc, D] in out.dtype."""
+    mixed = (comb.unsqueeze(-1) * residual.float().unsqueeze(2)).sum(dim=1)  # sum_j comb[t,j,k] X[t,j]
+    return (post.unsqueeze(-1) * out.float().unsqueeze(1) + mixed).to(out.dtype)
+
+
+def hc_head(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor,
+            shape: HcShape) -> torch.Tensor:
+    """Streams [T, hc, D] -> [T, D]: y = sum_i (sigmoid(m_i * scale + base_i) + hc_eps) X_i."""
+    pre = torch.sigmoid(_mixes(x, fn, shape.norm_eps) * scale + base) + shape.hc_eps
+    return (pre.unsqueeze(-1) * x.float()).sum(dim=1).to(x.dtype)

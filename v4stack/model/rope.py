@@ -1,0 +1,68 @@
+"""Rotary position embedding with optional YaRN frequency interpolation (model_spec.md §3.2).
+
+Pairs are interleaved (x[2i], x[2i+1]) on the last ``rope_dim`` dims; rotation in fp32; no YaRN
+magnitude factor. Compressed layers (ratio > 0) use ``compress_rope_theta`` with YaRN, window-only layers
+``rope_theta`` without, for every vector in that layer (queries, window keys, compressed keys, indexer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+YARN_RAMP_MIN_WIDTH = 1e-3  # reference: if the correction range collapses (low == high) widen it by 0.001
+
+
+@dataclass(frozen=True)
+class RopeSpec:
+    """rope_dim: rotated dims; base: theta; yarn_*: YaRN parameters, or original_len 0 for plain RoPE."""
+
+    rope_dim: int
+    base: float
+    factor: float = 1.0
+    original_len: int = 0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+
+
+def inverse_frequencies(spec: RopeSpec) -> torch.Tensor:
+    """fp32 [rope_dim / 2] rotation speeds f_i = base^(-2i/d), YaRN-interpolated when original_len > 0."""
+    d = spec.rope_dim
+    freqs = 1.0 / (spec.base ** (torch.arange(0, d, 2, dtype=torch.float32, device="cpu") / d))
+    if spec.original_len > 0:
+        def correction_dim(rotations: float) -> float:
+            return d * math.log(spec.original_len / (rotations * 2 * math.pi)) / (2 * math.log(spec.base))
+
+        low = max(math.floor(correction_dim(spec.beta_fast)), 0)
+        high = min(math.ceil(correction_dim(spec.beta_slow)), d - 1)
+        if low == high:
+            high += YARN_RAMP_MIN_WIDTH
+        ramp = ((torch.arange(d // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)
+        freqs = freqs / spec.factor * ramp + freqs * (1 - ramp)
+    return freqs
+
+
+class Rotary:
+    """Applies the rotation for one RopeSpec at arbitrary absolute positions."""
+
+    def __init__(self, spec: RopeSpec) -> None:
+        self.spec = spec
+        self.inv_freq = inverse_frequencies(spec)  # fp32 [rope_dim/2], on CPU even under a meta-device build
+
+    def phases(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions [N] int -> complex64 [N, rope_dim/2] = exp(i * p * f)."""
+        angles = torch.outer(positions.to(torch.float32), self.inv_freq.to(positions.device))
+        return torch.polar(torch.ones_like(angles), angles)
+
+    def apply(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """x [N, ..., D] -> copy with the last rope_dim dims of each row rotated by its position (or back)."""
+        d = self.spec.rope_dim
+        phase = self.phases(positions)
+        if inverse:
+            phase = phase.conj()
+        phase = phase.view(phase.shape[0], *([1] * (x.dim() - 2)), phase.shape[1])
+        rot = torch.view_as_complex(x[..., -d:].float().unflatten(-1, (-1, 2)).contiguous())
+        rotated = torch.view_as_real(rot * phase).flatten(-2).to(x.dtype)
+        return torch.cat([x[..., :-d], rotated], dim=-1)

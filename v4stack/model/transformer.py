@@ -1,0 +1,111 @@
+"""The DeepSeek-V4 causal LM: embed -> hc_mult streams -> blocks -> hc_head -> norm -> fp32 head.
+
+Device-agnostic and stateless between calls: per-sequence caches live in ``SequenceState`` objects that the
+caller creates with :meth:`DeepseekV4.new_state` and passes in every ``ForwardBatch``. The module tree's
+buffer names are the official checkpoint names, so ``state_dict()`` of a meta-device model is the
+loader's table of expected tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from v4stack.config.model_config import ModelConfig
+from v4stack.config.numerics import Numerics
+from v4stack.model.batch import ForwardBatch
+from v4stack.model.block import Block, hc_shape
+from v4stack.model.cache import SequenceState
+from v4stack.model.compute import Compute
+from v4stack.model.mhc import hc_head
+from v4stack.model.mtp import MTPBlock
+from v4stack.model.norm import RMSNorm
+from v4stack.ops.table import OpTable, reference_ops
+
+
+class Embedding(nn.Module):
+    def __init__(self, vocab: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.empty(vocab, dim, dtype=torch.bfloat16))
+
+    def forward(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.weight[ids].to(dtype)
+
+
+class Head(nn.Module):
+    """Output projection, applied in fp32 (the reference keeps an fp32 copy of the bf16 weight)."""
+
+    def __init__(self, vocab: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.empty(vocab, dim, dtype=torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() @ self.weight.float().T
+
+
+@dataclass
+class ModelOutput:
+    """logits [n, V] fp32 for the requested rows; hidden [T, hc, D]: final streams (MTP input)."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+class DeepseekV4(nn.Module):
+    def __init__(self, cfg: ModelConfig, numerics: Numerics | None = None, ops: OpTable | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.compute = Compute(ops or reference_ops(), numerics or Numerics.reference(), cfg.weight_block,
+                               cfg.weight_block)
+        self.hc = hc_shape(cfg)
+        self.embed = Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, i, self.compute) for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.head = Head(cfg.vocab_size, cfg.hidden_size)
+        hc, dim = cfg.hc_mult, cfg.hidden_size
+        self.register_buffer("hc_head_fn", torch.empty(hc, hc * dim, dtype=torch.float32))
+        self.register_buffer("hc_head_base", torch.empty(hc, dtype=torch.float32))
+        self.register_buffer("hc_head_scale", torch.empty(1, dtype=torch.float32))
+        self.mtp = nn.ModuleList(MTPBlock(cfg, cfg.num_hidden_layers + k, self.compute)
+                                 for k in range(cfg.num_mtp_layers))
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    def new_state(self) -> SequenceState:
+        """Empty caches for one new sequence."""
+        return SequenceState(layers=[b.attn.new_cache(self.device) for b in self.layers],
+                             mtp_layers=[b.attn.new_cache(self.device) for b in self.mtp])
+
+    @torch.inference_mode()
+    def forward(self, batch: ForwardBatch, logit_rows: torch.Tensor | None = None) -> ModelOutput:
+        """Run every sequence of ``batch`` forward; logits for ``logit_rows`` of the flat token axis
+        (default: each sequence's last new token). Advances each state's position."""
+        ids = batch.token_ids.to(self.device)
+        x = self.embed(ids, self.compute.dtype).unsqueeze(1).repeat(1, self.cfg.hc_mult, 1)  # [T, hc, D]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, batch, i)
+        rows = batch.last_token_rows() if logit_rows is None else logit_rows
+        collapsed = hc_head(x[rows], self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc)
+        logits = self.head(self.norm(collapsed))
+        batch.commit()
+        return ModelOutput(logits, x)
+
+    @torch.inference_mode()
+    def mtp_forward(self, batch: ForwardBatch, hidden: torch.Tensor,
+                    logit_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Draft logits of the first MTP block. ``batch`` is built with ``is_mtp=True`` from the *next*
+        token ids (id of position t+1 at row t); hidden [T, hc, D]: the main model's final streams for the
+        same positions. Returns [n, V] fp32 and advances each state's MTP position."""
+        if not self.mtp:
+            raise RuntimeError("this checkpoint has no MTP block")
+        block = self.mtp[0]
+        embedded = self.embed(batch.token_ids.to(self.device), self.compute.dtype)
+        y = block.draft_hidden(embedded, hidden.to(self.compute.dtype), batch, 0)
+        rows = batch.last_token_rows() if logit_rows is None else logit_rows
+        logits = self.head(y[rows])
+        batch.commit()
+        return logits

@@ -1,0 +1,1 @@
+"""Plain PyTorch implementations of every op: the definition every fast path is tested against."""

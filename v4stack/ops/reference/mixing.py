@@ -1,0 +1,23 @@
+"""mHC mixing coefficients: split the per-token mixes into pre / post / Sinkhorn-normalised comb (§3.7)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def hc_split_sinkhorn(mixes: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor, hc: int, iters: int,
+                      eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mixes [T, (2+hc)*hc] fp32 -> pre [T, hc], post [T, hc], comb [T, hc(src j), hc(dst k)].
+
+    pre = sigmoid(m*a0 + b) + eps; post = 2 sigmoid(m*a1 + b); comb = softmax over k (+eps), then a column
+    normalisation, then (iters - 1) x (row, column) normalisations, each with +eps in the denominator.
+    """
+    pre = torch.sigmoid(mixes[:, :hc] * hc_scale[0] + hc_base[:hc]) + eps
+    post = 2 * torch.sigmoid(mixes[:, hc:2 * hc] * hc_scale[1] + hc_base[hc:2 * hc])
+    comb = mixes[:, 2 * hc:].unflatten(-1, (hc, hc)) * hc_scale[2] + hc_base[2 * hc:].view(hc, hc)
+    comb = comb.softmax(-1) + eps
+    comb = comb / (comb.sum(-2, keepdim=True) + eps)
+    for _ in range(iters - 1):
+        comb = comb / (comb.sum(-1, keepdim=True) + eps)
+        comb = comb / (comb.sum(-2, keepdim=True) + eps)
+    return pre, post, comb

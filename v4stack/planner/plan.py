@@ -1,0 +1,216 @@
+"""Top-level planner: ``make_plan(...) -> Plan`` answers "does it fit, and how fast".
+
+What it is: glue over ``memory`` (weights, Engram, KV pools, workspace, verdict), ``perf``
+(per-op FLOPs/bytes, roofline, calibrated step time) and ``calibration`` (fitted factors per chip
+family).  ``Plan.to_json()`` carries at least ``kv_bytes_per_token``, ``weights_bytes_per_device``,
+``fits``, ``max_context_tokens``, ``ttft_ms``, ``tpot_ms``, ``tokens_per_s_per_device`` and
+``roofline_tpot_ms``.
+
+Timing rules (all per device, see perf.py):
+* step      = max(host floor, device time) with calibrated efficiencies;
+* TPOT      = step / acceptance + prefill interference, where interference (only when
+  ``output_tokens`` is given) is the prefill time of other requests amortised over this request's
+  output tokens: steady closed loop: concurrency x t_prefill / output; one burst:
+  (concurrency - 1) / 2 x t_prefill / output;
+* TTFT      = t_prefill x (arrivals + 1) / 2 + one step, arrivals = concurrency for a burst, else 1;
+* roofline TPOT = roofline step / acceptance (peak figures, no floor, no interference).
+
+What it does not know: scheduler policies beyond these two arrival patterns, or tail latency.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+from v4stack.hardware.registry import ChipSpec, get_chip
+from v4stack.planner import memory as mem
+from v4stack.planner.model_shape import ModelShape, load_model
+from v4stack.planner.perf import Calib, StepCost, Workload, decode_step, prefill
+
+DEFAULT_CONTEXT = 8192
+ARRIVALS = ("steady", "burst")
+# How far "add N devices" searches before giving up (x current device count).
+MAX_SCALE_OUT = 16
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Result of one planning query; all byte figures per device unless named otherwise."""
+
+    model: str
+    hardware: str
+    devices: int
+    tp: int
+    dp: int
+    ep: int
+    quant: str
+    kv_dtype: str
+    engram: str
+    context: int
+    concurrency: int
+    spec_tokens: int
+    acceptance: float
+    kv_bytes_per_token: float
+    kv_pools_bytes_per_token: dict
+    kv_fixed_bytes_per_sequence: dict
+    checkpoint_bytes: float
+    weights_bytes_per_device: float
+    weights_by_class_per_device: dict
+    engram_device_bytes: float
+    engram_host_bytes: float
+    kv_bytes_per_device: float
+    workspace_bytes: float
+    reserve_bytes: float
+    usable_bytes: float
+    spare_bytes: float
+    fits: bool
+    max_context_tokens: int
+    max_concurrency: int
+    verdict: str
+    ttft_ms: float
+    prefill_ms: float
+    tpot_ms: float
+    step_ms: float
+    host_floor_ms: float
+    roofline_step_ms: float
+    roofline_tpot_ms: float
+    tokens_per_s_per_device: float
+    ops: dict
+    calibration: dict = field(default_factory=dict)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(asdict(self), indent=indent, sort_keys=False)
+
+
+def default_quant(chip: ChipSpec) -> str:
+    """Native FP8/FP4 where the chip has an FP8 datapath, else INT8 W8A8 (A2/A3 ModelSlim)."""
+    return "native" if chip.has_fp8 or chip.family == "cpu" else "w8a8"
+
+
+def calibration_for(chip: ChipSpec) -> tuple[Calib, str]:
+    """Fitted factors for the chip's family, or the pure roofline where no data exists."""
+    from v4stack.planner.calibration import fitted     # lazy: calibration builds plans itself
+    fits = fitted()
+    if chip.family in fits:
+        return fits[chip.family], f"fitted ({chip.family})"
+    return Calib(), "uncalibrated (roofline only)"
+
+
+def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *, tp: int | None = None,
+              dp: int | None = None, ep: int | None = None, context: int = DEFAULT_CONTEXT,
+              concurrency: int = 1, kv_dtype: str | None = None, engram: str = "device",
+              quant: str | None = None, spec_tokens: int = 0, acceptance: float | None = None,
+              draft: str = "auto", prompt: int | None = None, output_tokens: int = 0,
+              arrival: str = "steady", calib: Calib | None = None) -> Plan:
+    """Plan one deployment.  ``context`` is the decode position (and the default prompt length)."""
+    m = model if isinstance(model, ModelShape) else load_model(model)
+    chip = hardware if isinstance(hardware, ChipSpec) else get_chip(hardware)
+    par = mem.Parallel.make(devices, tp, dp, ep)
+    quant = quant or default_quant(chip)
+    kv_dtype = kv_dtype or mem.default_kv_dtype(m)
+    if arrival not in ARRIVALS:
+        raise ValueError(f"arrival {arrival!r} not in {ARRIVALS}")
+    if spec_tokens and acceptance is None:
+        raise ValueError("--spec-tokens needs --acceptance (mean tokens emitted per step)")
+    acc = acceptance if spec_tokens else 1.0
+    cal, cal_src = (calib, "given") if calib is not None else calibration_for(chip)
+    prompt = prompt or context
+
+    budget = mem.device_memory(m, chip.memory.value, par, quant, kv_dtype, engram, context, concurrency)
+    lay = mem.kv_layout(m, kv_dtype)
+    limit = m.max_position or None
+    max_ctx = mem.max_context(m, chip.memory.value, par, quant, kv_dtype, engram, concurrency, limit)
+    max_conc = _max_concurrency(budget, lay, context, par)
+
+    wl = Workload(context, prompt, concurrency, spec_tokens, acc, draft)
+    sc, pre = step_costs(m, par, quant, kv_dtype, engram, wl)
+    t = timings(sc, pre, chip, cal, wl, output_tokens, arrival)
+    step, tpot, ttft, t_pre = t["step"], t["tpot"], t["ttft"], t["prefill"]
+    roof = sc.step_time(chip, Calib())
+
+    return Plan(
+        model=m.name, hardware=chip.name, devices=devices, tp=par.tp, dp=par.dp, ep=par.ep, quant=quant,
+        kv_dtype=kv_dtype, engram=engram, context=context, concurrency=concurrency,
+        spec_tokens=spec_tokens, acceptance=acc,
+        kv_bytes_per_token=lay.bytes_per_token, kv_pools_bytes_per_token=dict(lay.per_token),
+        kv_fixed_bytes_per_sequence=dict(lay.fixed),
+        checkpoint_bytes=sum(mem.weights_by_class(m, "native").values()),
+        weights_bytes_per_device=budget.weights_total, weights_by_class_per_device=dict(budget.weights),
+        engram_device_bytes=budget.engram_device, engram_host_bytes=budget.engram_host,
+        kv_bytes_per_device=budget.kv_total, workspace_bytes=budget.workspace, reserve_bytes=budget.reserve,
+        usable_bytes=budget.usable, spare_bytes=budget.spare, fits=budget.spare >= 0,
+        max_context_tokens=max_ctx, max_concurrency=max_conc,
+        verdict=_verdict(m, chip, par, quant, kv_dtype, engram, context, concurrency, budget),
+        ttft_ms=ttft * 1e3, prefill_ms=t_pre * 1e3, tpot_ms=tpot * 1e3, step_ms=step * 1e3,
+        host_floor_ms=sc.host_floor(cal) * 1e3, roofline_step_ms=roof * 1e3, roofline_tpot_ms=roof / acc * 1e3,
+        tokens_per_s_per_device=concurrency * 1e3 / (tpot * 1e3) / devices,
+        ops=_ops_table(sc, chip), calibration={"source": cal_src, **asdict(cal)},
+    )
+
+
+def step_costs(m: ModelShape, par: mem.Parallel, quant: str, kv_dtype: str, engram: str,
+               wl: Workload) -> tuple[StepCost, StepCost]:
+    """(decode step, prefill of one prompt) costs on one device; independent of calibration."""
+    return (decode_step(m, par, quant, kv_dtype, engram, wl),
+            prefill(m, par, quant, kv_dtype, engram, wl.prompt, mem.PREFILL_CHUNK))
+
+
+def timings(sc: StepCost, pre: StepCost, chip: ChipSpec, cal: Calib, wl: Workload,
+            output_tokens: int, arrival: str) -> dict[str, float]:
+    """Seconds: step, TPOT, TTFT and single-prompt prefill under the rules in the module doc."""
+    step = sc.step_time(chip, cal)
+    t_pre = pre.step_time(chip, cal)
+    tpot = step / wl.acceptance + _interference(t_pre, wl.concurrency, output_tokens, arrival)
+    arrivals = wl.concurrency if arrival == "burst" else 1
+    return {"step": step, "tpot": tpot, "ttft": t_pre * (arrivals + 1) / 2 + step, "prefill": t_pre}
+
+
+def _interference(t_prefill: float, concurrency: int, output_tokens: int, arrival: str) -> float:
+    if output_tokens <= 0:
+        return 0.0
+    others = concurrency if arrival == "steady" else (concurrency - 1) / 2
+    return t_prefill * others / output_tokens
+
+
+def _max_concurrency(b: mem.DeviceMemory, lay: mem.KVLayout, context: int, par: mem.Parallel) -> int:
+    room = b.usable - (b.weights_total + b.engram_device + b.workspace + b.reserve)
+    per_seq = lay.per_sequence(context)
+    return max(0, int(room // per_seq)) * par.dp if room > 0 else 0
+
+
+def _ops_table(sc: StepCost, chip: ChipSpec) -> dict:
+    times = sc.per_op_time(chip)
+    return {k: {"flops": f, "bytes": b, "format": fmt, "roofline_ms": times[k] * 1e3}
+            for k, (f, b, fmt) in sc.ops.items()}
+
+
+def _verdict(m: ModelShape, chip: ChipSpec, par: mem.Parallel, quant: str, kv_dtype: str, engram: str,
+             context: int, concurrency: int, b: mem.DeviceMemory) -> str:
+    """'fits with X spare' or 'short by X: add N devices [or use host Engram]'."""
+    if b.spare >= 0:
+        return f"fits with {mem.format_gib(b.spare)} spare per device"
+    short = f"short by {mem.format_gib(-b.spare)} per device"
+    hints = []
+    for n in range(par.devices + 1, par.devices * MAX_SCALE_OUT + 1):
+        if n % par.tp:
+            continue
+        p2 = mem.Parallel(n, par.tp, n // par.tp, n if par.ep > 1 else 1)
+        if mem.device_memory(m, chip.memory.value, p2, quant, kv_dtype, engram, context, concurrency).spare >= 0:
+            hints.append(f"add {n - par.devices} devices ({n} total, tp={p2.tp}, dp={p2.dp})")
+            break
+    if engram == "device" and m.engram_rows:
+        if mem.device_memory(m, chip.memory.value, par, quant, kv_dtype, "host", context, concurrency).spare >= 0:
+            hints.append("use host Engram")
+    if not hints:
+        hints.append(f"no layout up to {par.devices * MAX_SCALE_OUT} devices fits; shorten the context")
+    return f"{short}: " + " or ".join(hints)
+
+
+def parse_tokens(text: str) -> int:
+    """'1M' -> 1,048,576; '64K' / '64k' -> 65,536; '8192' -> 8192 (binary K/M)."""
+    t = str(text).strip().upper()
+    scale = {"K": 1024, "M": 1024 * 1024}.get(t[-1:], 1)
+    num = t[:-1] if scale > 1 else t
+    return int(math.floor(float(num) * scale))

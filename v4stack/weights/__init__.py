@@ -1,0 +1,1 @@
+"""Checkpoint formats, files and loading (official DeepSeek-V4 layout)."""
