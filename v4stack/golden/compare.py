@@ -4,8 +4,9 @@ fp32 oracle mode (``golden_fp32_noqat``): numerical noise is ~1e-6 while plausib
 0.01-4, so every logit row must agree to ``FP32_MAX_ABS``, every argmax must agree, free-running greedy
 decoding must reproduce all generated ids, and the indexer must choose the same entry sets.
 Reference numerics (``golden``): a non-bit-exact implementation diverges through e4m3/e2m1 rounding
-midpoints and bf16 score ties, so: short contexts tightly (``SHORT_MAX_ABS``), decode steps statistically
-(mean <= ``STEP_MEAN_ABS``, argmax agreement >= ``STEP_TOP1``).
+midpoints and bf16 score ties, so: short contexts of a batch-1 run tightly (``SHORT_MAX_ABS``), decode
+steps and rows computed inside larger batches statistically (mean <= ``STEP_MEAN_ABS``, argmax agreement
+>= ``STEP_TOP1``).
 """
 
 from __future__ import annotations
@@ -111,9 +112,18 @@ def compare_reference(result: RunResult, golden: dict) -> list[Check]:
     mx, mean, top1 = _stats(result.step_logits, golden["step_logits"])
     checks += [_le("step_logits mean |d|", mean, STEP_MEAN_ABS, f"max {mx:.3f}"),
                _ge("step_logits top-1", top1, STEP_TOP1)]
-    mine, gold = _prefix_rows(result, golden, SHORT_PREFIX_MAX_LEN)
-    if mine is not None:
-        checks.append(_le("short prefix_logits max |d|", _stats(mine, gold)[0], SHORT_MAX_ABS))
+    if result.path == "batched":
+        # Rows computed inside a larger batch go through GEMMs of other shapes, so their fp32 rounding (and
+        # with it every downstream e4m3/bf16 rounding) differs from the reference's batch-1 run: only the
+        # statistical bound applies to them.
+        mine, gold = _prefix_rows(result, golden)
+        if mine is not None:
+            mx, mean, _ = _stats(mine, gold)
+            checks.append(_le("batched prefix_logits mean |d|", mean, STEP_MEAN_ABS, f"max {mx:.3f}"))
+    else:
+        mine, gold = _prefix_rows(result, golden, SHORT_PREFIX_MAX_LEN)
+        if mine is not None:
+            checks.append(_le("short prefix_logits max |d|", _stats(mine, gold)[0], SHORT_MAX_ABS))
     if result.prompt_logits is not None:
         short = golden["prompt_positions"] <= SHORT_PROMPT_MAX_POS
         mx = _stats(result.prompt_logits[short], golden["prompt_logits"][short])[0]

@@ -34,6 +34,7 @@ class RunResult:
     """What v4stack produced for one golden file on one path (same row layout as the golden tensors)."""
 
     step_logits: torch.Tensor
+    path: str = "prefill"
     prompt_logits: torch.Tensor | None = None
     prefix_logits: dict[int, torch.Tensor] = field(default_factory=dict)
     mtp_logits: torch.Tensor | None = None
@@ -98,7 +99,7 @@ class GoldenRunner:
         gen = g["generated_ids"]
         state = model.new_state()
         trace: dict | None = {} if with_extras and path == "prefill" else None
-        result = RunResult(step_logits=torch.empty(gen.numel(), g["step_logits"].shape[1]))
+        result = RunResult(step_logits=torch.empty(gen.numel(), g["step_logits"].shape[1]), path=path)
         if path == "batched":
             last, hidden = self._ingest_batched(state, result)
         else:

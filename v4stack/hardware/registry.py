@@ -257,7 +257,8 @@ def list_chips() -> list[str]:
 
 def get_chip(name: str) -> ChipSpec:
     """Look up a chip by canonical name or alias (case-insensitive); "cpu" probes this machine."""
-    key = name.strip().lower().replace("ascend", "") if name.lower().startswith("ascend") else name.strip().lower()
+    key = name.strip().lower()
+    key = key.removeprefix("ascend") if key.startswith("ascend9") else key    # "Ascend910C" -> "910c"
     key = _ALIASES.get(key, key)
     if key == "cpu":
         return probe_cpu()

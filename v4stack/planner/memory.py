@@ -153,18 +153,25 @@ class KVLayout:
         return self.fixed_bytes + self.bytes_per_token * context
 
 
-def entry_bytes(m: ModelShape, kv_dtype: str) -> tuple[int, int, int]:
-    """(window entry, compressed entry, indexer key) bytes for a model and --kv-dtype."""
+def entry_bytes(m: ModelShape, kv_dtype: str) -> tuple[float, float, float]:
+    """(window entry, compressed entry, indexer key) bytes for a model and --kv-dtype.
+
+    Generalises the 512-dim formats of model_spec s5.2 to any head_dim d with rope dims r_d:
+    V4 fp8: (d - r_d) fp8 + r_d bf16 + (d - r_d)/64 scales + 1 pad (584 at d = 512);
+    V4.1 fp8: d + d/32 (528); fp4 (E4M3 block 16): d/2 + d/16 (288); index key fp4: k/2 + k/32 (68).
+    """
     if kv_dtype not in KV_DTYPES:
         raise ValueError(f"kv dtype {kv_dtype!r} not in {KV_DTYPES}")
-    bf16_main, bf16_idx = m.head_dim * 2, m.index_head_dim * 2
+    d, k, nope = m.head_dim, m.index_head_dim, m.head_dim - m.rope_dim
     if kv_dtype == "bf16":
-        return bf16_main, bf16_main, bf16_idx
+        return 2 * d, 2 * d, 2 * k
+    idx = k / 2 + k / 32
+    fp4 = d / 2 + d / 16
     if m.family == "v4":
-        main = V4_FP8_ENTRY if kv_dtype == "fp8" else FP4_E4M3_ENTRY
-        return main, main, INDEX_FP4_ENTRY
-    comp = V41_FP8_ENTRY if kv_dtype == "fp8" else FP4_E4M3_ENTRY
-    return V41_FP8_ENTRY, comp, INDEX_FP4_ENTRY      # V4.1 window stays FP8 (s3.12)
+        main = nope + 2 * m.rope_dim + nope / 64 + 1 if kv_dtype == "fp8" else fp4
+        return main, main, idx
+    v41_fp8 = d + d / 32
+    return v41_fp8, (v41_fp8 if kv_dtype == "fp8" else fp4), idx   # V4.1 window stays FP8 (s3.12)
 
 
 def default_kv_dtype(m: ModelShape) -> str:
@@ -266,18 +273,22 @@ def max_context(m: ModelShape, capacity: float, par: Parallel, quant: str, kv_dt
                 engram: str, concurrency: int, limit: int | None = None) -> int:
     """Largest context (tokens) at which ``concurrency`` sequences fit; 0 if nothing fits.
 
-    Memory is affine in context (KV and indexer-logit workspace), so solve the line exactly:
-    used(T) = used(0) + slope * T <= usable.  Capped at ``limit`` (max_position_embeddings).
+    Memory grows monotonically with context (KV pools, indexer-logit workspace), so bisect on the
+    exact budget.  Capped at ``limit`` (max_position_embeddings), else searched up to 2^30.
     """
-    m0 = device_memory(m, capacity, par, quant, kv_dtype, engram, 0, concurrency)
-    probe = 1 << 20
-    m1 = device_memory(m, capacity, par, quant, kv_dtype, engram, probe, concurrency)
-    slope = (m1.used - m0.used) / probe
-    room = m0.usable - m0.used
-    if room <= 0:
+    def fits(t: int) -> bool:
+        return device_memory(m, capacity, par, quant, kv_dtype, engram, t, concurrency).spare >= 0
+
+    hi = limit or (1 << 30)
+    if not fits(0):
         return 0
-    t = int(room // slope) if slope > 0 else (limit or probe)
-    return min(t, limit) if limit else t
+    if fits(hi):
+        return hi
+    lo = 0                     # invariant: fits(lo) and not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def format_gib(x: float) -> str:

@@ -17,6 +17,7 @@ none), load imbalance across experts (uniform routing assumed), or queueing in a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from v4stack.hardware.registry import ChipSpec
@@ -107,6 +108,11 @@ class StepCost:
         return {k: max(f / chip.gemm_flops(fmt), b / chip.memory_bw.value) for k, (f, b, fmt) in self.ops.items()}
 
 
+# 2-D tensors that are not multiplied by activations: mHC params (own formula), hash tables, and
+# compressor position biases (``ape``, added to gate scores).
+_NOT_MATMUL = re.compile(r"hc_|tid2eid|\.ape$")
+
+
 def _op_of(name: str, cls: str) -> str:
     if "hc_" in name:
         return "mhc"
@@ -151,7 +157,7 @@ def layer_cost(sc: StepCost, m: ModelShape, l: LayerShape, par: Parallel, quant:
             p = _hit_prob(l.n_experts, l.topk, moe_tokens)
             flops = 2 * t.numel * t.count * moe_tokens * l.topk / l.n_experts / par.expert_shards
             sc.add(op, flops, nbytes * p, weight_format(t, quant))
-        elif len(t.shape) == 2 and min(t.shape) > 1 and "hc_" not in t.name and "tid2eid" not in t.name:
+        elif len(t.shape) == 2 and min(t.shape) > 1 and not _NOT_MATMUL.search(t.name):
             sc.add(op, 2 * t.numel * t.count * share * n_tok, nbytes, weight_format(t, quant))
         else:            # vectors, sinks, hc params: read once
             sc.add(op, 0.0, nbytes)

@@ -196,9 +196,9 @@ def _verdict(m: ModelShape, chip: ChipSpec, par: mem.Parallel, quant: str, kv_dt
     for n in range(par.devices + 1, par.devices * MAX_SCALE_OUT + 1):
         if n % par.tp:
             continue
-        p2 = mem.Parallel(n, par.tp, n // par.tp, n if par.ep > 1 else 1)
+        p2 = mem.Parallel(n, par.tp, n // par.tp, n)          # suggestions spread experts over all
         if mem.device_memory(m, chip.memory.value, p2, quant, kv_dtype, engram, context, concurrency).spare >= 0:
-            hints.append(f"add {n - par.devices} devices ({n} total, tp={p2.tp}, dp={p2.dp})")
+            hints.append(f"add {n - par.devices} devices ({n} total, tp={p2.tp}, dp={p2.dp}, ep={n})")
             break
     if engram == "device" and m.engram_rows:
         if mem.device_memory(m, chip.memory.value, par, quant, kv_dtype, "host", context, concurrency).spare >= 0:

@@ -18,7 +18,8 @@ def hadamard_matrix(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
 
 def hadamard_rotate(x: torch.Tensor) -> torch.Tensor:
-    """x [..., n] -> (x @ H_n) * n^-1/2, summed in fp32, returned in x.dtype."""
+    """x [..., n] -> (x @ H_n) * n^-1/2 in x.dtype: the +-1 sums are exact (fp64), rounded once to fp32,
+    then scaled by fp32(n^-1/2) - the official kernel's order of rounding."""
     n = x.shape[-1]
-    h = hadamard_matrix(n, x.device)
-    return ((x.float() @ h) * math.sqrt(1.0 / n)).to(x.dtype)
+    h = hadamard_matrix(n, x.device).double()
+    return ((x.double() @ h).float() * math.sqrt(1.0 / n)).to(x.dtype)

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Validate the planner against every published figure; write docs/planner.md.
+
+Usage (repo root):  python tools/validate_planner.py            # print, write docs
+                    python tools/validate_planner.py --no-write # CI: print and gate only
+
+Exit status: 0 if every held-out TPOT/step row is within +-25% or carries a documented exception,
+and the memory checks (3,514 / 5,031 / 890 B per token; V4-Flash checkpoint 159.6 GB) hold;
+1 otherwise.  Pure arithmetic: no model weights, no accelerator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from v4stack.planner.calibration import HOLDOUT_BOUND, PUBLISHED, fitted, validate  # noqa: E402
+from v4stack.planner.memory import default_kv_dtype, kv_layout, weights_by_class  # noqa: E402
+from v4stack.planner.model_shape import load_model  # noqa: E402
+from v4stack.planner.plan import make_plan  # noqa: E402
+
+# Published memory figures (model_spec.md s5.2 and s8; s4.1 for the checkpoint total).
+PUBLISHED_KV = {"v4-flash": 3514, "v4-pro": 5031, "v4.1-flash": 890}
+FLASH_CHECKPOINT_BYTES = 159_609_485_896     # model.safetensors.index.json total_size (F4)
+V41_PUBLISHED_GB = 510                        # "~510 GB published" (model_spec s4.1, X DS41.md)
+# Comparison for the README: single stream, V4-Flash, DSpark K=7 with acceptance 5.6.
+CMP_SETUPS = (("950pr", 8), ("950dt", 8), ("910c", 8), ("h200", 8), ("b200", 8), ("gb300", 4))
+CMP_CONTEXTS = (8192, 65536)
+
+
+def memory_checks() -> list[tuple[str, float, float, bool]]:
+    """(what, planner, published, ok).  B/token must round to the published integer."""
+    out = []
+    for name, pub in PUBLISHED_KV.items():
+        m = load_model(name)
+        got = kv_layout(m, default_kv_dtype(m)).bytes_per_token
+        out.append((f"{name} KV bytes/token", got, pub, round(got) == pub))
+    flash = sum(weights_by_class(load_model("v4-flash"), "native").values())
+    out.append(("v4-flash checkpoint bytes", flash, FLASH_CHECKPOINT_BYTES, flash == FLASH_CHECKPOINT_BYTES))
+    v41 = sum(weights_by_class(load_model("v4.1-flash"), "native").values()) / 1e9
+    out.append(("v4.1-flash checkpoint GB", v41, V41_PUBLISHED_GB, abs(v41 / V41_PUBLISHED_GB - 1) < 0.01))
+    return out
+
+
+def _status(v) -> str:
+    if v.row.role == "fit":
+        return "fit"
+    if not v.gated:
+        return "reported (TTFT)"
+    if abs(v.error) <= HOLDOUT_BOUND:
+        return "ok"
+    return "MISS (exception)" if v.row.exception else "MISS"
+
+
+def validation_markdown(vals) -> str:
+    head = ("| row | metric | published | roofline | planner | error | role / status |\n"
+            "|---|---|---:|---:|---:|---:|---|\n")
+    body = "".join(f"| {v.row.label} | {v.row.metric} | {v.row.value:,.2f} | {v.roofline:,.2f} | "
+                   f"{v.predicted:,.2f} | {v.error * 100:+.1f}% | {_status(v)} |\n" for v in vals)
+    return head + body
+
+
+def assumptions_markdown() -> str:
+    rows = "".join(f"| `{r.key}` | {r.role} | {r.source} | {r.assumptions} | {r.exception or '-'} |\n"
+                   for r in PUBLISHED)
+    return "| key | role | source | assumed deployment | exception |\n|---|---|---|---|---|\n" + rows
+
+
+def calibration_markdown() -> str:
+    rows = "".join(f"| {fam} | {c.layer_overhead_s * 1e6:.1f} | {c.bw_eff:.3f} | {c.flops_eff:.4f} |\n"
+                   for fam, c in fitted().items())
+    return ("| family | host floor per layer (us) | bandwidth efficiency | prefill FLOP efficiency |\n"
+            "|---|---:|---:|---:|\n" + rows)
+
+
+def comparison_markdown() -> str:
+    """Planner single-stream V4-Flash TPOT, with and without DSpark, per chip."""
+    lines = ["| setup | context | roofline TPOT, no spec | planner TPOT, no spec | "
+             "roofline TPOT, DSpark | planner TPOT, DSpark | planner step, DSpark |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for chip, n in CMP_SETUPS:
+        for ctx in CMP_CONTEXTS:
+            a = make_plan("v4-flash", chip, n, context=ctx)
+            b = make_plan("v4-flash", chip, n, context=ctx, spec_tokens=7, acceptance=5.6, draft="dspark")
+            lines.append(f"| {n}x{chip} | {ctx // 1024}K | {a.roofline_tpot_ms:.2f} | {a.tpot_ms:.2f} | "
+                         f"{b.roofline_tpot_ms:.2f} | {b.tpot_ms:.2f} | {b.step_ms:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(vals) -> tuple[list, list]:
+    gated = [v for v in vals if v.gated]
+    fails = [v for v in gated if not v.passes]
+    return gated, fails
+
+
+def render_doc(vals, mem) -> str:
+    gated, fails = summary(vals)
+    inside = [v for v in gated if abs(v.error) <= HOLDOUT_BOUND]
+    mem_rows = "".join(f"| {w} | {g:,.2f} | {p:,.2f} | {'ok' if ok else 'FAIL'} |\n" for w, g, p, ok in mem)
+    return (
+        "# Planner: what fits and how fast\n\n"
+        "<!-- generated by tools/validate_planner.py; edit the script, not this file -->\n\n"
+        + DOC_BODY.format(
+            mem_rows=mem_rows, calib=calibration_markdown(), table=validation_markdown(vals),
+            inside=len(inside), gated=len(gated), bound=int(HOLDOUT_BOUND * 100),
+            misses="".join(f"* **{v.row.label}** ({v.error * 100:+.1f}%): {v.row.exception}\n"
+                           for v in gated if abs(v.error) > HOLDOUT_BOUND),
+            assumptions=assumptions_markdown(), comparison=comparison_markdown(),
+            unexplained=len(fails)))
+
+
+DOC_BODY = """\
+## Usage
+
+```
+v4stack plan --model v4-flash --hardware 950pr --devices 8 --context 1M --concurrency 4
+v4stack plan --model v4.1-flash --hardware 910c --devices 8 --quant w4a8 --engram host \\
+             --context 128K --spec-tokens 5 --acceptance 2.75 --json
+v4stack plan --model PATH/config.json --hardware h200 --devices 8 --plot tpot.png
+```
+
+Code: `v4stack/hardware/registry.py` (chip figures with sources), `v4stack/planner/`
+(`model_shape` -> `memory` -> `perf` -> `calibration` -> `plan` -> `report`), CLI `v4stack/cli/plan.py`.
+
+## Memory model
+
+* Weights: the full checkpoint tensor inventory is rebuilt from `config.json` (model_spec s4.3/s4.4):
+  FP8 = numel + ceil(out/b) x ceil(in/b) E8M0 scales (b = 128 for V4, 32 for V4.1); FP4 experts =
+  numel/2 + out x in/32 scales. Per device: routed experts / ep (or / tp when ep = 1); tensors the
+  reference shards (wq_b, wo_a, wo_b, embed, head, attn_sink, weights_proj, shared experts) / tp;
+  everything else replicated. A2/A3 deployments use `--quant w8a8|w4a8` (INT8 + per-channel scales).
+* Engram (V4.1): 264 B per row (256 FP8 + 8 E8M0), split over all devices (`device`), or off device.
+* KV per sequence: growing pools sum entry bytes / ratio over layers (V4: 584 B main entry, 68 B FP4
+  indexer key; V4.1: 288 B FP4 compressed entry, 68 B key); fixed pools: the 128-token window ring in
+  every layer and the fp32 compressor state. The single latent KV head is replicated on TP ranks, so
+  KV per device = ceil(concurrency / dp) x per-sequence bytes.
+* Workspace: one prefill chunk (4,096 tokens) of streams, queries or MoE activations, plus the fp32
+  indexer logits for that chunk against the whole context; 2 GiB runtime reserve; 90% of capacity usable.
+
+Memory checks (exact arithmetic, no calibration):
+
+| check | planner | published | status |
+|---|---:|---:|---|
+{mem_rows}
+## Performance model
+
+Per device and step, op classes (projections, indexer, sparse / HCA / window attention, MoE experts,
+mHC, head, Engram, draft) each get FLOPs and bytes; routed experts read only the experts hit by the
+step's tokens (uniform routing); KV is read once per sequence per layer. Roofline step = sum over
+classes of max(FLOPs / peak, bytes / bandwidth) + communication (TP all-reduce, EP dispatch FP8 and
+combine BF16) / link + one latency per collective. The calibrated step is
+max(host floor, device time at fitted efficiencies), the host floor being a per-layer dispatch cost
+times the layers run (main + draft passes). TPOT = step / acceptance + prefill interference (other
+requests' prefill time amortised over the output tokens). TTFT = prefill x (arrivals + 1) / 2 + one step.
+
+Calibration (fitted by `v4stack/planner/calibration.py` on the rows marked `fit`, recomputed at first use):
+
+{calib}
+## Validation
+
+Held-out TPOT / step rows inside +-{bound}%: **{inside} of {gated}**. TTFT rows are reported, not gated.
+Rows failing the gate without a documented exception: {unexplained}.
+
+{table}
+### Where the planner misses, and why
+
+{misses}
+The Ascend misses share one cause: the measured Ascend stacks differ more in host/software overhead
+(CANN reference recipes, vllm-ascend, a community V4.1 port) than the roofline differs between the chips,
+and the planner keeps one host floor per chip family. Exceptions marked *post hoc* were written after
+seeing the error; only the 910B exception was stated by its source beforehand. TTFT errors are large
+because published TTFTs include queueing that the planner does not model.
+
+### Rows, sources and assumptions
+
+{assumptions}
+## Single-stream V4-Flash latency by chip (planner)
+
+DSpark columns assume K = 7 and acceptance 5.6 (sglang PR #34550) on every chip.
+
+{comparison}
+## Limits
+
+* One host floor and one efficiency set per chip family; software stacks are not distinguished.
+* Uniform expert routing, no compute/communication overlap, no queueing, no tail latencies.
+* V4.1 prefill runs all 40 layers on every prompt token (the CED shortcut is not modelled).
+* 910B/910C INT8 rates, link latencies and the CPU entry are estimates (flagged in the registry).
+"""
+
+
+README_KEYS = ("950pr_b8_8k", "950pr_64k_x10", "950pr_1s", "910c_v41_8k", "h200_flash_1s_4k",
+               "b200_pro_1s_4k", "h200x4_dspark_c1", "gb300_dspark_c1")
+
+
+def render_readme(vals) -> str:
+    """README section: can 950PR match NVIDIA on V4 latency?  Planner vs published numbers."""
+    by_key = {v.row.key: v for v in vals}
+    rows = "".join(f"| {by_key[k].row.label} | {by_key[k].row.metric.replace('_ms', '')} | "
+                   f"{by_key[k].row.value:.2f} | {by_key[k].predicted:.2f} | {by_key[k].roofline:.2f} | "
+                   f"{by_key[k].row.role} |\n" for k in README_KEYS)
+    pr = make_plan("v4-flash", "950pr", 8, context=8192)
+    dt = make_plan("v4-flash", "950dt", 8, context=8192)
+    h2 = make_plan("v4-flash", "h200", 8, context=8192)
+    prs = make_plan("v4-flash", "950pr", 8, context=8192, spec_tokens=7, acceptance=5.6, draft="dspark")
+    h2s = make_plan("v4-flash", "h200", 8, context=8192, spec_tokens=7, acceptance=5.6, draft="dspark")
+    floors = fitted()
+    asc = [v.error * 100 for v in vals if v.gated and v.row.chip.startswith(("9",))]
+    return README_BODY.format(asc_lo=min(asc), asc_hi=max(asc),
+        rows=rows, pr=pr.tpot_ms, h2=h2.tpot_ms, ratio=pr.tpot_ms / h2.tpot_ms,
+        pr_roof=pr.roofline_tpot_ms, h2_roof=h2.roofline_tpot_ms, roof_ratio=pr.roofline_tpot_ms / h2.roofline_tpot_ms,
+        dt_roof=dt.roofline_tpot_ms, dt_ratio=dt.roofline_tpot_ms / h2.roofline_tpot_ms,
+        prs=prs.tpot_ms, h2s=h2s.tpot_ms, spec_ratio=prs.tpot_ms / h2s.tpot_ms,
+        asc_floor=floors["ascend"].layer_overhead_s * 1e6, nv_floor=floors["nvidia"].layer_overhead_s * 1e6)
+
+
+README_BODY = """\
+## Can Ascend 950PR match NVIDIA on DeepSeek-V4 latency?
+
+**Not on today's published numbers, and the planner says why: the gap is mostly software floor, not
+silicon.** `v4stack plan` models every op's FLOPs and bytes per device, then fits a per-layer host
+floor and achieved efficiencies on a stated subset of published runs (`docs/planner.md`, regenerated
+by `python tools/validate_planner.py`).
+
+| published run | metric | published (ms) | planner (ms) | roofline (ms) | row |
+|---|---|---:|---:|---:|---|
+{rows}
+Single stream, V4-Flash, 8K context, 8 cards, no speculative decoding (planner):
+
+* 8x950PR **{pr:.1f} ms** per token vs 8xH200 **{h2:.1f} ms** ({ratio:.1f}x). At the roofline (peak
+  bandwidth and FLOP/s, no software overhead) the same gap is {pr_roof:.2f} vs {h2_roof:.2f} ms
+  ({roof_ratio:.1f}x): HBM bandwidth (1.4 vs 4.8 TB/s) explains only part of it.
+* The rest is the fitted host floor: {asc_floor:.0f} us per layer on the Ascend stacks measured so far
+  vs {nv_floor:.0f} us on NVIDIA, so 950PR decode is floor-bound at low batch.
+
+What would change the answer:
+
+* **950DT bandwidth (4 TB/s).** Its roofline TPOT is {dt_roof:.2f} ms, {dt_ratio:.1f}x H200, so on
+  hardware alone it nearly closes the gap, but only once the per-step software floor drops below the
+  device time; with today's floor 950DT would decode no faster than 950PR.
+* **Speculative decoding.** DSpark (K = 7, acceptance 5.6) divides the floor-bound step: planner TPOT
+  {prs:.2f} ms on 8x950PR vs {h2s:.2f} ms on 8xH200 ({spec_ratio:.1f}x). Published NVIDIA DSpark runs
+  reach 1.3-1.7 ms; no 950PR DSpark run has been published.
+* **Graph capture / host dispatch.** The planner's biggest lever for Ascend is the host floor
+  (the A2 vs A3 gap in the chiro2001 data is mostly host dispatch too).
+
+Caveats: held-out Ascend TPOT/step errors range from {asc_lo:+.0f}% to {asc_hi:+.0f}% (the worst rows come
+from other software stacks than the fit rows); see `docs/planner.md` for every row, its sources and
+assumptions.
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-write", action="store_true", help="do not write docs/planner.md")
+    ap.add_argument("--doc", default=str(ROOT / "docs" / "planner.md"))
+    args = ap.parse_args(argv)
+    vals = validate()
+    mem = memory_checks()
+    print(f"{'row':<26s}{'metric':<9s}{'published':>11s}{'roofline':>11s}{'planner':>11s}{'error':>9s}  status")
+    for v in vals:
+        print(f"{v.row.key:<26s}{v.row.metric:<9s}{v.row.value:11.2f}{v.roofline:11.2f}"
+              f"{v.predicted:11.2f}{v.error * 100:+8.1f}%  {_status(v)}")
+    for what, got, pub, ok in mem:
+        print(f"memory: {what}: planner {got:,.2f} vs published {pub:,.2f} {'ok' if ok else 'FAIL'}")
+    gated, fails = summary(vals)
+    print(f"held-out TPOT/step within +-{HOLDOUT_BOUND:.0%}: "
+          f"{sum(abs(v.error) <= HOLDOUT_BOUND for v in gated)}/{len(gated)}; unexplained misses: {len(fails)}")
+    if not args.no_write:
+        Path(args.doc).write_text(render_doc(vals, mem), encoding="utf-8")
+        readme = Path(args.doc).with_name("planner_readme_section.md")
+        readme.write_text(render_readme(vals), encoding="utf-8")
+        print(f"wrote {args.doc} and {readme}")
+    return 0 if not fails and all(ok for *_, ok in mem) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``v4stack`` command line: one module per subcommand, wired in ``main``."""

@@ -1,0 +1,1 @@
+"""Running a loaded model: tokenizer, sampling and the simple generation loop (the engine comes later)."""

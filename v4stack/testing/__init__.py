@@ -1,0 +1,1 @@
+"""Test support: small random checkpoints in the official layout."""

