@@ -75,6 +75,9 @@ CASES = [
                           hc_sinkhorn_iters=20, n_routed_experts=6, num_experts_per_tok=3,
                           routed_scaling_factor=2.5, index_n_heads=16, index_topk=24),
          seed=2, prompt_len=254, decode_steps=4, num_shards=3),
+    # The released head shape (head_dim 512, rope 64) with index_topk above the number of visible entries (every
+    # visible entry is chosen; slots past them are -1). 300 = 75 full CSA groups, 2 HCA entries + 44 open rows.
+    Case("head512_topk_all", dict(head_dim=512, index_topk=128), seed=23, prompt_len=300, decode_steps=4),
 ]
 
 
@@ -157,9 +160,10 @@ def _check_hf_config(hf, cfg) -> None:
 
 def _check_gaps(rec: Recorder) -> None:
     for what, gaps in (("indexer", rec.indexer_gaps), ("router", rec.router_gaps)):
-        assert gaps, f"no {what} top-k boundary was exercised"
+        if not gaps:  # no row had more visible entries than index_topk (or no layer routes by score)
+            continue
         gap, where = min(gaps)
-        assert gap > MIN_GAP, (f"near tie at a {what} top-k boundary ({where}: gap {gap:.3g}); the two "
+        assert gap > MIN_GAP, (f"near tie at the {what} top-k boundary ({where}: gap {gap:.3g}); the two "
                                f"implementations may legitimately choose differently there: pick another seed")
 
 
@@ -194,7 +198,7 @@ def test_matches_transformers(case: Case, tmp_path):
 
     L = case.prompt_len
     ids = torch.randint(3, cfg.vocab_size, (L + case.decode_steps,), generator=torch.Generator().manual_seed(case.seed))
-    failures = []
+    failures, choices = [], []  # logit mismatches; indexer choices that differ (reported after the logits)
 
     # prefill: logits of every prompt position
     state, trace = v4.new_state(), {}
@@ -205,7 +209,7 @@ def test_matches_transformers(case: Case, tmp_path):
     cache = out.past_key_values
     max_abs, flips = _diff(ours, out.logits[0].float())
     _check_gaps(rec)
-    failures += _compare_choices(trace, rec, 0, "prefill")
+    choices += _compare_choices(trace, rec, 0, "prefill")
     if max_abs > MAX_ABS or flips.numel():
         failures.append(f"prefill: max |d| {max_abs:.3g}, argmax differs at positions {flips.tolist()[:10]}")
 
@@ -219,9 +223,10 @@ def test_matches_transformers(case: Case, tmp_path):
             out = hf(input_ids=ids[None, pos:pos + 1], past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         _check_gaps(rec)
-        failures += _compare_choices(trace, rec, step + 1, f"decode position {pos}")
+        choices += _compare_choices(trace, rec, step + 1, f"decode position {pos}")
         max_abs, flips = _diff(ours, out.logits[0, -1].float())
         if max_abs > MAX_ABS or flips.numel():
             failures.append(f"decode position {pos}: max |d| {max_abs:.3g}, argmax differs: {bool(flips.numel())}")
 
-    assert not failures, f"{case.name}: v4stack (exact_fp32) vs transformers:\n" + "\n".join(failures[:20])
+    report = failures + [f"indexer choices differ on {len(choices)} rows, e.g."] + choices[:8] if choices else failures
+    assert not report, f"{case.name}: v4stack (exact_fp32) vs transformers:\n" + "\n".join(report)

@@ -87,7 +87,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, batch: ForwardBatch, layer: int) -> torch.Tensor:
         """x [T, D] (normed sublayer input) -> [T, D]; reads and extends each sequence's cache of ``layer``."""
-        c, pos = self.compute, batch.positions
+        c, pos = self.compute, batch.positions.to(x.device)
         qr = self.q_norm(self.wq_a(x))
         q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))  # [T, H, d]
         q = q * torch.rsqrt(q.square().mean(-1, keepdim=True) + self.eps)
@@ -131,7 +131,7 @@ class Attention(nn.Module):
                     trace[key] = chosen
             else:
                 visible = (positions + 1) // self.ratio
-                chosen = torch.arange(entries.shape[0])[None, :].expand(positions.shape[0], -1)
+                chosen = torch.arange(entries.shape[0], device=positions.device)[None, :].expand(positions.shape[0], -1)
                 chosen = chosen.masked_fill(chosen >= visible[:, None], -1)
             chosen = torch.where(chosen >= 0, chosen + keys.shape[0], chosen)
             keys = torch.cat([keys, entries])

@@ -43,7 +43,7 @@ class Gate(nn.Module):
         else:
             scores = F.softplus(logits).sqrt()
         if self.hashed:
-            experts = self.tid2eid[token_ids].long()
+            experts = self.tid2eid[token_ids.to(self.tid2eid.device)].long()
         else:
             experts = topk_lower_index_on_ties(scores + self.bias, self.topk)
         weights = scores.gather(1, experts)

@@ -88,7 +88,7 @@ class DeepseekV4(nn.Module):
         x = self.embed(ids, self.compute.dtype).unsqueeze(1).repeat(1, self.cfg.hc_mult, 1)  # [T, hc, D]
         for i, layer in enumerate(self.layers):
             x = layer(x, batch, i)
-        rows = batch.last_token_rows() if logit_rows is None else logit_rows
+        rows = (batch.last_token_rows() if logit_rows is None else logit_rows).to(self.device)
         collapsed = hc_head(x[rows], self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc)
         logits = self.head(self.norm(collapsed))
         batch.commit()
@@ -105,7 +105,7 @@ class DeepseekV4(nn.Module):
         block = self.mtp[0]
         embedded = self.embed(batch.token_ids.to(self.device), self.compute.dtype)
         y = block.draft_hidden(embedded, hidden.to(self.compute.dtype), batch, 0)
-        rows = batch.last_token_rows() if logit_rows is None else logit_rows
+        rows = (batch.last_token_rows() if logit_rows is None else logit_rows).to(self.device)
         logits = self.head(y[rows])
         batch.commit()
         return logits

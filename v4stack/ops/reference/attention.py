@@ -53,9 +53,9 @@ def _attend_kernel_order(q, keys, valid, sink, scale):
     l = l e^(m - m') + sum e^(s - m'); finally o = acc / (l + e^(sink - m))."""
     s_len, h, _ = q.shape
     qd = q.double()
-    acc = torch.zeros(s_len, h, q.shape[-1], dtype=torch.float32)
-    run_max = torch.full((s_len, h), float("-inf"))
-    run_sum = torch.zeros(s_len, h)
+    acc = torch.zeros(s_len, h, q.shape[-1], dtype=torch.float32, device=q.device)
+    run_max = torch.full((s_len, h), float("-inf"), device=q.device)
+    run_sum = torch.zeros(s_len, h, device=q.device)
     for b in range(0, keys.shape[1], KERNEL_BLOCK):
         kb = keys[:, b:b + KERNEL_BLOCK].double()  # [S, 64, d]
         scores = torch.einsum("shd,skd->shk", qd, kb).float() * scale

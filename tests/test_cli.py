@@ -1,0 +1,68 @@
+"""The v4stack command line as a user runs it (subprocess, real files)."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.conftest import golden_case
+
+ROOT_CMD = [sys.executable, "-m", "v4stack.cli.main"]
+
+
+def run(*args, env_extra=None, timeout=300):
+    import os
+
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([*ROOT_CMD, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_generate_greedy_is_deterministic(tiny_checkpoint):
+    a = run("generate", "--model", tiny_checkpoint, "--prompt", "Once", "--max-tokens", "6", "--temperature", "0")
+    b = run("generate", "--model", tiny_checkpoint, "--prompt", "Once", "--max-tokens", "6", "--temperature", "0")
+    assert a.returncode == 0, a.stderr
+    assert a.stdout.startswith("Once") and a.stdout == b.stdout
+    assert "6 tok generated" in a.stderr
+
+
+def test_generate_default_model_builds_demo(tmp_path):
+    res = run("generate", "--max-tokens", "3", "--seed", "1", env_extra={"V4STACK_CACHE": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "demo-random-v1" / "config.json").exists()
+
+
+def test_generate_bad_model_is_a_clear_error(tmp_path):
+    res = run("generate", "--model", tmp_path / "nope", "--max-tokens", "2")
+    assert res.returncode == 2
+    assert "no config.json" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_make_checkpoint_with_overrides(tmp_path):
+    out = tmp_path / "ck"
+    res = run("make-checkpoint", out, "--shards", "2", "--set", "hidden_size=256", "--set", "compress_ratios=[4,0,128,4,0]")
+    assert res.returncode == 0, res.stderr
+    assert (out / "model.safetensors.index.json").exists()
+    res = run("generate", "--model", out, "--max-tokens", "2", "--numerics", "fp32")
+    assert res.returncode == 0, res.stderr
+
+
+def test_check_golden_passes_on_a_case():
+    case = golden_case("flash_like")
+    res = run("check-golden", case, "--paths", "chunked", "--numerics", "fp32")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "flash_like [fp32, chunked] PASS" in res.stdout and "step_logits max |d|" in res.stdout
+
+
+def test_check_golden_catches_a_dropped_attention_sink(tmp_path):
+    """A plausible bug (no sink logit in layer 2) must fail the fp32 comparison."""
+    case = tmp_path / "flash_like_nosink"
+    shutil.copytree(golden_case("flash_like"), case)
+    tensors = load_file(str(case / "model.safetensors"))
+    tensors["layers.2.attn.attn_sink"] = torch.full_like(tensors["layers.2.attn.attn_sink"], -1e4)
+    save_file(tensors, str(case / "model.safetensors"))
+    res = run("check-golden", case, "--paths", "chunked", "--numerics", "fp32")
+    assert res.returncode == 1
+    assert "FAIL" in res.stdout
