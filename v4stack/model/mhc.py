@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from v4stack.ops.table import OpTable
 
@@ -34,7 +35,7 @@ class HcShape:
 
 def _mixes(x: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:
     flat = x.flatten(1).float()  # [T, hc*D]
-    return (flat @ fn.T) * torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
+    return F.linear(flat, fn) * torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
 
 
 def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape: HcShape,

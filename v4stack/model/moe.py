@@ -35,7 +35,7 @@ class Gate(nn.Module):
 
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, D], token_ids [T] -> (weights [T, k] fp32, expert ids [T, k] int64)."""
-        logits = x.float() @ self.weight.float().T
+        logits = F.linear(x.float(), self.weight.float())
         if self.score_func == "softmax":
             scores = logits.softmax(-1)
         elif self.score_func == "sigmoid":

@@ -42,7 +42,7 @@ class Head(nn.Module):
         self.register_buffer("weight", torch.empty(vocab, dim, dtype=torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float() @ self.weight.float().T
+        return torch.nn.functional.linear(x.float(), self.weight.float())
 
 
 @dataclass
