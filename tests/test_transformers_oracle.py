@@ -68,7 +68,7 @@ CASES = [
                                     compress_ratios=(0, 0, 4, 128, 4, 128, 0), hc_mult=3, hc_sinkhorn_iters=10,
                                     index_n_heads=16, index_topk=16), seed=5, prompt_len=253, decode_steps=5),
     # V4-Pro-like: layers 0 and 1 are HCA, 3 hash layers (the first two are HCA layers), hc 4 with 20 Sinkhorn
-    # iterations, 6 experts top-3, head_dim 256, o_groups 4, sharded checkpoint. 254 % 4 = 2; decode positions
+    # iterations, 6 experts top-3, head_dim 256, o_groups 2, checkpoint in 3 shards. 254 % 4 = 2; decode positions
     # 254..257 close the 2nd HCA group.
     Case("pro_like", dict(hidden_size=256, num_attention_heads=2, head_dim=256, q_lora_rank=128, o_groups=2,
                           o_lora_rank=64, compress_ratios=(128, 128, 4, 128, 0), num_hash_layers=3, hc_mult=4,
