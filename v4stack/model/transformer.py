@@ -35,14 +35,18 @@ class Embedding(nn.Module):
 
 
 class Head(nn.Module):
-    """Output projection, applied in fp32 (the reference keeps an fp32 copy of the bf16 weight)."""
+    """Output projection in fp32. Like the reference, it keeps an fp32 copy of the bf16 weight (made on first
+    use, not part of the state dict): converting [V, D] on every step would dominate small-model decode."""
 
     def __init__(self, vocab: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("weight", torch.empty(vocab, dim, dtype=torch.bfloat16))
+        self._fp32: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x.float(), self.weight.float())
+        if self._fp32 is None or self._fp32.device != self.weight.device:
+            self._fp32 = self.weight.float()
+        return torch.nn.functional.linear(x.float(), self._fp32)
 
 
 @dataclass
