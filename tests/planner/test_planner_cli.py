@@ -67,10 +67,31 @@ def test_max_context_reported_fits():
 
 def test_calibration_is_physical_and_matches_fit_rows():
     for cal in fitted().values():
-        assert 0 < cal.bw_eff <= 1 and 0 < cal.flops_eff <= 1 and cal.layer_overhead_s > 0
+        assert 0 < cal.bw_eff <= 1 and 0 < cal.flops_eff <= 1 and cal.pass_overhead_s > 0
     for v in validate():
-        if v.row.role == "fit":
-            assert abs(v.error) < 0.05, v.row.key
+        if v.row.role != "fit":
+            continue
+        if v.row.key in ("950pr_b8_8k", "950pr_b64_8k"):
+            # Additive floor + device time with bw_eff <= 1 cannot reach both CANN rows: the planner adds
+            # 16.38 - 8.28 = 8.1 ms of device time (peak bandwidth) from batch 8 to 64, the measured step
+            # 24.9 - 19.6 = 5.3 ms.  bw_eff sits at 1 and the log-LSQ floor leaves about -5% / +9%.
+            assert fitted()["ascend"].bw_eff == pytest.approx(1.0)
+            assert abs(v.error) < 0.10, v.row.key
+        else:
+            assert abs(v.error) < 0.01, v.row.key          # two rows / two unknowns, or bisection
+
+
+def test_calibrated_tpot_depends_on_chip_and_context():
+    """Issue #3 review: with max(floor, device) the calibrated TPOT was the floor for 950PR, 950DT and
+    at every context.  The floor now adds to device time, so 950DT's 4.0 TB/s (vs 1.4) shows, and the
+    HCA / indexer reads growing from 8K to 1M show."""
+    tp = {(c, n): make_plan("v4-flash", c, 8, context=n).tpot_ms for c in ("950pr", "950dt") for n in (8192, 1 << 20)}
+    for n in (8192, 1 << 20):
+        assert tp["950dt", n] < tp["950pr", n] * 0.97          # same Ascend floor, less device time
+    for c in ("950pr", "950dt"):
+        assert tp[c, 1 << 20] > tp[c, 8192] * 1.005
+    p = make_plan("v4-flash", "950pr", 8, context=8192)
+    assert p.step_ms > p.host_floor_ms + p.roofline_step_ms * 0.99  # device time counts (bw_eff <= 1)
 
 
 def test_holdout_gate():

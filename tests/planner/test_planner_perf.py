@@ -54,8 +54,11 @@ def test_roofline_is_sum_of_per_op_max(flash_step):
     want = sum(max(f / chip.gemm_flops(fmt), b / chip.memory_bw.value) for f, b, fmt in flash_step.ops.values())
     assert flash_step.collectives == 0 and flash_step.comm_bytes == 0          # one device
     assert flash_step.step_time(chip) == pytest.approx(want)
-    cal = Calib(bw_eff=0.5, flops_eff=0.5, link_eff=0.5, layer_overhead_s=1.0)
-    assert flash_step.step_time(chip, cal) == pytest.approx(43 * 1.0)           # host floor binds
+    # calibrated = floor + device time, additive: one forward pass x 1 s, plus every op at half the
+    # peak rates, i.e. twice the roofline (no comm on one device)
+    cal = Calib(bw_eff=0.5, flops_eff=0.5, link_eff=0.5, pass_overhead_s=1.0)
+    assert flash_step.passes == 1
+    assert flash_step.step_time(chip, cal) == pytest.approx(1.0 + 2 * want)
 
 
 def test_tp_and_ep_communication():
@@ -73,8 +76,10 @@ def test_speculative_draft_passes():
     base = decode_step(m41, ONE, "native", "fp4", "host", Workload(T, T, 1))
     ds = decode_step(m41, ONE, "native", "fp4", "host", Workload(T, T, 1, 5, 2.75))
     assert base.layers_run == 40 and ds.layers_run == 43          # one pass over 3 DSpark stages
+    assert base.passes == 1 and ds.passes == 2                    # host floor: main + one DSpark block pass
     mtp = decode_step(load_model("v4-flash"), ONE, "native", "fp8", "device", Workload(T, T, 1, 2, 2.0))
     assert mtp.layers_run == 43 + 2                               # K sequential MTP passes
+    assert mtp.passes == 1 + 2
     with pytest.raises(ValueError):
         Workload(T, T, 1, 2, 3.5)                                 # acceptance > K + 1
 
@@ -90,3 +95,10 @@ def test_prefill_indexer_is_quadratic():
     a = prefill(m, ONE, "native", "fp8", "device", 16384, 4096).ops["indexer"][0]
     b = prefill(m, ONE, "native", "fp8", "device", 32768, 4096).ops["indexer"][0]
     assert b / a == pytest.approx(4.0, rel=0.01)
+
+
+def test_prefill_passes_are_chunks():
+    """The host floor of a prefill is one forward pass per chunk: 16,384 / 4,096 = 4."""
+    m = load_model("v4-flash")
+    assert prefill(m, ONE, "native", "fp8", "device", 16384, 4096).passes == 4
+    assert prefill(m, ONE, "native", "fp8", "device", 100, 4096).passes == 1

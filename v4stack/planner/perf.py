@@ -6,12 +6,17 @@ the communication terms (TP all-reduce, EP dispatch/combine) over the chip's int
 
 * ``roofline``: sum over op classes of max(FLOPs / peak FLOP/s, bytes / peak bandwidth), plus
   communication at peak link bandwidth and one latency per collective.
-* ``calibrated``: the same with achieved-efficiency factors and a per-layer fixed overhead (host
-  dispatch, kernel launch, synchronisation) fitted in ``calibration.py``.  Speculative decoding:
-  TPOT = per-step time / acceptance length.
+* ``calibrated``: host floor + device time at achieved efficiencies, both fitted in
+  ``calibration.py``.  The host floor is a fixed cost per forward pass (scheduler, input
+  preparation, graph launch, sampling: the fit rows all run with decode graphs captured, so no
+  per-layer host dispatch is modelled) times the passes in the step: 1 for plain decode, + K
+  sequential MTP passes or + 1 DSpark block pass, one per prefill chunk.  The floor *adds* to the
+  device time, so chip bandwidth and context always show.  Speculative decoding: TPOT = per-step
+  time / acceptance length.
 
-What it does not know: kernel fusion details, overlap of communication with compute (assumed
-none), load imbalance across experts (uniform routing assumed), or queueing in a server.
+What it does not know: kernel fusion details, overlap of communication with compute or of the
+host floor with device work (both assumed none), load imbalance across experts (uniform routing
+assumed), or queueing in a server.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ class Calib:
     bw_eff: float = 1.0
     flops_eff: float = 1.0
     link_eff: float = 1.0
-    layer_overhead_s: float = 0.0   # per layer executed per step (host dispatch + launches)
+    pass_overhead_s: float = 0.0    # per forward pass (scheduler, input prep, graph launch, sampling)
 
 
 @dataclass
@@ -76,6 +81,7 @@ class StepCost:
     collectives: int = 0
     fixed_s: float = 0.0             # off-device latencies (host/disk Engram)
     layers_run: int = 0
+    passes: int = 0                  # forward passes (main, each draft pass, each prefill chunk)
 
     def add(self, op: str, flops: float, nbytes: float, fmt: str = "bf16") -> None:
         cur = self.ops.setdefault(op, [0.0, 0.0, fmt])
@@ -95,14 +101,15 @@ class StepCost:
         return t + self.collectives * chip.link_latency.value + self.fixed_s
 
     def host_floor(self, cal: Calib) -> float:
-        """Host-side floor: per-layer dispatch overhead x layers executed in the step."""
-        return self.layers_run * cal.layer_overhead_s
+        """Host-side floor: per-pass overhead x forward passes in the step."""
+        return self.passes * cal.pass_overhead_s
 
     def step_time(self, chip: ChipSpec, cal: Calib = Calib()) -> float:
-        """Calibrated step time = max(host floor, device time): the host enqueues work
-        asynchronously, so the slower of the two sets the pace.  With ``Calib()`` this is the
-        pure roofline (floor 0, peak figures)."""
-        return max(self.host_floor(cal), self.device_time(chip, cal))
+        """Calibrated step time = host floor + device time.  Additive: the floor is the part of
+        the step during which the device waits (launch, sampling, scheduling between passes), so
+        every byte and FLOP on the device still costs time.  With ``Calib()`` this is the pure
+        roofline (floor 0, peak figures)."""
+        return self.host_floor(cal) + self.device_time(chip, cal)
 
     def per_op_time(self, chip: ChipSpec) -> dict[str, float]:
         return {k: max(f / chip.gemm_flops(fmt), b / chip.memory_bw.value) for k, (f, b, fmt) in self.ops.items()}
@@ -230,6 +237,7 @@ def decode_step(m: ModelShape, par: Parallel, quant: str, kv_dtype: str, engram:
     for l in m.main_layers:
         layer_cost(sc, m, l, par, quant, kv_dtype, engram, wl.context, seqs, q, moe_group)
     _head_cost(sc, m, par, quant, seqs * q)
+    sc.passes += 1
     if wl.spec_tokens:
         _draft_cost(sc, m, par, quant, kv_dtype, engram, wl, seqs)
     return sc
@@ -254,6 +262,7 @@ def _draft_cost(sc: StepCost, m: ModelShape, par: Parallel, quant: str, kv_dtype
         for l in layers:
             layer_cost(sc, m, l, par, quant, kv_dtype, engram, wl.context, seqs, q, ratio, op_override="draft")
         _head_cost(sc, m, par, quant, seqs * q, op="draft")
+        sc.passes += 1
 
 
 def _sum_min(c: float, r: float, p: float) -> float:
@@ -286,6 +295,7 @@ def prefill(m: ModelShape, par: Parallel, quant: str, kv_dtype: str, engram: str
         sc.layers_run += n_chunks
         _prefill_attention(sc, m, l, par, kv_dtype, prompt)
     _head_cost(sc, m, par, quant, 1)
+    sc.passes = n_chunks
     return sc
 
 

@@ -7,7 +7,8 @@ family).  ``Plan.to_json()`` carries at least ``kv_bytes_per_token``, ``weights_
 ``roofline_tpot_ms``.
 
 Timing rules (all per device, see perf.py):
-* step      = max(host floor, device time) with calibrated efficiencies;
+* step      = host floor (per-pass overhead x forward passes) + device time at calibrated
+  efficiencies; the two add (no overlap assumed);
 * TPOT      = step / acceptance + prefill interference, where interference (only when
   ``output_tokens`` is given) is the prefill time of other requests amortised over this request's
   output tokens: steady closed loop: concurrency x t_prefill / output; one burst:
