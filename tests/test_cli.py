@@ -4,7 +4,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 import torch
 from safetensors.torch import load_file, save_file
 

@@ -169,7 +169,6 @@ class _SideSequence:
         self.state, self.ids, self.done = model.new_state(), ids, 0
         self.length = min(ids.numel(), self.CHUNK * 8 + 3)
         self.last_logits: torch.Tensor | None = None
-        self._model = model
 
     def remaining(self) -> bool:
         return self.done < self.length

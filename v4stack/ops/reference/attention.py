@@ -13,7 +13,6 @@ fp32 and the order of the index list does not matter.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 QUERY_CHUNK = 256  # queries per gather; bounds the [chunk, K, d] gathered-key temporary
 KERNEL_BLOCK = 64  # indices per step of the official kernel's online softmax
