@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from v4stack.config.numerics import Numerics
+from v4stack.platforms import get_platform
 from v4stack.runtime.generator import generate_text
 from v4stack.runtime.sampler import SamplingParams
 from v4stack.runtime.tokenizer import Tokenizer
@@ -25,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--numerics", choices=["reference", "fp32"], default="reference",
                    help="reference: bf16 + the official QAT simulation (default); fp32: exact, no simulation")
+    p.add_argument("--platform", default="cpu", help="cpu or cuda (reference ops on that device)")
     p.set_defaults(func=run)
 
 
@@ -33,7 +35,8 @@ def run(args) -> int:
         raise ValueError("--max-tokens must be at least 1")
     model_dir = args.model or default_model_dir(announce=lambda m: print(m, file=sys.stderr))
     t0 = time.perf_counter()
-    model = load_model(model_dir, Numerics.from_name(args.numerics))
+    platform = get_platform(args.platform)
+    model = load_model(model_dir, Numerics.from_name(args.numerics), ops=platform.op_table(), device=platform.device())
     tokenizer = Tokenizer(model_dir)
     load_s = time.perf_counter() - t0
     print(args.prompt, end="", flush=True)
