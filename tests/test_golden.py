@@ -34,9 +34,8 @@ def test_fp32_oracle(case, path):
         assert any(n.startswith("indexer layer") for n in names)
 
 
-# pro_like prompt position 16 differs by 0.128 from the bf16 golden (positions 0..7 and all prefixes n <= 8 are
-# bit-identical); the cause is not found yet, see docs/numerics.md. Known deviation, asserted as such.
-KNOWN_DEVIATIONS = {("pro_like", "prefill"): {"short prompt_logits max |d|"}}
+# Checks known to fail, asserted as such (so a fix shows up): none at present.
+KNOWN_DEVIATIONS: dict[tuple[str, str], set[str]] = {}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -61,9 +60,9 @@ def test_reference_numerics_first_positions_bit_exact(case):
 
     r = runner(case, "reference")
     g, model = r.golden, r.model
-    rows = g["prompt_positions"] < 8
-    out = model(ForwardBatch.build([model.new_state()], [g["prompt_ids"]]), logit_rows=g["prompt_positions"][rows])
-    assert (out.logits - g["prompt_logits"][rows]).abs().max() == 0
+    # one full-prompt prefill reproduces every stored prompt row bit for bit, not only the short contexts
+    out = model(ForwardBatch.build([model.new_state()], [g["prompt_ids"]]), logit_rows=g["prompt_positions"])
+    assert torch.equal(out.logits, g["prompt_logits"])
     for i, n in enumerate(g["prefix_lengths"].tolist()):
         if n <= 8:
             logits = model(ForwardBatch.build([model.new_state()], [g["prompt_ids"][:n]])).logits[0]

@@ -11,11 +11,16 @@ def hc_split_sinkhorn(mixes: torch.Tensor, hc_scale: torch.Tensor, hc_base: torc
 
     pre = sigmoid(m*a0 + b) + eps; post = 2 sigmoid(m*a1 + b); comb = softmax over k (+eps), then a column
     normalisation, then (iters - 1) x (row, column) normalisations, each with +eps in the denominator.
+
+    The softmax is written out as exp(c - max) / sum with a true division, like the official kernel; torch's
+    CPU ``softmax`` (and exp * (1/sum)) differ from it by an ulp often enough to flip bf16 roundings of the
+    residual streams downstream (golden pro_like prompt position 16 was off by 0.13).
     """
     pre = torch.sigmoid(mixes[:, :hc] * hc_scale[0] + hc_base[:hc]) + eps
     post = 2 * torch.sigmoid(mixes[:, hc:2 * hc] * hc_scale[1] + hc_base[hc:2 * hc])
     comb = mixes[:, 2 * hc:].unflatten(-1, (hc, hc)) * hc_scale[2] + hc_base[2 * hc:].view(hc, hc)
-    comb = comb.softmax(-1) + eps
+    comb = torch.exp(comb - comb.amax(-1, keepdim=True))
+    comb = comb / comb.sum(-1, keepdim=True) + eps
     comb = comb / (comb.sum(-2, keepdim=True) + eps)
     for _ in range(iters - 1):
         comb = comb / (comb.sum(-1, keepdim=True) + eps)
