@@ -29,15 +29,20 @@ def _unblock(xb: torch.Tensor, pad: int) -> torch.Tensor:
     return out[..., : out.shape[-1] - pad] if pad else out
 
 
+def _fp8_codes(xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocks [..., nb, block] -> (e4m3 values as fp32, scales [..., nb, 1]); s = 2^ceil(log2(amax/448))."""
+    amax = xb.abs().amax(-1, keepdim=True).clamp_min(FP8_AMAX_FLOOR)
+    scale = torch.exp2(torch.ceil(torch.log2(amax / FP8_E4M3_MAX)))
+    return (xb / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn).float(), scale
+
+
 def quantize_fp8_blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x [M, K] -> (e4m3 values as fp32 [M, K], power-of-two scales fp32 [M, ceil(K/block)]).
 
     s = 2^ceil(log2(max(amax, 1e-4)/448)); values = e4m3(clamp(x/s, +-448)) rounded to nearest even.
     """
     xb, pad = _blocks(x, block)
-    amax = xb.abs().amax(-1, keepdim=True).clamp_min(FP8_AMAX_FLOOR)
-    scale = torch.exp2(torch.ceil(torch.log2(amax / FP8_E4M3_MAX)))
-    q = (xb / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn).float()
+    q, scale = _fp8_codes(xb)
     return _unblock(q, pad), scale.squeeze(-1)
 
 
@@ -47,9 +52,7 @@ def quant_dequant_fp8(x: torch.Tensor, block: int) -> torch.Tensor:
     x: [..., N] any float dtype -> fp32 [..., N] = e4m3(clamp(x/s, +-448)) * s (round to nearest even).
     """
     xb, pad = _blocks(x, block)
-    amax = xb.abs().amax(-1, keepdim=True).clamp_min(FP8_AMAX_FLOOR)
-    scale = torch.exp2(torch.ceil(torch.log2(amax / FP8_E4M3_MAX)))
-    q = (xb / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn).float()
+    q, scale = _fp8_codes(xb)
     return _unblock(q * scale, pad)
 
 
