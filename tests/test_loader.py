@@ -33,6 +33,11 @@ def _rewrite(path, edit):
     save_file(tensors, str(path))
 
 
+def _replace(checkpoint_dir, name, make):
+    """Rewrite one tensor of a single-file checkpoint: ``make(old) -> new``."""
+    _rewrite(checkpoint_dir / "model.safetensors", lambda t: t.__setitem__(name, make(t[name])))
+
+
 def test_sharded_and_single_file_load_the_same_model(single, sharded):
     ids = torch.arange(3, 40)
     logits = []
@@ -59,27 +64,21 @@ def test_missing_tensor(single):
 
 
 def test_wrong_shape(single):
-    def edit(t):
-        t["layers.2.attn.compressor.ape"] = torch.zeros(64, 128)
-    _rewrite(single / "model.safetensors", edit)
+    _replace(single, "layers.2.attn.compressor.ape", lambda _: torch.zeros(64, 128))
     with pytest.raises(CheckpointError, match=r"'layers\.2\.attn\.compressor\.ape'.*expected shape \[128, 128\], "
                                               r"found \[64, 128\]"):
         load_model(single, progress=False)
 
 
 def test_wrong_dtype(single):
-    def edit(t):
-        t["layers.0.attn.wkv.weight"] = t["layers.0.attn.wkv.weight"].to(torch.bfloat16)
-    _rewrite(single / "model.safetensors", edit)
+    _replace(single, "layers.0.attn.wkv.weight", lambda w: w.to(torch.bfloat16))
     with pytest.raises(CheckpointError, match=r"'layers\.0\.attn\.wkv\.weight'.*expected dtype torch.float8_e4m3fn, "
                                               r"found torch.bfloat16"):
         load_model(single, progress=False)
 
 
 def test_int32_tid2eid_is_accepted(single):
-    def edit(t):
-        t["layers.0.ffn.gate.tid2eid"] = t["layers.0.ffn.gate.tid2eid"].to(torch.int32)
-    _rewrite(single / "model.safetensors", edit)
+    _replace(single, "layers.0.ffn.gate.tid2eid", lambda t: t.to(torch.int32))
     model = load_model(single, progress=False)
     assert model.layers[0].ffn.gate.tid2eid.dtype == torch.int64
 

@@ -104,10 +104,18 @@ def quantize_fp8_weight(weight: torch.Tensor, block: int) -> tuple[torch.Tensor,
     return q, float_to_ue8m0(scale)
 
 
+FP4_AMAX_FLOOR = FP4_E2M1_MAX * 2.0**-126  # reference fp4_act_quant: amax floored at 6 * 2^-126
+
+
+def e2m1_block_values(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 blocks [..., nb, block] -> (e2m1 grid values fp32, same shape; power-of-two scales [..., nb, 1]),
+    s = 2^ceil(log2(max(amax, 6 * 2^-126) / 6)), values rounded to nearest even."""
+    amax = blocks.abs().amax(-1, keepdim=True).clamp_min(FP4_AMAX_FLOOR)
+    scale = torch.exp2(torch.ceil(torch.log2(amax / FP4_E2M1_MAX)))
+    return round_to_e2m1((blocks / scale).clamp(-FP4_E2M1_MAX, FP4_E2M1_MAX)), scale
+
+
 def quantize_fp4_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 weight [out, in] -> (int8 packed [out, in/2], UE8M0 [out, in/32]), per-row 1x32 blocks."""
-    blocks = weight.float().unflatten(1, (-1, FP4_BLOCK))  # [out, in/32, 32]
-    amax = blocks.abs().amax(-1, keepdim=True).clamp_min(FP4_E2M1_MAX * 2.0**-126)
-    scale = torch.exp2(torch.ceil(torch.log2(amax / FP4_E2M1_MAX)))
-    values = round_to_e2m1((blocks / scale).clamp(-FP4_E2M1_MAX, FP4_E2M1_MAX)).flatten(1)
-    return pack_fp4(values), float_to_ue8m0(scale.squeeze(-1))
+    values, scale = e2m1_block_values(weight.float().unflatten(1, (-1, FP4_BLOCK)))  # [out, in/32, 32]
+    return pack_fp4(values.flatten(1)), float_to_ue8m0(scale.squeeze(-1))

@@ -1,6 +1,6 @@
 """Quantise-dequantise simulations of the reference's activation/KV QAT points (model_spec.md §3.1, §3.12).
 
-Both functions return fp32 tensors whose values are exactly representable in the target format times a
+The quant-dequant functions return fp32 tensors whose values are exactly representable in the target format times a
 power-of-two scale; callers cast to the compute dtype where the reference writes back in place.
 """
 
@@ -9,10 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4stack.weights.formats import FP4_E2M1_MAX, FP8_E4M3_MAX, round_to_e2m1
+from v4stack.weights.formats import FP8_E4M3_MAX, e2m1_block_values
 
 FP8_AMAX_FLOOR = 1e-4  # reference act_quant: amax floored at 1e-4 before the scale
-FP4_AMAX_FLOOR = FP4_E2M1_MAX * 2.0**-126  # reference fp4_act_quant: amax floored at 6 * 2^-126
 
 
 def _blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
@@ -59,7 +58,5 @@ def quant_dequant_fp8(x: torch.Tensor, block: int) -> torch.Tensor:
 def quant_dequant_fp4(x: torch.Tensor, block: int) -> torch.Tensor:
     """FP4 e2m1 with one UE8M0 scale per ``block``: s = 2^ceil(log2(amax/6)); x: [..., N] -> fp32 [..., N]."""
     xb, pad = _blocks(x, block)
-    amax = xb.abs().amax(-1, keepdim=True).clamp_min(FP4_AMAX_FLOOR)
-    scale = torch.exp2(torch.ceil(torch.log2(amax / FP4_E2M1_MAX)))
-    q = round_to_e2m1((xb / scale).clamp(-FP4_E2M1_MAX, FP4_E2M1_MAX))
+    q, scale = e2m1_block_values(xb)
     return _unblock(q * scale, pad)
