@@ -27,10 +27,10 @@ def test_generate_greedy_is_deterministic(tiny_checkpoint):
     assert "6 tok generated" in a.stderr
 
 
-def test_generate_default_model_builds_demo(tmp_path):
-    res = run("generate", "--max-tokens", "3", "--seed", "1", env_extra={"V4STACK_CACHE": str(tmp_path)})
-    assert res.returncode == 0, res.stderr
-    assert (tmp_path / "demo-random-v1" / "config.json").exists()
+def test_generate_missing_default_model_is_a_clear_error(tmp_path):
+    res = run("generate", "--max-tokens", "2", env_extra={"V4STACK_DEFAULT_MODEL": str(tmp_path / "gone")})
+    assert res.returncode == 2
+    assert "the default model is not at" in res.stderr and "--model" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_generate_bad_model_is_a_clear_error(tmp_path):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from v4stack.config.numerics import Numerics
 from v4stack.platforms import get_platform
+from v4stack.runtime.default_model import default_model_dir
 from v4stack.runtime.generator import generate_text
 from v4stack.runtime.sampler import SamplingParams
 from v4stack.runtime.tokenizer import Tokenizer
-from v4stack.testing.default_model import default_model_dir
 from v4stack.weights.loader import load_model
 
 
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     if args.max_tokens < 1:
         raise ValueError("--max-tokens must be at least 1")
-    model_dir = args.model or default_model_dir(announce=lambda m: print(m, file=sys.stderr))
+    model_dir = args.model or default_model_dir()
     t0 = time.perf_counter()
     platform = get_platform(args.platform)
     model = load_model(model_dir, Numerics.from_name(args.numerics), ops=platform.op_table(), device=platform.device())

@@ -106,11 +106,12 @@ class Attention(nn.Module):
         o = torch.empty_like(q)
         for seq, span in enumerate(batch.spans):
             o[span.begin:span.end] = self._attend(q, kv, extras, span, batch.cache(seq, layer), pos[span.begin:span.end],
-                                                  batch.trace, (layer, seq))
+                                                  batch, (layer, seq))
         o = self.rotary.apply(o, pos, inverse=True)
         return self._project_out(o)
 
-    def _attend(self, q, kv, extras, span: SeqSpan, cache: LayerCache, positions, trace, key) -> torch.Tensor:
+    def _attend(self, q, kv, extras, span: SeqSpan, cache: LayerCache, positions, batch: ForwardBatch,
+                key) -> torch.Tensor:
         """Attention of one sequence's new tokens; updates its cache."""
         rows = slice(span.begin, span.end)
         start = span.start_pos
@@ -126,9 +127,12 @@ class Attention(nn.Module):
                 ikv, iscore = extras["icomp"]
                 cache.index_keys.append(self.indexer.compressor.advance(ikv[rows], iscore[rows], start,
                                                                         cache.index_compressor))
-                chosen = self.indexer.select(extras["iq"][rows], extras["iw"][rows], cache.index_keys.view(), positions)
-                if trace is not None:
-                    trace[key] = chosen
+                scores = self.indexer.scores(extras["iq"][rows], extras["iw"][rows], cache.index_keys.view(), positions)
+                chosen = self.indexer.top(scores, positions)
+                if batch.trace is not None:
+                    batch.trace[key] = chosen
+                if batch.indexer_probe is not None:
+                    batch.indexer_probe(key, q[rows], entries, scores)
             else:
                 visible = (positions + 1) // self.ratio
                 chosen = torch.arange(entries.shape[0], device=positions.device)[None, :].expand(positions.shape[0], -1)

@@ -9,6 +9,7 @@ the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -38,10 +39,13 @@ class ForwardBatch:
     states: list[SequenceState]
     is_mtp: bool = False
     trace: dict | None = None  # when a dict: attention records {(layer, seq): top-k entry ids} (golden tests)
+    # when set, CSA attention calls indexer_probe((layer, seq), q [S, H, d], entries [N, d], scores [S, N]):
+    # its queries, compressed entries and the indexer's scores, for the indexer's training loss
+    indexer_probe: Callable | None = None
 
     @classmethod
     def build(cls, states: list[SequenceState], chunks: list[torch.Tensor], is_mtp: bool = False,
-              trace: dict | None = None) -> "ForwardBatch":
+              trace: dict | None = None, indexer_probe: Callable | None = None) -> "ForwardBatch":
         """chunks[i]: new token ids [S_i] of states[i], starting at its current position."""
         if len(states) != len(chunks) or not states:
             raise ValueError("one token chunk per sequence state is required")
@@ -55,7 +59,7 @@ class ForwardBatch:
             spans.append(SeqSpan(begin, begin + ids.numel(), start))
             positions.append(torch.arange(start, start + ids.numel()))
             begin += ids.numel()
-        return cls(torch.cat(chunks).long(), torch.cat(positions), spans, states, is_mtp, trace)
+        return cls(torch.cat(chunks).long(), torch.cat(positions), spans, states, is_mtp, trace, indexer_probe)
 
     def cache(self, seq: int, layer: int) -> LayerCache:
         state = self.states[seq]

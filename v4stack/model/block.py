@@ -43,6 +43,6 @@ class Block(nn.Module):
         """Streams x [T, hc, D] -> [T, hc, D]; ``cache_index`` selects this layer's cache in each sequence."""
         ops = self.compute.ops
         y, post, comb = hc_pre(x, self.hc_attn_fn, self.hc_attn_scale, self.hc_attn_base, self.hc, ops)
-        x = hc_post(self.attn(self.attn_norm(y), batch, cache_index), x, post, comb)
+        x = hc_post(self.attn(self.attn_norm(y), batch, cache_index), x, post, comb, ops)
         y, post, comb = hc_pre(x, self.hc_ffn_fn, self.hc_ffn_scale, self.hc_ffn_base, self.hc, ops)
-        return hc_post(self.ffn(self.ffn_norm(y), batch.token_ids), x, post, comb)
+        return hc_post(self.ffn(self.ffn_norm(y), batch.token_ids), x, post, comb, ops)

@@ -50,18 +50,27 @@ class Indexer(nn.Module):
         """x [T, D] -> per-head score weights [T, H_I]."""
         return self.weights_proj(x) * self.weight_scale
 
-    def select(self, q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
+    def scores(self, q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
                positions: torch.Tensor) -> torch.Tensor:
-        """Top-k compressed entries for each query: q [S, H_I, d], weights [S, H_I], keys [N, d],
-        positions [S] -> idx [S, min(topk, N)] int64 into keys, -1 where the slot has no visible entry."""
-        num_keys = keys.shape[0]
-        k = min(self.topk, num_keys)
-        if k == 0:
-            return torch.empty(q.shape[0], 0, dtype=torch.long, device=q.device)
+        """Index scores I[t, s]: q [S, H_I, d], weights [S, H_I], keys [N, d], positions [S] -> fp32 [S, N],
+        -inf where entry s is not yet visible to query t."""
         scores = torch.einsum("shd,nd->shn", q, keys.to(q.dtype)).relu()
         scores = (scores * weights.unsqueeze(-1)).sum(dim=1)  # [S, N]
         visible = (positions + 1) // self.ratio  # [S]
-        hidden = torch.arange(num_keys, device=q.device)[None, :] >= visible[:, None]
-        scores = scores.float().masked_fill(hidden, float("-inf"))
+        hidden = torch.arange(keys.shape[0], device=q.device)[None, :] >= visible[:, None]
+        return scores.float().masked_fill(hidden, float("-inf"))
+
+    def top(self, scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """scores [S, N] from :meth:`scores` -> idx [S, min(topk, N)] int64, -1 where the slot has no
+        visible entry."""
+        k = min(self.topk, scores.shape[1])
+        if k == 0:
+            return torch.empty(scores.shape[0], 0, dtype=torch.long, device=scores.device)
         top = topk_lower_index_on_ties(scores, k)
+        visible = (positions + 1) // self.ratio
         return top.masked_fill(top >= visible[:, None], -1)
+
+    def select(self, q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
+               positions: torch.Tensor) -> torch.Tensor:
+        """Top-k compressed entries for each query (:meth:`scores` then :meth:`top`)."""
+        return self.top(self.scores(q, weights, keys, positions), positions)

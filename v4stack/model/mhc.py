@@ -43,18 +43,17 @@ def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.T
     """Streams x [T, hc, D] -> (sublayer input [T, D] in x.dtype, post [T, hc], comb [T, hc, hc]) fp32."""
     pre, post, comb = ops.hc_split_sinkhorn(_mixes(x, fn, shape.norm_eps), scale, base, shape.hc, shape.iters,
                                             shape.hc_eps)
-    y = (pre.unsqueeze(-1) * x.float()).sum(dim=1)
-    return y.to(x.dtype), post, comb
+    return ops.hc_collapse(x, pre).to(x.dtype), post, comb
 
 
-def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
+def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor,
+            ops: OpTable) -> torch.Tensor:
     """Sublayer output [T, D] + streams [T, hc, D] -> new streams [T, hc, D] in out.dtype."""
-    mixed = (comb.unsqueeze(-1) * residual.float().unsqueeze(2)).sum(dim=1)  # sum_j comb[t,j,k] X[t,j]
-    return (post.unsqueeze(-1) * out.float().unsqueeze(1) + mixed).to(out.dtype)
+    return ops.hc_expand(out, residual, post, comb).to(out.dtype)
 
 
 def hc_head(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor,
-            shape: HcShape) -> torch.Tensor:
+            shape: HcShape, ops: OpTable) -> torch.Tensor:
     """Streams [T, hc, D] -> [T, D]: y = sum_i (sigmoid(m_i * scale + base_i) + hc_eps) X_i."""
     pre = torch.sigmoid(_mixes(x, fn, shape.norm_eps) * scale + base) + shape.hc_eps
-    return (pre.unsqueeze(-1) * x.float()).sum(dim=1).to(x.dtype)
+    return ops.hc_collapse(x, pre).to(x.dtype)

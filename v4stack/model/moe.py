@@ -33,15 +33,18 @@ class Gate(nn.Module):
         else:
             self.register_buffer("bias", torch.empty(cfg.n_routed_experts, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [T, D], token_ids [T] -> (weights [T, k] fp32, expert ids [T, k] int64)."""
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """x [T, D] -> routing scores [T, E] fp32 (before the selection bias)."""
         logits = F.linear(x.float(), self.weight.float())
         if self.score_func == "softmax":
-            scores = logits.softmax(-1)
-        elif self.score_func == "sigmoid":
-            scores = logits.sigmoid()
-        else:
-            scores = F.softplus(logits).sqrt()
+            return logits.softmax(-1)
+        if self.score_func == "sigmoid":
+            return logits.sigmoid()
+        return F.softplus(logits).sqrt()
+
+    def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [T, D], token_ids [T] -> (weights [T, k] fp32, expert ids [T, k] int64)."""
+        scores = self.scores(x)
         if self.hashed:
             experts = self.tid2eid[token_ids.to(self.tid2eid.device)].long()
         else:

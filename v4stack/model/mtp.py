@@ -38,4 +38,5 @@ class MTPBlock(Block):
         """embedded [T, D] (embedding of the next ids), streams [T, hc, D] -> collapsed, normed [T, D]."""
         x = self.e_proj(self.enorm(embedded)).unsqueeze(1) + self.h_proj(self.hnorm(streams))
         x = super().forward(x, batch, cache_index)
-        return self.norm(hc_head(x, self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc))
+        x = hc_head(x, self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc, self.compute.ops)
+        return self.norm(x)

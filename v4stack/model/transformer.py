@@ -44,6 +44,8 @@ class Head(nn.Module):
         self._fp32: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dtype == torch.float32:  # trainable twin: the weight is already fp32 (and changing)
+            return torch.nn.functional.linear(x.float(), self.weight)
         if self._fp32 is None or self._fp32.device != self.weight.device:
             self._fp32 = self.weight.float()
         return torch.nn.functional.linear(x.float(), self._fp32)
@@ -88,12 +90,17 @@ class DeepseekV4(nn.Module):
     def forward(self, batch: ForwardBatch, logit_rows: torch.Tensor | None = None) -> ModelOutput:
         """Run every sequence of ``batch`` forward; logits for ``logit_rows`` of the flat token axis
         (default: each sequence's last new token). Advances each state's position."""
+        return self.run(batch, logit_rows)
+
+    def run(self, batch: ForwardBatch, logit_rows: torch.Tensor | None = None) -> ModelOutput:
+        """``forward`` without inference mode, so autograd can record it (training, v4stack.training)."""
         ids = batch.token_ids.to(self.device)
         x = self.embed(ids, self.compute.dtype).unsqueeze(1).repeat(1, self.cfg.hc_mult, 1)  # [T, hc, D]
         for i, layer in enumerate(self.layers):
             x = layer(x, batch, i)
         rows = (batch.last_token_rows() if logit_rows is None else logit_rows).to(self.device)
-        collapsed = hc_head(x[rows], self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc)
+        collapsed = hc_head(x[rows], self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc,
+                            self.compute.ops)
         logits = self.head(self.norm(collapsed))
         batch.commit()
         return ModelOutput(logits, x)
@@ -104,6 +111,11 @@ class DeepseekV4(nn.Module):
         """Draft logits of the first MTP block. ``batch`` is built with ``is_mtp=True`` from the *next*
         token ids (id of position t+1 at row t); hidden [T, hc, D]: the main model's final streams for the
         same positions. Returns [n, V] fp32 and advances each state's MTP position."""
+        return self.run_mtp(batch, hidden, logit_rows)
+
+    def run_mtp(self, batch: ForwardBatch, hidden: torch.Tensor,
+                logit_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``mtp_forward`` without inference mode (training)."""
         if not self.mtp:
             raise RuntimeError("this checkpoint has no MTP block")
         block = self.mtp[0]

@@ -25,6 +25,8 @@ class OpTable:
     hadamard_rotate: Callable = hadamard.hadamard_rotate
     sparse_attention: Callable = attention.sparse_attention
     hc_split_sinkhorn: Callable = mixing.hc_split_sinkhorn
+    hc_collapse: Callable = mixing.hc_collapse
+    hc_expand: Callable = mixing.hc_expand
 
     def with_overrides(self, **ops: Callable) -> "OpTable":
         """A copy with some ops replaced; unknown names raise (a typo must not silently fall back)."""

@@ -109,6 +109,11 @@ def write_tokenizer(directory: Path, vocab_size: int) -> None:
         (directory / "tokenizer.json").write_bytes((src / "tokenizer.json").read_bytes())
     else:
         _byte_tokenizer(vocab_size).save(str(directory / "tokenizer.json"))
+    write_tokenizer_config(directory)
+
+
+def write_tokenizer_config(directory: Path) -> None:
+    """tokenizer_config.json naming the V4 BOS/EOS tokens (ids 0 and 1)."""
     config = {"add_bos_token": False, "add_eos_token": False, "bos_token": SPECIAL_TOKENS[0],
               "eos_token": SPECIAL_TOKENS[1], "pad_token": SPECIAL_TOKENS[1], "model_max_length": 1 << 20,
               "tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}

@@ -26,3 +26,15 @@ def hc_split_sinkhorn(mixes: torch.Tensor, hc_scale: torch.Tensor, hc_base: torc
         comb = comb / (comb.sum(-1, keepdim=True) + eps)
         comb = comb / (comb.sum(-2, keepdim=True) + eps)
     return pre, post, comb
+
+
+def hc_collapse(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Streams x [T, hc, D] and weights [T, hc] fp32 -> fp32 [T, D] = sum_i weights_i X_i."""
+    return (weights.unsqueeze(-1) * x.float()).sum(dim=1)
+
+
+def hc_expand(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
+    """Sublayer output [T, D], streams [T, hc, D], post [T, hc], comb [T, hc(j), hc(k)] -> fp32 [T, hc, D]:
+    X'_k = post_k out + sum_j comb[j, k] X_j."""
+    mixed = (comb.unsqueeze(-1) * residual.float().unsqueeze(2)).sum(dim=1)
+    return post.unsqueeze(-1) * out.float().unsqueeze(1) + mixed

@@ -1,0 +1,72 @@
+"""Held-out loss and the MTP head's greedy acceptance rate, measured through the inference path
+(``DeepseekV4.forward`` / ``mtp_forward``, exactly what ``v4stack generate`` runs)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from v4stack.model.batch import ForwardBatch
+from v4stack.model.transformer import DeepseekV4
+
+
+@dataclass(frozen=True)
+class HeldOutLoss:
+    nll: float  # mean cross-entropy per predicted token, nats
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll)
+
+
+@torch.no_grad()
+def held_out_loss(model: DeepseekV4, windows: torch.Tensor, per_forward: int = 1) -> HeldOutLoss:
+    """windows [n, L+1] (each a BOS then L tokens) -> mean next-token NLL over all n*L targets, each window
+    prefilled from position 0 in its own sequence; ``per_forward`` windows share one batched forward."""
+    total, count = 0.0, 0
+    for start in range(0, windows.shape[0], per_forward):
+        part = windows[start:start + per_forward]
+        states = [model.new_state() for _ in range(part.shape[0])]
+        batch = ForwardBatch.build(states, list(part[:, :-1]))
+        out = model(batch, logit_rows=torch.arange(part[:, :-1].numel()))
+        total += float(F.cross_entropy(out.logits.float(), part[:, 1:].reshape(-1).to(out.logits.device),
+                                       reduction="sum"))
+        count += part[:, 1:].numel()
+    return HeldOutLoss(total / count, count)
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    accepted: int
+    drafted: int
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / max(self.drafted, 1)
+
+
+@torch.no_grad()
+def mtp_greedy_acceptance(model: DeepseekV4, prompts: list[torch.Tensor], new_tokens: int) -> Acceptance:
+    """Greedy decoding with one MTP draft per step: after each main-model token g_t, the MTP block drafts
+    g_{t+1} from (g_t, the main model's last hidden streams); the draft counts as accepted when the main
+    model's own greedy choice at the next step equals it. Returns the counts over all prompts."""
+    accepted = drafted = 0
+    for prompt in prompts:
+        state = model.new_state()
+        out = model(ForwardBatch.build([state], [prompt]), logit_rows=torch.arange(prompt.numel()))
+        token = int(out.logits[-1].argmax())
+        # MTP sees, at every prompt row t, the id of row t+1; the last row's next id is the first greedy token
+        next_ids = torch.cat([prompt[1:], torch.tensor([token])])
+        draft = int(model.mtp_forward(ForwardBatch.build([state], [next_ids], is_mtp=True), out.hidden).argmax())
+        for _ in range(new_tokens - 1):
+            out = model(ForwardBatch.build([state], [torch.tensor([token])]))
+            token = int(out.logits[-1].argmax())
+            accepted += int(draft == token)
+            drafted += 1
+            draft = int(model.mtp_forward(ForwardBatch.build([state], [torch.tensor([token])], is_mtp=True),
+                                          out.hidden).argmax())
+    return Acceptance(accepted, drafted)
