@@ -27,6 +27,21 @@ def test_generate_greedy_is_deterministic(tiny_checkpoint):
     assert "6 tok generated" in a.stderr
 
 
+def test_generate_takes_sampling_defaults_from_generation_config(tiny_checkpoint, tmp_path):
+    model = tmp_path / "greedy"
+    shutil.copytree(tiny_checkpoint, model)
+    (model / "generation_config.json").write_text('{"temperature": 0.0, "top_p": 0.9}')
+    outs = {run("generate", "--model", model, "--prompt", "Once", "--max-tokens", "8", "--seed", seed).stdout
+            for seed in (1, 2, 3)}
+    assert len(outs) == 1  # greedy from the checkpoint's defaults: the seed does not matter
+    sampled = {run("generate", "--model", model, "--prompt", "Once", "--max-tokens", "8", "--seed", seed,
+                   "--temperature", "1.0").stdout for seed in (1, 2, 3)}
+    assert len(sampled) > 1  # a flag overrides the default
+    (model / "generation_config.json").write_text("{not json")
+    res = run("generate", "--model", model, "--max-tokens", "2")
+    assert res.returncode == 2 and "not valid JSON" in res.stderr
+
+
 def test_generate_missing_default_model_is_a_clear_error(tmp_path):
     res = run("generate", "--max-tokens", "2", env_extra={"V4STACK_DEFAULT_MODEL": str(tmp_path / "gone")})
     assert res.returncode == 2

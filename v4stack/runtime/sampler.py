@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+GENERATION_CONFIG = "generation_config.json"  # HF convention; vLLM takes its defaults from it too
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,18 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def checkpoint_sampling_defaults(model_dir: Path) -> dict:
+    """``temperature`` / ``top_p`` recommended by the checkpoint's generation_config.json ({} if none)."""
+    path = Path(model_dir) / GENERATION_CONFIG
+    if not path.exists():
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    return {k: float(cfg[k]) for k in ("temperature", "top_p") if k in cfg}
 
 
 class Sampler:
