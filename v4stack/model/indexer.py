@@ -69,8 +69,3 @@ class Indexer(nn.Module):
         top = topk_lower_index_on_ties(scores, k)
         visible = (positions + 1) // self.ratio
         return top.masked_fill(top >= visible[:, None], -1)
-
-    def select(self, q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor,
-               positions: torch.Tensor) -> torch.Tensor:
-        """Top-k compressed entries for each query (:meth:`scores` then :meth:`top`)."""
-        return self.top(self.scores(q, weights, keys, positions), positions)
