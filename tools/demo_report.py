@@ -25,7 +25,7 @@ from v4stack.config.numerics import Numerics
 from v4stack.runtime.generator import generate_text
 from v4stack.runtime.sampler import SamplingParams
 from v4stack.runtime.tokenizer import Tokenizer
-from v4stack.testing.checkpoint_writer import random_tensors, write_tokenizer_config
+from v4stack.testing.checkpoint_writer import random_tensors
 from v4stack.training.evaluate import held_out_loss, mtp_greedy_acceptance
 from v4stack.weights.loader import load_model
 
@@ -51,14 +51,11 @@ def parameter_counts(model) -> dict:
     return {"total": total, "active_per_token": total - idle}
 
 
-def random_model_nll(model_dir: Path, windows: torch.Tensor) -> float:
+def random_model_nll(model_dir: Path, cfg, windows: torch.Tensor) -> float:
     """Held-out NLL of random weights (checkpoint writer) in the same shape, through the same path."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "config.json").write_bytes((model_dir / "config.json").read_bytes())
-        (tmp / "tokenizer.json").write_bytes((model_dir / "tokenizer.json").read_bytes())
-        write_tokenizer_config(tmp)
-        cfg = load_model(model_dir, Numerics.exact_fp32(), progress=False).cfg
         save_file(random_tensors(cfg, seed=0), str(tmp / "model.safetensors"))
         return held_out_loss(load_model(tmp, Numerics.reference(), progress=False), windows).nll
 
@@ -118,7 +115,7 @@ def main() -> None:
         t0 = time.perf_counter()
         report[f"held_out_nll_{name}"] = held_out_loss(m, windows).nll
         report[f"held_out_seconds_{name}"] = round(time.perf_counter() - t0, 1)
-    report["held_out_nll_random_weights"] = random_model_nll(d, windows[:4])
+    report["held_out_nll_random_weights"] = random_model_nll(d, model.cfg, windows[:4])
     prompts = [windows[i, :ACCEPT_PROMPT_LEN] for i in range(ACCEPT_PROMPTS)]
     acc = mtp_greedy_acceptance(model, prompts, ACCEPT_NEW)
     report["mtp_greedy_acceptance"] = {"accepted": acc.accepted, "drafted": acc.drafted, "rate": acc.rate,

@@ -94,19 +94,23 @@ def prepare(args):
     return c, tok, train, corpus.eval_windows(held, EVAL_LEN, EVAL_WINDOWS, bos_id=0)
 
 
-def save(args, model: DeepseekV4, tok, windows: torch.Tensor, step: int, log: list[dict], seconds: float) -> dict:
-    """Export the checkpoint and the training-time evaluation of exactly these weights."""
-    out = args.out
+def write_fixed_files(out: Path, cfg: ModelConfig, tok, windows: torch.Tensor) -> None:
+    """The files that do not change during training: config, tokenizer, sampling defaults, held-out windows."""
     (out / "eval").mkdir(parents=True, exist_ok=True)
-    save_file(export_tensors(model), str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2))
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     tok.save(str(out / "tokenizer.json"))
     write_tokenizer_config(out)
     (out / GENERATION_CONFIG).write_text(json.dumps(SAMPLING_DEFAULTS, indent=2))
     save_file({"windows": windows.to(torch.int32).contiguous()}, str(out / "eval" / "held_out_windows.safetensors"))
-    per_window = [held_out_loss(model, windows[i:i + 1]).nll for i in range(windows.shape[0])]
+
+
+def save(args, model: DeepseekV4, windows: torch.Tensor, step: int, log: list[dict], seconds: float) -> dict:
+    """Export the weights and the training-time evaluation of exactly these weights."""
+    out = args.out
+    save_file(export_tensors(model), str(out / "model.safetensors"))
+    held = held_out_loss(model, windows)
     result = {"step": step, "train_seconds": round(seconds, 1), "numerics": "fp32 activations, fake-quantised weights",
-              "held_out_nll": sum(per_window) / len(per_window), "held_out_nll_per_window": per_window,
+              "held_out_nll": held.nll, "held_out_nll_per_window": held.per_window,
               "window_tokens": EVAL_LEN, "tokens_seen": sum(r["tokens"] for r in log),
               "recipe": vars(args) | {"out": str(args.out), "work_dir": str(args.work_dir)}}
     (out / "eval" / "training_eval.json").write_text(json.dumps(result, indent=2))
@@ -123,6 +127,7 @@ def main() -> None:
           flush=True)
     model = make_trainable(DeepseekV4(demo_config(args.vocab), Numerics.exact_fp32(), batched_ops()))
     init_parameters(model, args.seed)
+    write_fixed_files(args.out, model.cfg, tok, windows)
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}", flush=True)
     matrices = [p for p in model.parameters() if p.dim() >= 2]
     others = [p for p in model.parameters() if p.dim() < 2]
@@ -154,7 +159,7 @@ def main() -> None:
             log.append(record)
             print(json.dumps(record), flush=True)
             if step % args.save_every == 0 or step == total:
-                result = save(args, model, tok, windows, step, log, time.perf_counter() - t0)
+                result = save(args, model, windows, step, log, time.perf_counter() - t0)
                 print(f"saved step {step}: held-out nll {result['held_out_nll']:.4f}", flush=True)
 
 

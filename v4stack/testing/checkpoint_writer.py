@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 from v4stack.config.model_config import ModelConfig, QuantConfig, RopeScaling
-from v4stack.model.transformer import DeepseekV4
 from v4stack.weights.formats import quantize_fp4_weight, quantize_fp8_weight
+from v4stack.weights.loader import checkpoint_spec
 
 RESIDUAL_GAIN = 0.5  # residual-branch outputs (wo_b, w2) drawn smaller, as in the golden cases
 SPECIAL_TOKENS = ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>")  # ids 0, 1, 2 as in V4
@@ -42,23 +42,29 @@ def _dense(shape, std, gen):
     return torch.randn(*shape, generator=gen) * std
 
 
+def encode_tensor(name: str, value: torch.Tensor, dtype: torch.dtype, block: int) -> dict[str, torch.Tensor]:
+    """A logical tensor -> the checkpoint entries that store it: an FP8 e4m3 weight and its UE8M0 ``scale``
+    (``block`` x ``block``), an FP4 weight packed in int8 and its UE8M0 1x32 ``scale``, or a plain cast."""
+    scale_name = name[: -len("weight")] + "scale"
+    if dtype == torch.float8_e4m3fn:
+        return dict(zip((name, scale_name), quantize_fp8_weight(value, block)))
+    if dtype == torch.int8:
+        return dict(zip((name, scale_name), quantize_fp4_weight(value)))
+    return {name: value.to(dtype).contiguous()}
+
+
 def random_tensors(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """Official name -> tensor for every tensor of ``cfg``, random but well conditioned."""
     gen = torch.Generator().manual_seed(seed)
-    with torch.device("meta"):
-        spec = {k: (tuple(v.shape), v.dtype) for k, v in DeepseekV4(cfg).state_dict().items()}
     out: dict[str, torch.Tensor] = {}
-    for name, (shape, dtype) in spec.items():
-        if name in out:
-            continue
+    for name, (shape, dtype) in checkpoint_spec(cfg).items():
         leaf = name.rsplit(".", 1)[-1]
         gain = RESIDUAL_GAIN if (".wo_b." in name or ".w2." in name) else 1.0
         if dtype == torch.float8_e4m3fn:
-            w = _dense(shape, gain / math.sqrt(shape[1]), gen)
-            out[name], out[name[: -len("weight")] + "scale"] = quantize_fp8_weight(w, cfg.weight_block)
+            out.update(encode_tensor(name, _dense(shape, gain / math.sqrt(shape[1]), gen), dtype, cfg.weight_block))
         elif dtype == torch.int8:  # FP4 experts: logical [out, 2 * packed_in]
             w = _dense((shape[0], 2 * shape[1]), gain / math.sqrt(2 * shape[1]), gen)
-            out[name], out[name[: -len("weight")] + "scale"] = quantize_fp4_weight(w)
+            out.update(encode_tensor(name, w, dtype, cfg.weight_block))
         elif dtype == torch.float8_e8m0fnu:
             continue  # written together with its weight
         elif leaf == "tid2eid":

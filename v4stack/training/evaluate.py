@@ -15,8 +15,12 @@ from v4stack.model.transformer import DeepseekV4
 
 @dataclass(frozen=True)
 class HeldOutLoss:
-    nll: float  # mean cross-entropy per predicted token, nats
-    tokens: int
+    per_window: list[float]  # mean cross-entropy per predicted token of each window, nats
+
+    @property
+    def nll(self) -> float:
+        """Mean over all targets (windows are of equal length)."""
+        return sum(self.per_window) / len(self.per_window)
 
     @property
     def perplexity(self) -> float:
@@ -24,19 +28,15 @@ class HeldOutLoss:
 
 
 @torch.no_grad()
-def held_out_loss(model: DeepseekV4, windows: torch.Tensor, per_forward: int = 1) -> HeldOutLoss:
-    """windows [n, L+1] (each a BOS then L tokens) -> mean next-token NLL over all n*L targets, each window
-    prefilled from position 0 in its own sequence; ``per_forward`` windows share one batched forward."""
-    total, count = 0.0, 0
-    for start in range(0, windows.shape[0], per_forward):
-        part = windows[start:start + per_forward]
-        states = [model.new_state() for _ in range(part.shape[0])]
-        batch = ForwardBatch.build(states, list(part[:, :-1]))
-        out = model(batch, logit_rows=torch.arange(part[:, :-1].numel()))
-        total += float(F.cross_entropy(out.logits.float(), part[:, 1:].reshape(-1).to(out.logits.device),
-                                       reduction="sum"))
-        count += part[:, 1:].numel()
-    return HeldOutLoss(total / count, count)
+def held_out_loss(model: DeepseekV4, windows: torch.Tensor) -> HeldOutLoss:
+    """windows [n, L+1] (each a BOS then L tokens) -> next-token NLL of each window, prefilled from
+    position 0 in a sequence of its own."""
+    per_window = []
+    for window in windows:
+        out = model(ForwardBatch.build([model.new_state()], [window[:-1]]),
+                    logit_rows=torch.arange(window.numel() - 1))
+        per_window.append(float(F.cross_entropy(out.logits.float(), window[1:].to(out.logits.device))))
+    return HeldOutLoss(per_window)
 
 
 @dataclass(frozen=True)

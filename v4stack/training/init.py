@@ -39,7 +39,7 @@ def init_parameters(model: DeepseekV4, seed: int) -> None:
     for pname, p in model.named_parameters():
         name = logical_name(pname)
         leaf = name.rsplit(".", 1)[-1]
-        if name in ("embed.weight",):
+        if name == "embed.weight":
             p.copy_(torch.randn(p.shape, generator=gen))
         elif "norm" in name:
             p.fill_(1.0)

@@ -24,8 +24,9 @@ from v4stack.model.compute import Compute
 from v4stack.model.linear import DENSE, FP4, FP8, Linear
 from v4stack.model.moe import Gate
 from v4stack.model.transformer import DeepseekV4
+from v4stack.testing.checkpoint_writer import encode_tensor
 from v4stack.training.fake_quant import FakeCast, fake_cast, fake_fp4, fake_fp8
-from v4stack.weights.formats import quantize_fp4_weight, quantize_fp8_weight
+from v4stack.weights.loader import checkpoint_spec
 
 NOT_TRAINED = ("bias", "tid2eid")  # Gate buffers: balance rule / fixed hash table
 PARAM_PREFIX, PARAM_SUFFIX = ".parametrizations.", ".original"
@@ -101,21 +102,13 @@ def logical_name(param_name: str) -> str:
 @torch.no_grad()
 def export_tensors(model: DeepseekV4) -> dict[str, torch.Tensor]:
     """Official name -> tensor in the checkpoint format, for every tensor the loader expects."""
-    with torch.device("meta"):
-        spec = {k: (tuple(v.shape), v.dtype) for k, v in DeepseekV4(model.cfg).state_dict().items()}
-    block = model.compute.weight_block
     out: dict[str, torch.Tensor] = {}
-    for name, (shape, dtype) in spec.items():
+    for name, (shape, dtype) in checkpoint_spec(model.cfg).items():
         if dtype == torch.float8_e8m0fnu:
             continue  # written with its weight
         path, _, leaf = name.rpartition(".")
         value = getattr(model.get_submodule(path), leaf).detach().cpu()
-        if dtype == torch.float8_e4m3fn:
-            out[name], out[name[: -len("weight")] + "scale"] = quantize_fp8_weight(value, block)
-        elif dtype == torch.int8:
-            out[name], out[name[: -len("weight")] + "scale"] = quantize_fp4_weight(value)
-        else:
-            out[name] = value.to(dtype).contiguous()
+        out.update(encode_tensor(name, value, dtype, model.compute.weight_block))
         if out[name].shape != shape:
             raise RuntimeError(f"export of {name}: shape {tuple(out[name].shape)}, checkpoint expects {shape}")
     return out

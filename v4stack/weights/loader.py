@@ -33,6 +33,12 @@ def expected_tensors(model: DeepseekV4) -> dict[str, tuple[tuple[int, ...], torc
     return {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
 
 
+def checkpoint_spec(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Official name -> (shape, dtype) of every tensor a checkpoint of ``cfg`` holds (no memory allocated)."""
+    with torch.device("meta"):
+        return expected_tensors(DeepseekV4(cfg))
+
+
 def check_checkpoint(ckpt: Checkpoint, expected: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> list[str]:
     """Raise CheckpointError for the first missing / mis-shaped / mis-typed tensor; return unexpected names."""
     for name, (shape, dtype) in expected.items():
