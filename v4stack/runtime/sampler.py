@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from v4stack.engine.sampling_params import SamplingParams
+
 GENERATION_CONFIG = "generation_config.json"  # HF convention; vLLM takes its defaults from it too
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 1.0  # DeepSeek-V4 generation_config default
-    top_p: float = 1.0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 def checkpoint_sampling_defaults(model_dir: Path) -> dict:
