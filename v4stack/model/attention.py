@@ -5,7 +5,9 @@ Per token (model_spec.md §3.3):
     q  = RoPE(rms(wq_b qr).view(H, d))       [T, H, d]   per-head unweighted RMS rescale
     kv = QAT(RoPE(kv_norm(wkv x)))           [T, d]
 Per sequence: keys = its last W raw rows (window, including the query itself) + compressed entries
-(HCA: all visible; CSA: indexer top-k), attended with a per-head sink logit; the output gets the inverse
+(HCA: all visible; CSA: indexer top-k), attended with a per-head sink logit. Raw rows, compressed entries,
+indexer keys and the compressors' open groups live in the paged cache (``cache/``), addressed through the
+batch's ``CacheView`` with this layer's id; the output gets the inverse
 RoPE, then the grouped low-rank projection  o[G, H/G*d] -> wo_a (block-diagonal) -> wo_b.
 """
 
@@ -16,7 +18,6 @@ from torch import nn
 
 from v4stack.config.model_config import ModelConfig
 from v4stack.model.batch import ForwardBatch, SeqSpan
-from v4stack.model.cache import GrowingRows, LayerCache
 from v4stack.model.compressor import Compressor
 from v4stack.model.compute import KV_QUANT_BLOCK, Compute
 from v4stack.model.indexer import Indexer
@@ -53,7 +54,7 @@ def window_indices(positions: torch.Tensor, first_row_pos: int, window: int) -> 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_id: int, compute: Compute) -> None:
         super().__init__()
-        self.cfg, self.compute = cfg, compute
+        self.cfg, self.compute, self.layer_id = cfg, compute, layer_id
         self.ratio = cfg.compress_ratio(layer_id)
         d, h = cfg.head_dim, cfg.num_attention_heads
         self.n_heads, self.head_dim, self.rope_dim = h, d, cfg.qk_rope_head_dim
@@ -75,18 +76,9 @@ class Attention(nn.Module):
             self.indexer = Indexer(cfg.hidden_size, cfg.q_lora_rank, cfg.index_n_heads, cfg.index_head_dim,
                                    cfg.index_topk, self.ratio, self.rope_dim, cfg.rms_norm_eps, compute, self.rotary)
 
-    def new_cache(self, device: torch.device | str = "cpu") -> LayerCache:
-        cache = LayerCache(window=torch.zeros(self.window, self.head_dim, dtype=self.compute.dtype, device=device))
-        if self.compressor is not None:
-            cache.compressed = GrowingRows(self.head_dim, self.compute.dtype, device)
-            cache.compressor = self.compressor.new_state(device)
-        if self.indexer is not None:
-            cache.index_keys = GrowingRows(self.indexer.head_dim, self.compute.dtype, device)
-            cache.index_compressor = self.indexer.compressor.new_state(device)
-        return cache
-
     def forward(self, x: torch.Tensor, batch: ForwardBatch, layer: int) -> torch.Tensor:
-        """x [T, D] (normed sublayer input) -> [T, D]; reads and extends each sequence's cache of ``layer``."""
+        """x [T, D] (normed sublayer input) -> [T, D]; reads and extends each sequence's cached rows of this
+        layer (``layer`` is the cache index used for traces: the block index, MTP blocks counting from 0)."""
         c, pos = self.compute, batch.positions.to(x.device)
         qr = self.q_norm(self.wq_a(x))
         q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))  # [T, H, d]
@@ -96,6 +88,9 @@ class Attention(nn.Module):
         if c.quant:
             rd = self.rope_dim
             kv = torch.cat([c.ops.quant_dequant_fp8(kv[:, :-rd], KV_QUANT_BLOCK).to(c.dtype), kv[:, -rd:]], -1)
+        view = batch.cache
+        window = view.tensors.pool(view.window_group, "kv", self.layer_id)  # [blocks * B, d]
+        window.index_copy_(0, view.window_write_slots(), kv.detach())
         extras = {}
         if self.compressor is not None:
             extras["comp"] = self.compressor.project(x)
@@ -105,29 +100,45 @@ class Attention(nn.Module):
             extras["icomp"] = self.indexer.compressor.project(x)
         o = torch.empty_like(q)
         for seq, span in enumerate(batch.spans):
-            o[span.begin:span.end] = self._attend(q, kv, extras, span, batch.cache(seq, layer), pos[span.begin:span.end],
+            o[span.begin:span.end] = self._attend(q, kv, window, extras, seq, span, pos[span.begin:span.end],
                                                   batch, (layer, seq))
         o = self.rotary.apply(o, pos, inverse=True)
         return self._project_out(o)
 
-    def _attend(self, q, kv, extras, span: SeqSpan, cache: LayerCache, positions, batch: ForwardBatch,
+    def _entries(self, batch: ForwardBatch, seq: int, name: str, fresh: torch.Tensor, start: int,
+                 end: int) -> torch.Tensor:
+        """All compressed entries of ``seq`` visible after positions < end: the cached ones (groups completed
+        before ``start``) followed by ``fresh`` (completed now, also written to the cache) -> [end // r, w]."""
+        view, r = batch.cache, self.ratio
+        group = f"c{r}"
+        pool = view.tensors.pool(group, name, self.layer_id)
+        before, after = start // r, end // r
+        if after > before:
+            pool.index_copy_(0, view.entry_slots(group, seq, before, after), fresh.detach())
+        cached = pool.index_select(0, view.entry_slots(group, seq, 0, before))
+        return torch.cat([cached, fresh])
+
+    def _attend(self, q, kv, window, extras, seq: int, span: SeqSpan, positions, batch: ForwardBatch,
                 key) -> torch.Tensor:
-        """Attention of one sequence's new tokens; updates its cache."""
+        """Attention of one sequence's new tokens (its rows of q and kv); extends its cached rows."""
         rows = slice(span.begin, span.end)
-        start = span.start_pos
+        start, end = span.start_pos, span.start_pos + span.num_tokens
+        view = batch.cache
         num_prev = min(start, self.window - 1)
-        keys = torch.cat([cache.window_rows(start, num_prev), kv[rows]])  # positions start-num_prev ..
+        prior = window.index_select(0, view.window_prior_slots(seq, num_prev))
+        keys = torch.cat([prior, kv[rows]])  # raw rows of positions start-num_prev ..
         idx = window_indices(positions, start - num_prev, self.window)
-        cache.write_window(kv[rows], start)
         if self.compressor is not None:
             ckv, cscore = extras["comp"]
-            cache.compressed.append(self.compressor.advance(ckv[rows], cscore[rows], start, cache.compressor))
-            entries = cache.compressed.view()
+            ring = view.ring(f"c{self.ratio}", self.layer_id, seq, tail_prefix="")
+            fresh = self.compressor.advance(ckv[rows], cscore[rows], start, ring)
+            entries = self._entries(batch, seq, "kv", fresh, start, end)
             if self.indexer is not None:
                 ikv, iscore = extras["icomp"]
-                cache.index_keys.append(self.indexer.compressor.advance(ikv[rows], iscore[rows], start,
-                                                                        cache.index_compressor))
-                scores = self.indexer.scores(extras["iq"][rows], extras["iw"][rows], cache.index_keys.view(), positions)
+                ring = view.ring("c4_index", self.layer_id, seq, tail_prefix="index_")
+                fresh = self.indexer.compressor.advance(ikv[rows], iscore[rows], start, ring)
+                index_keys = self._entries(batch, seq, "index_keys", fresh, start, end)
+                scores = self.indexer.scores(extras["iq"][rows], extras["iw"][rows], index_keys, positions)
                 chosen = self.indexer.top(scores, positions)
                 if batch.trace is not None:
                     batch.trace[key] = chosen

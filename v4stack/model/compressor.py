@@ -8,8 +8,9 @@ Entry j pools, per channel c, softmax_i(g)[c] * a[c] over
 then kv_j = RMSNorm(pooled -> compute dtype), RoPE at position j*r on the last rope dims, and the QAT
 point of its consumer (FP8 on the non-rope dims for attention; Hadamard + FP4 for indexer keys).
 
-Works on any chunk of new tokens: the raw rows that later entries still need are carried in a
-``CompressorState``, so prefill, decode and chunked prefill share one code path.
+Works on any chunk of new tokens: the raw rows that later entries still need are carried in the sequence's
+compressor ring in the cache (``cache.view.StateRing``), so prefill, decode and chunked prefill share one code
+path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from v4stack.model.cache import CompressorState
+from v4stack.cache.view import StateRing
 from v4stack.model.compute import INDEX_QUANT_BLOCK, KV_QUANT_BLOCK, Compute
 from v4stack.model.linear import DENSE, Linear
 from v4stack.model.norm import RMSNorm
@@ -41,33 +42,35 @@ class Compressor(nn.Module):
         self.register_buffer("ape", torch.empty(ratio, self.width, dtype=torch.float32))
         self.norm = RMSNorm(head_dim, eps)
 
-    def new_state(self, device: torch.device | str) -> CompressorState:
-        return CompressorState.empty(self.width, device)
-
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, D] -> (a, g) fp32 [T, coff*d], g without ape (it depends on the position)."""
         xf = x.float()
         return self.wkv(xf), self.wgate(xf)
 
-    def advance(self, kv: torch.Tensor, score: torch.Tensor, start_pos: int, state: CompressorState) -> torch.Tensor:
+    def state_start(self, num_tokens: int) -> int:
+        """First position whose raw rows are still needed after ``num_tokens`` positions: the open group, and
+        for the overlapping compressor also the last complete group (the next entry pools it too)."""
+        r = self.ratio
+        return max(0, (num_tokens // r - 1) * r) if self.overlap else (num_tokens // r) * r
+
+    def advance(self, kv: torch.Tensor, score: torch.Tensor, start_pos: int, ring: StateRing) -> torch.Tensor:
         """Feed rows of positions start_pos.. (kv, score [S, coff*d] from ``project``); return the entries
-        completed by them, [n_new, d] in the compute dtype, and keep in ``state`` the rows still needed."""
+        completed by them, [n_new, d] in the compute dtype. The raw rows later entries still need are read from
+        and written back to ``ring`` (the sequence's compressor state in the cache)."""
         r = self.ratio
         seq_len = kv.shape[0]
         positions = torch.arange(start_pos, start_pos + seq_len, device=kv.device)
         score = score + self.ape[positions % r]
-        all_kv = torch.cat([state.kv, kv])
-        all_score = torch.cat([state.score, score])
-        base = state.first_pos
-        if base + all_kv.shape[0] != start_pos + seq_len:
-            raise RuntimeError(f"compressor state covers positions from {base} with {state.kv.shape[0]} rows, "
-                               f"but new rows start at {start_pos}")
+        base = self.state_start(start_pos)
+        prev_kv, prev_score = ring.read(base, start_pos)
+        all_kv = torch.cat([prev_kv, kv])
+        all_score = torch.cat([prev_score, score])
         first_group, end_group = start_pos // r, (start_pos + seq_len) // r  # groups completed: [first, end)
         entries = self._pool(all_kv, all_score, base, first_group, end_group)
-        keep_from = max(0, (end_group - 1) * r) if self.overlap else end_group * r
-        keep_from = min(keep_from, start_pos + seq_len)
-        state.kv, state.score = all_kv[keep_from - base:], all_score[keep_from - base:]
-        state.first_pos = keep_from
+        keep_from = self.state_start(start_pos + seq_len)
+        ring.write(keep_from, all_kv[keep_from - base:], all_score[keep_from - base:])
+        if self.overlap:
+            ring.keep_tails(all_kv, all_score, base, self.head_dim)
         if entries is None:
             return kv.new_empty(0, self.head_dim, dtype=self.compute.dtype)
         return self._finish(entries, torch.arange(first_group, end_group, device=kv.device) * r)

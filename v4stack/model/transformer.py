@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from v4stack.config.model_config import ModelConfig
+from v4stack.cache.specs import CacheSpecs, cache_specs
+from v4stack.cache.standalone import SequenceState, StandaloneCache
 from v4stack.config.numerics import Numerics
 from v4stack.model.batch import ForwardBatch
 from v4stack.model.block import Block, hc_shape
-from v4stack.model.cache import SequenceState
 from v4stack.model.compute import Compute
 from v4stack.model.mhc import hc_head
 from v4stack.model.mtp import MTPBlock
@@ -76,15 +77,23 @@ class DeepseekV4(nn.Module):
         self.register_buffer("hc_head_scale", torch.empty(1, dtype=torch.float32))
         self.mtp = nn.ModuleList(MTPBlock(cfg, cfg.num_hidden_layers + k, self.compute)
                                  for k in range(cfg.num_mtp_layers))
+        self._standalone: StandaloneCache | None = None
 
     @property
     def device(self) -> torch.device:
         return self.embed.weight.device
 
+    def cache_specs(self, block_size: int | None = None, prefix_tails: bool = False) -> CacheSpecs:
+        """What this model caches per layer kind, with rows stored in the compute dtype."""
+        extra = {} if block_size is None else {"block_size": block_size}
+        return cache_specs(self.cfg, self.compute.dtype, prefix_tails=prefix_tails, **extra)
+
     def new_state(self) -> SequenceState:
-        """Empty caches for one new sequence."""
-        return SequenceState(layers=[b.attn.new_cache(self.device) for b in self.layers],
-                             mtp_layers=[b.attn.new_cache(self.device) for b in self.mtp])
+        """A new hand-driven sequence (tests, golden runner, training). Its rows live in one growable paged cache
+        per model (made on first use, on the model's device); the engine uses its own cache instead."""
+        if self._standalone is None or self._standalone.tensors.device != self.device:
+            self._standalone = StandaloneCache(self.cache_specs(), self.device)
+        return SequenceState(self._standalone)
 
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch, logit_rows: torch.Tensor | None = None) -> ModelOutput:
@@ -98,12 +107,24 @@ class DeepseekV4(nn.Module):
         x = self.embed(ids, self.compute.dtype).unsqueeze(1).repeat(1, self.cfg.hc_mult, 1)  # [T, hc, D]
         for i, layer in enumerate(self.layers):
             x = layer(x, batch, i)
+        self._keep_block_end_streams(x, batch)
         rows = (batch.last_token_rows() if logit_rows is None else logit_rows).to(self.device)
         collapsed = hc_head(x[rows], self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc,
                             self.compute.ops)
         logits = self.head(self.norm(collapsed))
         batch.commit()
         return ModelOutput(logits, x)
+
+    def _keep_block_end_streams(self, x: torch.Tensor, batch: ForwardBatch) -> None:
+        """Store the final streams of tokens that end a cache block (MTP models): a prefix-cache hit ending
+        there reruns the MTP row of that position, which needs them."""
+        targets = batch.cache.hidden_targets()
+        if targets is None:
+            return
+        rows, slots = targets
+        for block in self.mtp:
+            batch.cache.tensors.pool("mtp_window", "hidden", block.layer_id).index_copy_(
+                0, slots, x[rows].flatten(1).detach())
 
     @torch.inference_mode()
     def mtp_forward(self, batch: ForwardBatch, hidden: torch.Tensor,
