@@ -22,9 +22,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from v4stack.config.numerics import Numerics
-from v4stack.runtime.generator import generate_text
-from v4stack.runtime.sampler import SamplingParams
-from v4stack.runtime.tokenizer import Tokenizer
+from v4stack.engine.llm import LLM
+from v4stack.engine.llm_engine import LLMEngine
+from v4stack.engine.sampling_params import SamplingParams
+from v4stack.engine.tokenizer import Tokenizer
 from v4stack.testing.checkpoint_writer import random_tensors
 from v4stack.training.evaluate import held_out_loss, mtp_greedy_acceptance
 from v4stack.weights.loader import load_model
@@ -89,11 +90,15 @@ def plot(log: list[dict], out: Path) -> None:
 
 def samples(model, tok) -> list[dict]:
     out = []
+    llm = LLM(engine=LLMEngine(model, tok))
+    params = SamplingParams(temperature=0.8, top_p=0.95, seed=0, max_tokens=SAMPLE_TOKENS)
     for prompt in SAMPLE_PROMPTS:
         t0 = time.perf_counter()
-        text, stats = generate_text(model, tok, prompt, SAMPLE_TOKENS, SamplingParams(0.8, 0.95, 0))
-        out.append({"prompt": prompt, "text": text, "seconds": round(time.perf_counter() - t0, 2),
-                    "decode_tok_s": round(stats.decode_tokens_per_s, 1), "settings": "temperature 0.8, top-p 0.95, seed 0"})
+        result = llm.generate(prompt, params, use_tqdm=False)[0]
+        m, n = result.metrics, len(result.outputs[0].token_ids)
+        rate = (n - 1) / (m.last_token_time - m.first_token_time) if n > 1 else 0.0
+        out.append({"prompt": prompt, "text": result.outputs[0].text, "seconds": round(time.perf_counter() - t0, 2),
+                    "decode_tok_s": round(rate, 1), "settings": "temperature 0.8, top-p 0.95, seed 0"})
     return out
 
 

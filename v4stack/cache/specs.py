@@ -124,15 +124,16 @@ class CacheSpecs:
 
 
 def cache_specs(cfg: ModelConfig, dtype: torch.dtype, block_size: int = TOKEN_ALIGN,
-                prefix_tails: bool = False) -> CacheSpecs:
+                prefix_tails: bool = False, with_mtp: bool = True) -> CacheSpecs:
     """The pools of a V4 model whose cached rows are stored in ``dtype`` (bf16, or fp32 for the fp32 numerics);
-    ``prefix_tails`` adds the compressor tails that prefix-cache hits need."""
+    ``prefix_tails`` adds the compressor tails that prefix-cache hits need; ``with_mtp`` False leaves out the
+    MTP block's window (an engine that does not run the MTP block)."""
     d, di = cfg.head_dim, cfg.index_head_dim
     n = cfg.num_hidden_layers
     ratios = [cfg.compress_ratio(i) for i in range(n)]
     csa = tuple(i for i, r in enumerate(ratios) if r == CSA_RATIO)
     hca = tuple(i for i, r in enumerate(ratios) if r == HCA_RATIO)
-    mtp = tuple(range(n, n + cfg.num_mtp_layers))
+    mtp = tuple(range(n, n + cfg.num_mtp_layers)) if with_mtp else ()
     raw = TensorSpec("kv", d, dtype, block_size)
     pools = [PoolSpec("window", tuple(range(n)), (raw,), cfg.sliding_window)]
     if mtp:

@@ -1,4 +1,5 @@
-"""``v4stack generate``: complete a prompt with a checkpoint (default: the bundled demo model)."""
+"""``v4stack generate``: complete a prompt with a checkpoint (default: the bundled demo model), through the
+engine (one request, streamed to stdout as its tokens arrive)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from v4stack.config.numerics import Numerics
-from v4stack.platforms import get_platform
-from v4stack.runtime.default_model import default_model_dir
-from v4stack.runtime.generator import generate_text
-from v4stack.runtime.sampler import SamplingParams, checkpoint_sampling_defaults
-from v4stack.runtime.tokenizer import Tokenizer
-from v4stack.weights.loader import load_model
+from v4stack.config.default_model import default_model_dir
+from v4stack.engine.config import NUMERICS, EngineConfig
+from v4stack.engine.llm_engine import LLMEngine
+from v4stack.engine.sampling_params import SamplingParams, checkpoint_sampling_defaults
 
 
 def add_parser(sub) -> None:
@@ -26,29 +24,45 @@ def add_parser(sub) -> None:
     p.add_argument("--top-p", type=float, default=None,
                    help="default: the checkpoint's generation_config.json, else 1.0")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--numerics", choices=["reference", "fp32"], default="reference",
+    p.add_argument("--numerics", choices=NUMERICS, default="reference",
                    help="reference: bf16 + the official QAT simulation (default); fp32: exact, no simulation")
     p.add_argument("--platform", default="cpu", help="cpu or cuda (reference ops on that device)")
     p.set_defaults(func=run)
 
 
+def sampling_from_args(args, model_dir: Path) -> SamplingParams:
+    """Flags win over the checkpoint's generation_config.json defaults; validated before any weights load."""
+    given = {"temperature": args.temperature, "top_p": args.top_p}
+    defaults = checkpoint_sampling_defaults(model_dir)
+    return SamplingParams(**(defaults | {k: v for k, v in given.items() if v is not None}), seed=args.seed,
+                          max_tokens=args.max_tokens)
+
+
 def run(args) -> int:
-    if args.max_tokens < 1:
-        raise ValueError("--max-tokens must be at least 1")
     model_dir = args.model or default_model_dir()
+    sampling = sampling_from_args(args, model_dir)
     t0 = time.perf_counter()
-    platform = get_platform(args.platform)
-    model = load_model(model_dir, Numerics.from_name(args.numerics), ops=platform.op_table(), device=platform.device())
-    tokenizer = Tokenizer(model_dir)
+    engine = LLMEngine.from_model_dir(model_dir, EngineConfig(numerics=args.numerics, platform=args.platform))
     load_s = time.perf_counter() - t0
+    prompt_ids = engine.encode(args.prompt)
+    engine.add_request("generate", prompt_ids, sampling)
     print(args.prompt, end="", flush=True)
-    given = {"temperature": args.temperature, "top_p": args.top_p}  # flags win over the checkpoint's defaults
-    sampling = SamplingParams(**(checkpoint_sampling_defaults(model_dir)
-                                 | {k: v for k, v in given.items() if v is not None}), seed=args.seed)
-    _, stats = generate_text(model, tokenizer, args.prompt, args.max_tokens, sampling,
-                             on_text=lambda piece: print(piece, end="", flush=True))
+    t_start = time.perf_counter()
+    t_first = None
+    final = None
+    while engine.has_unfinished():
+        for out in engine.step():
+            piece = out.outputs[0]
+            if piece.token_ids_delta and t_first is None:
+                t_first = time.perf_counter()
+            print(piece.text_delta, end="", flush=True)
+            final = out
+    t_end = time.perf_counter()
     print()
-    print(f"[{model_dir.name}] load {load_s:.2f}s | prompt {stats.prompt_tokens} tok, prefill {stats.prefill_s:.2f}s"
-          f" | {stats.generated_tokens} tok generated, decode {stats.decode_tokens_per_s:.1f} tok/s"
-          f" | finish: {stats.finish_reason}", file=sys.stderr)
-    return 0
+    done = final.outputs[0]
+    n = len(done.token_ids)
+    prefill_s = (t_first or t_end) - t_start
+    decode_rate = (n - 1) / (t_end - t_first) if t_first and n > 1 and t_end > t_first else 0.0
+    print(f"[{model_dir.name}] load {load_s:.2f}s | prompt {len(prompt_ids)} tok, prefill {prefill_s:.2f}s"
+          f" | {n} tok generated, decode {decode_rate:.1f} tok/s | finish: {done.finish_reason}", file=sys.stderr)
+    return 0 if done.finish_reason != "error" else 1

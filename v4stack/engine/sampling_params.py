@@ -17,13 +17,16 @@ Meanings (as in vLLM / the OpenAI API):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from v4stack.config import validation as check
 
 MAX_LOGPROBS = 20  # OpenAI's top_logprobs upper bound
 MAX_N = 128  # completions per prompt; bounds the work one request can ask for
 PENALTY_LIMIT = 2.0  # presence / frequency penalties live in [-2, 2] (OpenAI)
+GENERATION_CONFIG = "generation_config.json"  # HF convention; vLLM takes its defaults from it too
 
 
 @dataclass(frozen=True)
@@ -85,3 +88,15 @@ class SamplingParams:
     def max_stop_len(self) -> int:
         """Longest stop string in characters: how much text must be held back while streaming."""
         return max((len(s) for s in self.stop), default=0)
+
+
+def checkpoint_sampling_defaults(model_dir: Path) -> dict:
+    """``temperature`` / ``top_p`` recommended by the checkpoint's generation_config.json ({} if none)."""
+    path = Path(model_dir) / GENERATION_CONFIG
+    if not path.exists():
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    return {k: float(cfg[k]) for k in ("temperature", "top_p") if k in cfg}

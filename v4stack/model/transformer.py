@@ -83,10 +83,11 @@ class DeepseekV4(nn.Module):
     def device(self) -> torch.device:
         return self.embed.weight.device
 
-    def cache_specs(self, block_size: int | None = None, prefix_tails: bool = False) -> CacheSpecs:
+    def cache_specs(self, block_size: int | None = None, prefix_tails: bool = False,
+                    with_mtp: bool = True) -> CacheSpecs:
         """What this model caches per layer kind, with rows stored in the compute dtype."""
         extra = {} if block_size is None else {"block_size": block_size}
-        return cache_specs(self.cfg, self.compute.dtype, prefix_tails=prefix_tails, **extra)
+        return cache_specs(self.cfg, self.compute.dtype, prefix_tails=prefix_tails, with_mtp=with_mtp, **extra)
 
     def new_state(self) -> SequenceState:
         """A new hand-driven sequence (tests, golden runner, training). Its rows live in one growable paged cache

@@ -1,1 +1,0 @@
-"""Running a loaded model: tokenizer, sampling and the simple generation loop (the engine comes later)."""
