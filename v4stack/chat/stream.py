@@ -128,7 +128,7 @@ class StreamParser:
             raise ValueError(f"StreamParser.finish: reason {reason!r} is not one of {ENGINE_FINISH_REASONS}")
         self._run(final=True)
         if self.state is State.MARKUP and reason == "stop":
-            self._close_call()             # the model stopped between parameters: the call is complete
+            self._close_call()             # stopped (a stop string) between parameters: the call is complete
         self.finish_reason = "length" if reason == "length" else "tool_calls" if self._calls else "stop"
         self._out.append(FinishDelta(self.finish_reason))
         self.state = State.DONE
@@ -183,6 +183,7 @@ class StreamParser:
             return False
         self._buf = self._buf[pos + len(marker):]
         if marker == self.fmt.eos:
+            self._close_call()                   # the model ended between parameters: the call is complete
             self.state = State.DONE
         else:
             self._enter_tag(marker)
