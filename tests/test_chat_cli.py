@@ -38,7 +38,8 @@ def test_mismatches_are_counted_and_shown(tmp_path, capsys):
         (tmp_path / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     assert main(["check-chat", "--format", "V4", str(tmp_path / "enc.jsonl"), str(tmp_path / "par.jsonl")]) == 1
     out = capsys.readouterr().out
-    assert "enc.jsonl: encode, 44 cases (V4), 2 mismatches" in out and "par.jsonl: parse, 30 cases (V4), 2 mismatches" in out
+    assert "enc.jsonl: encode, 44 cases (V4), 2 mismatches" in out
+    assert "par.jsonl: parse, 30 cases (V4), 2 mismatches" in out
     assert "MISMATCH v4_basic_chat_nosys" in out and "first difference at char 30" in out
     assert "MISMATCH v4_basic_think_high" in out and "prompt_ids: first difference at token 3" in out
     assert "MISMATCH p4_think_basic" in out and "content: got '2 + 2 = 4.' want 'wrong'" in out

@@ -17,7 +17,8 @@ RECORDS = load_records(GOLDEN) if GOLDEN.exists() else []
 needs_golden = pytest.mark.skipif(not GOLDEN.exists(), reason="golden chat data not present")
 EOS = V4.eos
 BLOCK = ('\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="f">\n<｜DSML｜parameter name="a" string="true">x<y'
-         '</｜DSML｜parameter>\n<｜DSML｜parameter name="n" string="false">1</｜DSML｜parameter>\n</｜DSML｜invoke>\n'
+         '</｜DSML｜parameter>\n<｜DSML｜parameter name="n" string="false">1</｜DSML｜parameter>\n'
+         '</｜DSML｜invoke>\n'
          '</｜DSML｜tool_calls>')
 
 
@@ -125,7 +126,8 @@ def test_one_parser_per_choice_is_independent():
     assert (aggregate(out_b).reasoning_content, aggregate(out_b).content) == ("rb", "B")
 
 
-FUZZ_PIECES = ["a", " ", "\n", "\n\n", "<", ">", "/", '"', "=", "｜", "DSML", "<｜DSML｜", "</｜DSML｜", "｜DSML｜",
+FUZZ_PIECES = ["a", " ", "\n", "\n\n", "<", ">", "/", '"', "=", "｜", "DSML", "<｜DSML｜", "</｜DSML｜",
+               "｜DSML｜",
                "tool_calls", "invoke", "parameter", ' name="x"', ' name="y"', ' string="true"', ' string="false"',
                ">\n", "</think>", "<think>", EOS, V4.bos, "{", "1", "é", "💡", "<tool_result>", '"}']
 
