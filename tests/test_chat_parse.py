@@ -107,6 +107,13 @@ def test_truncated_inside_a_value_keeps_what_was_streamed():
     cut = text[:text.index("value")]
     got, calls = _calls(cut, reason="length")
     assert calls == [("f", '{"a": "x", "b": "partial ')] and got.finish_reason == "length"
+    for ended in (cut + EOS, cut):                 # EOS, or a stop string: the model is done, so it is closed
+        got, calls = _calls(ended, reason="stop")
+        assert calls == [("f", '{"a": "x", "b": "partial "}')] and got.finish_reason == "tool_calls"
+    raw_cut = _block(_invoke("f", _param("n", "12", "false")))
+    raw_cut = raw_cut[:raw_cut.index("12") + 1]
+    assert _calls(raw_cut + EOS)[1] == [("f", '{"n": 1}')]
+    assert _calls(raw_cut, reason="length")[1] == [("f", "")]     # an unfinished raw value is never sent
 
 
 def test_stop_between_parameters_closes_the_call_but_length_does_not():

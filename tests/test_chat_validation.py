@@ -115,6 +115,7 @@ def test_bad_tasks(message, param):
 
 def test_bad_request_flags():
     assert _err([U], thinking="yes").param == "thinking"
+    assert _err([U], drop_thinking=None).param == "drop_thinking"
     assert _err([U], fmt=V4_1, thinking=True, reasoning_effort=0).param == "reasoning_effort"
 
 

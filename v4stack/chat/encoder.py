@@ -114,8 +114,9 @@ def encode_messages(messages: Any, tools: Any = None, *, fmt: ChatFormat, thinki
     ``reasoning_effort`` follows ``fmt.effort`` (V4: None/"high"/"max"; V4-Flash-0731: None/"low"/"high"/
     "max"; V4.1: None, 1..100 or "low"/"high"/"xhigh"/"max"); it is validated in both modes and written only
     in thinking mode. Raises :class:`~v4stack.chat.errors.ChatInputError` on malformed input."""
-    if not isinstance(thinking, bool):
-        raise ChatInputError("thinking", thinking, "true or false")
+    for name, flag in (("thinking", thinking), ("drop_thinking", drop_thinking)):
+        if not isinstance(flag, bool):
+            raise ChatInputError(name, flag, "true or false")
     effort_text = fmt.effort.prefix(reasoning_effort, thinking)
     turns = merge_turns(attach_tools(validate_messages(messages), validate_tools(tools)))
     drop = thinking and drop_thinking and not any(t.message.tools for t in turns)

@@ -102,6 +102,8 @@ class StreamParser:
         self._value_kind = "true"             # "true" | "false" | "guess" (no string= attribute)
         self._raw = ""
         self.finish_reason: str | None = None
+        self._steps = {State.REASONING: self._step_text, State.CONTENT: self._step_text, State.TAG: self._step_tag,
+                       State.MARKUP: self._step_markup, State.VALUE: self._step_value, State.RAW: self._step_value}
 
     # public -----------------------------------------------------------------------------------------------
     @property
@@ -127,8 +129,8 @@ class StreamParser:
         if reason not in ENGINE_FINISH_REASONS:
             raise ValueError(f"StreamParser.finish: reason {reason!r} is not one of {ENGINE_FINISH_REASONS}")
         self._run(final=True)
-        if self.state is State.MARKUP and reason == "stop":
-            self._close_call()             # stopped (a stop string) between parameters: the call is complete
+        if reason == "stop":               # the model (or a stop string) ended it: nothing more is coming
+            self._end_call()
         self.finish_reason = "length" if reason == "length" else "tool_calls" if self._calls else "stop"
         self._out.append(FinishDelta(self.finish_reason))
         self.state = State.DONE
@@ -144,10 +146,8 @@ class StreamParser:
             self._out.append(ToolCallDelta(self._call.index, text))
 
     def _run(self, final: bool) -> None:
-        steps = {State.REASONING: self._step_text, State.CONTENT: self._step_text, State.TAG: self._step_tag,
-                 State.MARKUP: self._step_markup, State.VALUE: self._step_value, State.RAW: self._step_value}
         while self._buf and self.state is not State.DONE:
-            if not steps[self.state](final):
+            if not self._steps[self.state](final):
                 break
         if self.state is State.DONE:
             self._buf = ""
@@ -183,8 +183,7 @@ class StreamParser:
             return False
         self._buf = self._buf[pos + len(marker):]
         if marker == self.fmt.eos:
-            self._close_call()                   # the model ended between parameters: the call is complete
-            self.state = State.DONE
+            self._end_call()
         else:
             self._enter_tag(marker)
         return True
@@ -229,7 +228,7 @@ class StreamParser:
             return False
         self._buf = self._buf[pos + len(marker):]
         if marker == self.fmt.eos:
-            self.state = State.DONE              # cut inside a value: left as it is (never invented)
+            self._end_call()                     # the model ended inside the value: close what is open
             return True
         self._end_value()
         self._enter_tag(marker)
@@ -295,6 +294,14 @@ class StreamParser:
                 value = json.dumps(self._raw, ensure_ascii=False)
             self._args(self._key_text() + value)
         self._value_key = None
+
+    def _end_call(self) -> None:
+        """The output ended (EOS or a stop): an open value and call are closed, and nothing else is read.
+        (A max_tokens cut does not come here: its arguments stay as sent.)"""
+        if self.state in (State.VALUE, State.RAW):
+            self._end_value()
+        self._close_call()
+        self.state = State.DONE
 
     def _close_call(self) -> None:
         call = self._call
