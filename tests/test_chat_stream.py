@@ -10,9 +10,10 @@ import pytest
 
 from v4stack.chat import (V4, ContentDelta, FinishDelta, IncrementalDetokenizer, ReasoningDelta, StreamParser,
                           ToolCallDelta, aggregate, load_v4_tokenizer, parse_completion)
-from v4stack.chat.golden import counter_ids, engine_reason, load_records, stream_parse
+from v4stack.chat.golden import counter_ids, engine_reason, golden_chat_dir, load_records, stream_parse
 
-GOLDEN = Path("/work/shared/golden/chat/parse_v4.jsonl")
+GOLDEN_DIR = golden_chat_dir(Path(__file__).parents[1])
+GOLDEN = (GOLDEN_DIR / "parse_v4.jsonl") if GOLDEN_DIR else Path("missing")
 RECORDS = load_records(GOLDEN) if GOLDEN.exists() else []
 needs_golden = pytest.mark.skipif(not GOLDEN.exists(), reason="golden chat data not present")
 EOS = V4.eos

@@ -32,6 +32,15 @@ PARSE_KEYS = ("completion", "generation_prefix")
 ID_PREFIXES = (("v41_", V4_1), ("v4_0731_", V4_FLASH_0731), ("v4_", V4), ("p4_", V4))
 FILE_HINTS = (("v41", V4_1), ("0731", V4_FLASH_0731), ("v4", V4))
 DIFF_CONTEXT = 40      # characters shown either side of the first difference
+SHARED_CHAT = Path("shared") / "golden" / "chat"
+
+
+def golden_chat_dir(repo_root: Path) -> Path | None:
+    """Where the chat golden files are for a checkout at ``repo_root``: ``shared/`` inside it, or next to
+    it (``/work/main`` -> ``/work/shared``), or the project's shared folder; None when absent."""
+    repo_root = Path(repo_root).resolve()
+    candidates = [repo_root / SHARED_CHAT, *(p / SHARED_CHAT for p in repo_root.parents)]
+    return next((c for c in candidates if (c / "README.md").is_file()), None)
 
 
 class GoldenFileError(ValueError):
