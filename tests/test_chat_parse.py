@@ -137,8 +137,9 @@ def test_nameless_invoke_and_stray_parameters_are_dropped():
 
 
 def test_parameter_without_or_with_odd_string_attribute_is_guessed():
-    text = _block(_invoke("f", _param("n", "42", None), _param("s", "Paris", None), _param("o", "[1]", "yes"))) + EOS
-    assert _calls(text)[1] == [("f", '{"n": 42, "s": "Paris", "o": [1]}')]
+    text = _block(_invoke("f", _param("n", "42", None), _param("s", "Paris", None), _param("o", "[1]", "yes"),
+                          _param("x", "NaN", None))) + EOS
+    assert _calls(text)[1] == [("f", '{"n": 42, "s": "Paris", "o": [1], "x": "NaN"}')]
 
 
 def test_missing_parameter_close_ends_the_value_at_the_next_tag():

@@ -15,7 +15,7 @@ Text that could be the start of a marker (a trailing ``\\n``, ``<``, ``</thi``, 
 until the next piece decides it, so no marker ever reaches reasoning or content, however the text is
 split. Where the official parser accepts a completion the result is identical to it (byte for byte,
 ``arguments`` built as ``{"k": v, ...}`` text); where it would raise, the reading is lenient and never
-raises (docs/chat.md, "Lenient parsing"). Knows: DSML and the format's markers. Does not know: tokens.
+raises (docs/chat.md, "Lenient readings"). Knows: DSML and the format's markers. Does not know: tokens.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ class State(enum.Enum):
     VALUE = "value"        # a string="true" parameter value, streamed as a JSON string
     RAW = "raw"            # any other parameter value, buffered until it ends
     DONE = "done"
+
+
+def _refuse_non_json(name: str):
+    raise ValueError(f"{name} is not JSON")      # Python's json accepts NaN/Infinity; clients' parsers do not
 
 
 def default_call_id() -> str:
@@ -288,7 +292,7 @@ class StreamParser:
             self._args(self._key_text() + self._raw)          # JSON text kept byte for byte
         else:                                                 # no string=: JSON if it parses, else a string
             try:
-                json.loads(self._raw)
+                json.loads(self._raw, parse_constant=_refuse_non_json)
                 value = self._raw
             except ValueError:
                 value = json.dumps(self._raw, ensure_ascii=False)
