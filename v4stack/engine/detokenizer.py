@@ -50,6 +50,14 @@ class Detokenizer:
                 return stop
         return None
 
+    def flush(self) -> None:
+        """The output ended: decode ids still waiting for the rest of a character (they become U+FFFD, as a
+        whole decode would have them), unless a stop string already cut the text."""
+        if self.stop_hit is None and self.read_offset < len(self.ids):
+            prefix = self._decode(self.ids[self.prefix_offset:self.read_offset])
+            self.text += self._decode(self.ids[self.prefix_offset:])[len(prefix):]
+            self.read_offset = len(self.ids)
+
     def take_new_text(self, finished: bool) -> str:
         """Text not yet handed out; while unfinished, the tail that could begin a stop string is held back."""
         hold = 0 if finished or self.stop_hit else max(self.params.max_stop_len - 1, 0)

@@ -285,6 +285,8 @@ class LLMEngine:
     def _completion(self, t: _Tracked) -> CompletionOutput:
         req = t.request
         done = req.is_finished
+        if done and t.detok is not None:
+            t.detok.flush()
         text_delta = t.detok.take_new_text(done) if t.detok is not None else ""
         out = CompletionOutput(
             index=t.index, text=t.detok.text[:t.detok.emitted] if t.detok is not None else "",
