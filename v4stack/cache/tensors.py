@@ -5,6 +5,10 @@ entry j of a sequence is ``block_table[j // e] * e + j % e`` (``cache.view`` com
 A state ring of ``num_slots`` sequences with ``rows`` rows is ``[num_slots * rows, width]``; position p of the
 sequence in slot s lives at row ``s * rows + p % rows``.
 
+Pool tensors are allocated with ``torch.empty``: every row is written before it is read (the model only
+reads positions and entries a sequence has computed), so untouched blocks cost no resident memory on CPU and
+the process grows with the cache actually used. State rings are zeroed (a restored ring zeroes its own rows).
+
 Knows: shapes, dtypes, devices, copying whole blocks. Does not know: which blocks are in use (that is the
 engine's cache manager or a standalone sequence's allocator).
 """
@@ -48,7 +52,7 @@ class CacheTensors:
         old = self.num_blocks[group]
         for t in spec.tensors:
             for layer in spec.layers:
-                fresh = torch.zeros(num_blocks * t.entries_per_block, t.width, dtype=t.dtype, device=self.device)
+                fresh = torch.empty(num_blocks * t.entries_per_block, t.width, dtype=t.dtype, device=self.device)
                 prev = self._pool.get((group, t.name, layer))
                 if prev is not None and old:
                     keep = min(old, num_blocks) * t.entries_per_block
