@@ -64,10 +64,10 @@ def test_mismatches_are_counted_and_shown(tmp_path, capsys):
     ("[1, 2]\n", "expected a JSON object per line"),
     ('{"id": "x1", "messages": [], "prompt": ""}\n', "cannot tell the chat format"),
 ])
-def test_bad_files_exit_2_with_one_line(tmp_path, capsys, content, message):
+def test_bad_files_exit_3_with_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "some.jsonl"
     if content is not None:
         path.write_text(content)
-    assert main(["check-chat", str(path)]) == 2
+    assert main(["check-chat", str(path)]) == 3   # data missing or unreadable (README "Exit codes")
     err = capsys.readouterr().err.strip()
     assert err.startswith("v4stack check-chat: error: ") and message in err and "\n" not in err

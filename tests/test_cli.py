@@ -39,18 +39,18 @@ def test_generate_takes_sampling_defaults_from_generation_config(tiny_checkpoint
     assert len(sampled) > 1  # a flag overrides the default
     (model / "generation_config.json").write_text("{not json")
     res = run("generate", "--model", model, "--max-tokens", "2")
-    assert res.returncode == 2 and "not valid JSON" in res.stderr
+    assert res.returncode == 3 and "not valid JSON" in res.stderr  # data unreadable
 
 
 def test_generate_missing_default_model_is_a_clear_error(tmp_path):
     res = run("generate", "--max-tokens", "2", env_extra={"V4STACK_DEFAULT_MODEL": str(tmp_path / "gone")})
-    assert res.returncode == 2
+    assert res.returncode == 3  # data missing
     assert "the default model is not at" in res.stderr and "--model" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_generate_bad_model_is_a_clear_error(tmp_path):
     res = run("generate", "--model", tmp_path / "nope", "--max-tokens", "2")
-    assert res.returncode == 2
+    assert res.returncode == 3  # data missing
     assert "no config.json" in res.stderr and "Traceback" not in res.stderr
 
 

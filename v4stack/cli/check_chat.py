@@ -3,7 +3,7 @@
 Encode files (records with ``messages`` and ``prompt``): prompt text byte-identical, ids where given.
 Parse files (``completion`` and ``generation_prefix``): parse, official-rule agreement, streaming. Prints
 the number of cases and mismatches per file with a short diff of the first few; exit status 1 on any
-mismatch, 2 (one-line message) on a missing, empty or unrecognisable file.
+mismatch, 3 (one-line message) on a missing, empty or unrecognisable file.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from v4stack.chat.formats import format_by_name
 from v4stack.chat.golden import check_records, file_kind, load_records, needs_tokenizer, record_format
+from v4stack.cli.args import int_arg
 
 DEFAULT_SHOWN = 3      # mismatches printed in full per file
 
@@ -22,7 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("files", nargs="+", type=Path, help="golden files (../shared/golden/chat/*.jsonl)")
     p.add_argument("--format", default="auto",
                    help="chat format: auto (from record ids / file name), V4, V4-Flash-0731 or V4.1")
-    p.add_argument("--show", type=int, default=DEFAULT_SHOWN, help="mismatches to print per file")
+    p.add_argument("--show", type=int_arg(0), default=DEFAULT_SHOWN,
+                   help=f"mismatches to print per file (default {DEFAULT_SHOWN})")
     p.set_defaults(func=run)
 
 

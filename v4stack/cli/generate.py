@@ -7,26 +7,39 @@ import sys
 import time
 from pathlib import Path
 
+from v4stack.cli.args import float_arg, int_arg, seed_arg, text_arg
+from v4stack.config import validation as check
 from v4stack.config.default_model import default_model_dir
+from v4stack.config.model_config import ModelConfig
 from v4stack.engine.config import NUMERICS, EngineConfig
 from v4stack.engine.llm_engine import LLMEngine
 from v4stack.engine.sampling_params import SamplingParams, checkpoint_sampling_defaults
+from v4stack.engine.tokenizer import Tokenizer
+from v4stack.platforms.registry import PLATFORMS
+
+DEFAULT_MAX_TOKENS = 64
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate text from a prompt")
     p.add_argument("--model", type=Path, default=None,
                    help="checkpoint directory (official layout); default: the bundled demo model")
-    p.add_argument("--prompt", default="The king said", help="prompt text")
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=None,
+    p.add_argument("--prompt", type=text_arg(), default="The king said", help="prompt text (UTF-8)")
+    p.add_argument("--max-tokens", type=int_arg(1), default=DEFAULT_MAX_TOKENS,
+                   help=f"tokens to generate (default {DEFAULT_MAX_TOKENS}); prompt + max tokens must fit the "
+                        "context limit")
+    p.add_argument("--max-model-len", type=int_arg(1), default=None,
+                   help="context limit in tokens (prompt + output); default and maximum: the model's "
+                        "max_position_embeddings")
+    p.add_argument("--temperature", type=float_arg(0.0), default=None,
                    help="0 = greedy; default: the checkpoint's generation_config.json, else 1.0")
-    p.add_argument("--top-p", type=float, default=None,
-                   help="default: the checkpoint's generation_config.json, else 1.0")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-p", type=float_arg(0.0, 1.0, lo_open=True), default=None,
+                   help="in (0, 1]; default: the checkpoint's generation_config.json, else 1.0")
+    p.add_argument("--seed", type=seed_arg(), default=0, help="sampling seed (default 0)")
     p.add_argument("--numerics", choices=NUMERICS, default="reference",
                    help="reference: bf16 + the official QAT simulation (default); fp32: exact, no simulation")
-    p.add_argument("--platform", default="cpu", help="cpu or cuda (reference ops on that device)")
+    p.add_argument("--platform", choices=tuple(PLATFORMS), default="cpu",
+                   help="reference ops on that device (default cpu)")
     p.set_defaults(func=run)
 
 
@@ -38,13 +51,24 @@ def sampling_from_args(args, model_dir: Path) -> SamplingParams:
                           max_tokens=args.max_tokens)
 
 
+def preflight(model_dir: Path, prompt: str, max_tokens: int, max_model_len: int | None) -> list[int]:
+    """The prompt's token ids, after refusing (ContextLengthError, one line with the numbers) a prompt +
+    max_tokens beyond the context limit; reads config.json and the tokenizer only, no weights."""
+    cfg = ModelConfig.from_file(model_dir)
+    limit = check.context_limit(cfg.max_position_embeddings, max_model_len, "--max-model-len")
+    prompt_ids = Tokenizer(model_dir).encode(prompt)
+    check.check_context(len(prompt_ids), max_tokens, limit)
+    return prompt_ids
+
+
 def run(args) -> int:
     model_dir = args.model or default_model_dir()
     sampling = sampling_from_args(args, model_dir)
+    prompt_ids = preflight(model_dir, args.prompt, args.max_tokens, args.max_model_len)
     t0 = time.perf_counter()
-    engine = LLMEngine.from_model_dir(model_dir, EngineConfig(numerics=args.numerics, platform=args.platform))
+    engine = LLMEngine.from_model_dir(model_dir, EngineConfig(numerics=args.numerics, platform=args.platform,
+                                                              max_model_len=args.max_model_len))
     load_s = time.perf_counter() - t0
-    prompt_ids = engine.encode(args.prompt)
     engine.add_request("generate", prompt_ids, sampling)
     print(args.prompt, end="", flush=True)
     t_start = time.perf_counter()

@@ -11,6 +11,7 @@ with a message that says so.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -107,6 +108,7 @@ class ModelConfig:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        self._check_ranges()
         _check(len(self.compress_ratios) == self.num_hidden_layers + self.num_nextn_predict_layers,
                "compress_ratios", f"has {len(self.compress_ratios)} entries, expected num_hidden_layers + "
                f"num_nextn_predict_layers = {self.num_hidden_layers + self.num_nextn_predict_layers}")
@@ -135,6 +137,24 @@ class ModelConfig:
         _check(self.moe_intermediate_size % 32 == 0 and self.hidden_size % 32 == 0, "moe_intermediate_size",
                "hidden_size and moe_intermediate_size must be multiples of 32 (FP4 1x32 scale blocks)")
 
+    def _check_ranges(self) -> None:
+        """Every number finite and in range (a hand-written config.json may hold 0, -1, NaN or Infinity,
+        which JSON parsers accept); runs first so later checks never divide by zero."""
+        for name in _POSITIVE_INT:
+            _check(getattr(self, name) > 0, name, f"{getattr(self, name)} must be a positive integer")
+        for name in _NON_NEGATIVE_INT:
+            _check(getattr(self, name) >= 0, name, f"{getattr(self, name)} must be >= 0")
+        for name in ("bos_token_id", "eos_token_id"):
+            _check(getattr(self, name) < self.vocab_size, name,
+                   f"{getattr(self, name)} must be below vocab_size={self.vocab_size}")
+        for name in _POSITIVE_FLOAT:
+            _check_positive_float(name, getattr(self, name))
+        rs = self.rope_scaling
+        for name in ("factor", "beta_fast", "beta_slow"):
+            _check_positive_float(f"rope_scaling.{name}", getattr(rs, name))
+        _check(rs.original_max_position_embeddings > 0, "rope_scaling.original_max_position_embeddings",
+               f"{rs.original_max_position_embeddings} must be a positive integer")
+
     # ---- derived values -------------------------------------------------------------------------
     @property
     def num_mtp_layers(self) -> int:
@@ -162,12 +182,19 @@ class ModelConfig:
         if path.is_dir():
             path = path / "config.json"
         try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError as exc:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise ConfigError(f"{path}: no config.json") from exc
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
-        return cls.from_dict(raw)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+        try:
+            return cls.from_dict(raw)
+        except ConfigError as exc:   # name the file the bad field is in
+            raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "ModelConfig":
@@ -208,12 +235,23 @@ _OPTIONAL = {"num_nextn_predict_layers": int, "n_shared_experts": int, "scoring_
              "compress_rope_theta": float, "max_position_embeddings": int, "bos_token_id": int, "eos_token_id": int,
              "tie_word_embeddings": bool, "routed_scaling_factor": float}
 _SCALAR_KEYS = _REQUIRED_INT + tuple(_OPTIONAL)
+_POSITIVE_INT = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim",
+                 "q_lora_rank", "o_groups", "o_lora_rank", "index_n_heads", "n_routed_experts",
+                 "max_position_embeddings")
+_NON_NEGATIVE_INT = ("num_nextn_predict_layers", "bos_token_id", "eos_token_id")
+_POSITIVE_FLOAT = ("routed_scaling_factor", "swiglu_limit", "hc_eps", "rms_norm_eps", "rope_theta",
+                   "compress_rope_theta")
 _DSPARK_KEYS = ("dspark_block_size", "dspark_noise_token_id", "dspark_target_layer_ids", "dspark_markov_rank")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config field '{key}': {message}")
+
+
+def _check_positive_float(key: str, value: float) -> None:
+    _check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, key,
+           f"{value!r} must be a finite number > 0")
 
 
 def _typed(raw: dict, key: str, kind: type) -> Any:
@@ -281,9 +319,10 @@ def _parse_rope(rs: Any) -> RopeScaling:
     _check(not unknown, f"rope_scaling.{unknown[0] if unknown else ''}", "unknown key")
     for key in ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow"):
         _check(key in rs, f"rope_scaling.{key}", "missing")
-    return RopeScaling(factor=float(rs["factor"]),
-                       original_max_position_embeddings=int(rs["original_max_position_embeddings"]),
-                       beta_fast=float(rs["beta_fast"]), beta_slow=float(rs["beta_slow"]))
+    values = {k: _typed({f"rope_scaling.{k}": rs[k]}, f"rope_scaling.{k}",
+                        int if k == "original_max_position_embeddings" else float)
+              for k in ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow")}
+    return RopeScaling(**values)
 
 
 def _parse_quant(qc: Any, expert_dtype: Any) -> QuantConfig:

@@ -20,7 +20,12 @@ class ParameterError(ValueError):
 
     def __init__(self, param: str, value: Any, allowed: str) -> None:
         self.param, self.value, self.allowed = param, value, allowed
-        super().__init__(f"{param}: {value!r} is not allowed (expected {allowed})")
+        super().__init__(f"{param}: {self.detail}")
+
+    @property
+    def detail(self) -> str:
+        """The message without the parameter name (argparse puts the flag name in front itself)."""
+        return f"{self.value!r} is not allowed (expected {self.allowed})"
 
 
 class ContextLengthError(ParameterError):
@@ -33,13 +38,20 @@ class ContextLengthError(ParameterError):
                                   f"limit is {limit} tokens")
         self.param, self.value, self.allowed = "max_tokens", max_tokens, f"<= {max(limit - prompt_tokens, 0)}"
 
+    @property
+    def detail(self) -> str:
+        return str(self)
+
 
 def _range_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool, kind: str) -> str:
     parts = []
+    def show(x: float) -> str:   # integers exactly (a seed bound is 2^64 - 1), other numbers short
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
     if lo is not None:
-        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+        parts.append(f"{'>' if lo_open else '>='} {show(lo)}")
     if hi is not None:
-        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+        parts.append(f"{'<' if hi_open else '<='} {show(hi)}")
     return f"{kind} {' and '.join(parts)}" if parts else kind
 
 
@@ -79,12 +91,43 @@ def choice(param: str, value: Any, options: Iterable[Any]) -> Any:
     return value
 
 
-def context_limit(model_max_positions: int, override: int | None = None) -> int:
+def parse_int(param: str, text: str, lo: int | None = None, hi: int | None = None) -> int:
+    """Text (a command-line value or an environment variable) as an int within [lo, hi]."""
+    try:
+        return integer(param, int(str(text).strip()), lo, hi)
+    except (ValueError, ParameterError):   # report what the user typed
+        raise ParameterError(param, text, _range_text(lo, hi, False, False, "an integer")) from None
+
+
+def parse_float(param: str, text: str, lo: float | None = None, hi: float | None = None, *,
+                lo_open: bool = False, hi_open: bool = False) -> float:
+    """Text as a finite float within [lo, hi] (open ends as in :func:`finite_float`); 'nan'/'inf' refused."""
+    try:
+        return finite_float(param, float(str(text).strip()), lo, hi, lo_open=lo_open, hi_open=hi_open)
+    except (ValueError, ParameterError):   # report what the user typed, not Python's spelling of it
+        raise ParameterError(param, text, _range_text(lo, hi, lo_open, hi_open, "a finite number")) from None
+
+
+def text(param: str, value: Any) -> str:
+    """A string that is valid Unicode (encodable as UTF-8). Command-line bytes that are not UTF-8 reach
+    Python as lone surrogates (PEP 383); tokenizers cannot take them, so they are refused here."""
+    if not isinstance(value, str):
+        raise ParameterError(param, value, "a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ParameterError(param, value[max(exc.start - 8, 0):exc.end + 8],
+                             f"UTF-8 text; character {exc.start} stands for a byte that is not valid UTF-8") from None
+    return value
+
+
+def context_limit(model_max_positions: int, override: int | None = None, param: str = "max_model_len") -> int:
     """The context limit in tokens: the model's ``max_position_embeddings`` unless ``override`` (the
-    ``--max-model-len`` flag) lowers it; an override above the model's maximum is refused."""
+    ``--max-model-len`` flag, named ``param`` in the error) lowers it; an override above the model's
+    maximum is refused."""
     if override is None:
         return model_max_positions
-    return integer("max_model_len", override, 1, model_max_positions)
+    return integer(param, override, 1, model_max_positions)
 
 
 def check_context(prompt_tokens: int, max_tokens: int, limit: int) -> None:

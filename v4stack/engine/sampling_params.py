@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from v4stack.config import validation as check
+from v4stack.config.model_config import ConfigError
 
 MAX_LOGPROBS = 20  # OpenAI's top_logprobs upper bound
 MAX_N = 128  # completions per prompt; bounds the work one request can ask for
@@ -98,5 +99,12 @@ def checkpoint_sampling_defaults(model_dir: Path) -> dict:
     try:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    return {k: float(cfg[k]) for k in ("temperature", "top_p") if k in cfg}
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    given = {k: cfg[k] for k in ("temperature", "top_p") if k in cfg}
+    try:
+        SamplingParams(**given)   # the same checks as a request's own values
+    except check.ParameterError as exc:   # name the file: the user did not type this value
+        raise ConfigError(f"{path}: {exc}") from None
+    return {k: float(v) for k, v in given.items()}
