@@ -68,6 +68,8 @@ def test_check_golden_passes_on_a_case():
     res = run("check-golden", case, "--paths", "chunked", "--numerics", "fp32")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "flash_like [fp32, chunked] PASS" in res.stdout and "step_logits max |d|" in res.stdout
+    assert "[1/1] flash_like [fp32, chunked] running" in res.stderr          # progress, on stderr
+    assert "check-golden: 1 checks on 1 cases, 0 failed" in res.stdout
 
 
 def test_check_golden_catches_a_dropped_attention_sink(tmp_path):

@@ -42,12 +42,14 @@ def test_speculative_tpot_is_step_over_acceptance():
         make_plan("v4-flash", "h200", 8, spec_tokens=2)            # acceptance required
 
 
-def test_short_verdict_suggests_devices():
+def test_short_verdict_names_the_binding_constraint_and_the_smallest_fitting_count():
     p = make_plan("v4-pro", "h200", 1)
-    assert not p.fits and p.verdict.startswith("short by") and "add " in p.verdict
-    # the suggested device count really fits
-    n = int(p.verdict.split("(")[1].split(" total")[0])
-    assert make_plan("v4-pro", "h200", n, tp=1).fits
+    assert not p.fits and p.verdict.startswith("does not fit") and p.binding == "weights"
+    n = p.devices_needed
+    assert f"needs {n} x h200" in p.verdict
+    assert make_plan("v4-pro", "h200", n).fits                 # the suggested count really fits
+    assert not make_plan("v4-pro", "h200", n - 1).fits and not make_plan("v4-pro", "h200", n - 1, tp=1).fits
+    assert json.loads(p.to_json())["tpot_ms"] is None          # no latency for a layout that cannot run
 
 
 def test_host_engram_hint_when_it_helps():
@@ -116,8 +118,12 @@ def test_cli_text_and_errors(capsys):
     assert run(_cli("plan --model v4-flash --hardware gb300 --devices 4".split())) == 0
     out = capsys.readouterr().out
     assert "verdict:" in out and "roofline" in out and "calibrated" in out
-    assert run(_cli("plan --model v4-flash --hardware nope --devices 4".split())) == 2
-    assert run(_cli("plan --model v4-flash --hardware h200 --devices 8 --tp 3".split())) == 2
+    from v4stack.cli.main import main
+    assert main("plan --model v4-flash --hardware nope --devices 4".split()) == 2
+    assert main("plan --model v4-flash --hardware h200 --devices 8 --tp 3".split()) == 2
+    assert run(_cli("plan --model v4-pro --hardware h200 --devices 1".split())) == 1   # does not fit
+    out = capsys.readouterr().out
+    assert "does not fit" in out and "TPOT" not in out and "TTFT" not in out
 
 
 def test_cli_plot(tmp_path, capsys):

@@ -29,6 +29,7 @@ from functools import lru_cache
 
 from v4stack.hardware.registry import get_chip
 from v4stack.planner import memory as mem
+from v4stack.planner.costs import default_quant, step_costs, timings
 from v4stack.planner.model_shape import load_model
 from v4stack.planner.perf import Calib, StepCost, Workload
 
@@ -165,7 +166,6 @@ PUBLISHED: tuple[Published, ...] = (
 
 def row_costs(r: Published) -> tuple[StepCost, StepCost, Workload]:
     """Decode and prefill costs for a published row (calibration-independent)."""
-    from v4stack.planner.plan import default_quant, step_costs
     m, chip = load_model(r.model), get_chip(r.chip)
     par = mem.Parallel.make(r.devices, r.tp, r.dp, r.ep)
     wl = Workload(r.context, r.prompt or r.context, r.concurrency, r.spec_tokens, r.acceptance, r.draft)
@@ -175,7 +175,6 @@ def row_costs(r: Published) -> tuple[StepCost, StepCost, Workload]:
 
 def predict(r: Published, cal: Calib, costs: tuple[StepCost, StepCost, Workload] | None = None) -> float:
     """Planner value for a row's metric (ms) under ``cal``."""
-    from v4stack.planner.plan import timings
     sc, pre, wl = costs or row_costs(r)
     t = timings(sc, pre, get_chip(r.chip), cal, wl, r.output, r.arrival)
     return {"tpot_ms": t["tpot"], "step_ms": t["step"], "ttft_ms": t["ttft"]}[r.metric] * 1e3

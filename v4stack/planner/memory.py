@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from v4stack.config import validation as check
 from v4stack.planner.model_shape import FP4_BLOCK, ModelShape, TensorSpec
 
 GIB = 1024 ** 3
@@ -64,7 +65,12 @@ class Parallel:
 
     @staticmethod
     def make(devices: int, tp: int | None = None, dp: int | None = None, ep: int | None = None) -> "Parallel":
-        """Defaults: tp = devices / dp (dp default 1), ep = devices (EP over all devices)."""
+        """Defaults: tp = devices / dp (dp default 1), ep = devices (EP over all devices); every count >= 1
+        (ParameterError otherwise, before any division)."""
+        check.integer("devices", devices, 1)
+        for name, value in (("tp", tp), ("dp", dp), ("ep", ep)):
+            if value is not None:
+                check.integer(name, value, 1)
         if tp is None:
             tp = devices // (dp or 1)
         if dp is None:

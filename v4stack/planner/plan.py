@@ -25,15 +25,21 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
+from v4stack.config import validation as check
 from v4stack.hardware.registry import ChipSpec, get_chip
 from v4stack.planner import memory as mem
+from v4stack.planner.calibration import fitted
+from v4stack.planner.costs import default_quant, step_costs, timings
 from v4stack.planner.model_shape import ModelShape, load_model
-from v4stack.planner.perf import Calib, StepCost, Workload, decode_step, prefill
+from v4stack.planner.perf import Calib, StepCost, Workload
+from v4stack.planner.verdict import Deployment, verdict
 
 DEFAULT_CONTEXT = 8192
 ARRIVALS = ("steady", "burst")
-# How far "add N devices" searches before giving up (x current device count).
-MAX_SCALE_OUT = 16
+# Latency figures that only mean something for a deployment that fits: to_json() writes them as null
+# otherwise, and the text report leaves them out, so no one reads a TPOT for a layout that cannot run.
+LATENCY_FIELDS = ("ttft_ms", "prefill_ms", "tpot_ms", "step_ms", "roofline_step_ms", "roofline_tpot_ms",
+                  "tokens_per_s_per_device")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ class Plan:
     max_context_tokens: int
     max_concurrency: int
     verdict: str
+    binding: str              # what overflows first when it does not fit: weights | workspace | KV cache
+    devices_needed: int | None  # smallest device count that fits (this one if it fits; None: none found)
     ttft_ms: float
     prefill_ms: float
     tpot_ms: float
@@ -82,17 +90,15 @@ class Plan:
     calibration: dict = field(default_factory=dict)
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(asdict(self), indent=indent, sort_keys=False)
-
-
-def default_quant(chip: ChipSpec) -> str:
-    """Native FP8/FP4 where the chip has an FP8 datapath, else INT8 W8A8 (A2/A3 ModelSlim)."""
-    return "native" if chip.has_fp8 or chip.family == "cpu" else "w8a8"
+        """The plan as JSON; the LATENCY_FIELDS are null when it does not fit."""
+        d = asdict(self)
+        if not self.fits:
+            d.update(dict.fromkeys(LATENCY_FIELDS))
+        return json.dumps(d, indent=indent, sort_keys=False)
 
 
 def calibration_for(chip: ChipSpec) -> tuple[Calib, str]:
     """Fitted factors for the chip's family, or the pure roofline where no data exists."""
-    from v4stack.planner.calibration import fitted     # lazy: calibration builds plans itself
     fits = fitted()
     if chip.family in fits:
         return fits[chip.family], f"fitted ({chip.family})"
@@ -105,16 +111,26 @@ def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *
               quant: str | None = None, spec_tokens: int = 0, acceptance: float | None = None,
               draft: str = "auto", prompt: int | None = None, output_tokens: int = 0,
               arrival: str = "steady", calib: Calib | None = None) -> Plan:
-    """Plan one deployment.  ``context`` is the decode position (and the default prompt length)."""
+    """Plan one deployment.  ``context`` is the decode position (and the default prompt length).
+
+    Refuses (ParameterError, one line) a count below 1, a context beyond the model's
+    ``max_position_embeddings``, an acceptance outside [1, spec_tokens + 1] and NaN/inf anywhere."""
     m = model if isinstance(model, ModelShape) else load_model(model)
     chip = hardware if isinstance(hardware, ChipSpec) else get_chip(hardware)
+    check.integer("concurrency", concurrency, 1)
+    check.integer("context", context, 1, m.max_position or None)
+    if prompt is not None:
+        check.integer("prompt", prompt, 1, m.max_position or None)
+    check.integer("output_tokens", output_tokens, 0)
+    check.integer("spec_tokens", spec_tokens, 0)
+    check.choice("arrival", arrival, ARRIVALS)
     par = mem.Parallel.make(devices, tp, dp, ep)
     quant = quant or default_quant(chip)
     kv_dtype = kv_dtype or mem.default_kv_dtype(m)
-    if arrival not in ARRIVALS:
-        raise ValueError(f"arrival {arrival!r} not in {ARRIVALS}")
     if spec_tokens and acceptance is None:
         raise ValueError("--spec-tokens needs --acceptance (mean tokens emitted per step)")
+    if spec_tokens:   # a step emits at least the verified token and at most every draft plus it
+        check.finite_float("acceptance", acceptance, 1.0, spec_tokens + 1.0)
     acc = acceptance if spec_tokens else 1.0
     cal, cal_src = (calib, "given") if calib is not None else calibration_for(chip)
     prompt = prompt or context
@@ -124,6 +140,8 @@ def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *
     limit = m.max_position or None
     max_ctx = mem.max_context(m, chip.memory.value, par, quant, kv_dtype, engram, concurrency, limit)
     max_conc = _max_concurrency(budget, lay, context, par)
+    deployment = Deployment(m, chip, quant, kv_dtype, engram, context, concurrency, tp, dp, ep)
+    sentence, binding, needed = verdict(deployment, par, budget, max_ctx)
 
     wl = Workload(context, prompt, concurrency, spec_tokens, acc, draft)
     sc, pre = step_costs(m, par, quant, kv_dtype, engram, wl)
@@ -143,36 +161,12 @@ def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *
         kv_bytes_per_device=budget.kv_total, workspace_bytes=budget.workspace, reserve_bytes=budget.reserve,
         usable_bytes=budget.usable, spare_bytes=budget.spare, fits=budget.spare >= 0,
         max_context_tokens=max_ctx, max_concurrency=max_conc,
-        verdict=_verdict(m, chip, par, quant, kv_dtype, engram, context, concurrency, budget),
+        verdict=sentence, binding=binding, devices_needed=needed,
         ttft_ms=ttft * 1e3, prefill_ms=t_pre * 1e3, tpot_ms=tpot * 1e3, step_ms=step * 1e3,
         host_floor_ms=sc.host_floor(cal) * 1e3, roofline_step_ms=roof * 1e3, roofline_tpot_ms=roof / acc * 1e3,
         tokens_per_s_per_device=concurrency * 1e3 / (tpot * 1e3) / devices,
         ops=_ops_table(sc, chip), calibration={"source": cal_src, **asdict(cal)},
     )
-
-
-def step_costs(m: ModelShape, par: mem.Parallel, quant: str, kv_dtype: str, engram: str,
-               wl: Workload) -> tuple[StepCost, StepCost]:
-    """(decode step, prefill of one prompt) costs on one device; independent of calibration."""
-    return (decode_step(m, par, quant, kv_dtype, engram, wl),
-            prefill(m, par, quant, kv_dtype, engram, wl.prompt, mem.PREFILL_CHUNK))
-
-
-def timings(sc: StepCost, pre: StepCost, chip: ChipSpec, cal: Calib, wl: Workload,
-            output_tokens: int, arrival: str) -> dict[str, float]:
-    """Seconds: step, TPOT, TTFT and single-prompt prefill under the rules in the module doc."""
-    step = sc.step_time(chip, cal)
-    t_pre = pre.step_time(chip, cal)
-    tpot = step / wl.acceptance + _interference(t_pre, wl.concurrency, output_tokens, arrival)
-    arrivals = wl.concurrency if arrival == "burst" else 1
-    return {"step": step, "tpot": tpot, "ttft": t_pre * (arrivals + 1) / 2 + step, "prefill": t_pre}
-
-
-def _interference(t_prefill: float, concurrency: int, output_tokens: int, arrival: str) -> float:
-    if output_tokens <= 0:
-        return 0.0
-    others = concurrency if arrival == "steady" else (concurrency - 1) / 2
-    return t_prefill * others / output_tokens
 
 
 def _max_concurrency(b: mem.DeviceMemory, lay: mem.KVLayout, context: int, par: mem.Parallel) -> int:
@@ -187,31 +181,16 @@ def _ops_table(sc: StepCost, chip: ChipSpec) -> dict:
             for k, (f, b, fmt) in sc.ops.items()}
 
 
-def _verdict(m: ModelShape, chip: ChipSpec, par: mem.Parallel, quant: str, kv_dtype: str, engram: str,
-             context: int, concurrency: int, b: mem.DeviceMemory) -> str:
-    """'fits with X spare' or 'short by X: add N devices [or use host Engram]'."""
-    if b.spare >= 0:
-        return f"fits with {mem.format_gib(b.spare)} spare per device"
-    short = f"short by {mem.format_gib(-b.spare)} per device"
-    hints = []
-    for n in range(par.devices + 1, par.devices * MAX_SCALE_OUT + 1):
-        if n % par.tp:
-            continue
-        p2 = mem.Parallel(n, par.tp, n // par.tp, n)          # suggestions spread experts over all
-        if mem.device_memory(m, chip.memory.value, p2, quant, kv_dtype, engram, context, concurrency).spare >= 0:
-            hints.append(f"add {n - par.devices} devices ({n} total, tp={p2.tp}, dp={p2.dp}, ep={n})")
-            break
-    if engram == "device" and m.engram_rows:
-        if mem.device_memory(m, chip.memory.value, par, quant, kv_dtype, "host", context, concurrency).spare >= 0:
-            hints.append("use host Engram")
-    if not hints:
-        hints.append(f"no layout up to {par.devices * MAX_SCALE_OUT} devices fits; shorten the context")
-    return f"{short}: " + " or ".join(hints)
-
-
-def parse_tokens(text: str) -> int:
-    """'1M' -> 1,048,576; '64K' / '64k' -> 65,536; '8192' -> 8192 (binary K/M)."""
+def parse_tokens(text: str, param: str = "tokens") -> int:
+    """'1M' -> 1,048,576; '64K' / '64k' -> 65,536; '8192' -> 8192 (binary K/M); ParameterError (naming
+    ``param``) for anything else, NaN and infinities included."""
     t = str(text).strip().upper()
     scale = {"K": 1024, "M": 1024 * 1024}.get(t[-1:], 1)
     num = t[:-1] if scale > 1 else t
-    return int(math.floor(float(num) * scale))
+    try:
+        value = float(num)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise check.ParameterError(param, text, "a token count such as 8192, 64K or 1M")
+    return int(math.floor(value * scale))

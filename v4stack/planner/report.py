@@ -17,6 +17,10 @@ GB = 1e9
 DEFAULT_PLOT_CHIPS = ("950pr", "950dt", "910c", "h200", "b200", "gb300")
 # Context sweep for the plot: 4K to 1M in powers of two.
 PLOT_CONTEXTS = tuple(2 ** k for k in range(12, 21))
+# One marker per chip, so chips whose curves coincide (same family floor, same bandwidth) stay distinguishable.
+PLOT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+PLOT_LINE_WIDTH = 2.4   # first chip's line; later ones thinner (by up to PLOT_LINE_SHRINK) so both show
+PLOT_LINE_SHRINK = 0.6
 
 
 def _gib(x: float) -> str:
@@ -59,6 +63,10 @@ def format_plan(p: Plan) -> str:
     ]
     for op, d in p.ops.items():
         lines.append(f"  {op:<14s}{d['flops'] / 1e9:12.2f}{d['bytes'] / 1e6:12.1f}{d['roofline_ms']:10.3f}  {d['format']}")
+    if not p.fits:   # no TPOT/TTFT for a layout that cannot run
+        lines += ["", "latency: not estimated, the deployment does not fit (see the verdict)",
+                  f"calibration: {p.calibration.get('source')}"]
+        return "\n".join(lines)
     lines += [
         "",
         f"{'':<26s}{'roofline':>12s}{'calibrated':>12s}",
@@ -83,32 +91,42 @@ def tpot_curve(model: str, chip: str, devices: int, contexts=PLOT_CONTEXTS,
 
 
 def plot_tpot_vs_context(path: str, model: str, devices: int, chips=DEFAULT_PLOT_CHIPS, **kw) -> None:
-    """Write one PNG with TPOT versus context, one colour per chip: solid = calibrated estimate,
-    dashed = roofline; points that do not fit in memory are drawn hollow.  Requires matplotlib."""
+    """Write one PNG with TPOT versus context, one colour and marker per chip: solid = calibrated estimate,
+    dashed = roofline; points that do not fit in memory are drawn hollow.  Contexts stop at the model's
+    maximum.  Chips whose curves coincide stay visible: each has its own marker, and later lines are drawn
+    thinner on top of earlier ones.  Requires matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:      # optional dependency
         raise RuntimeError("--plot needs matplotlib (pip install matplotlib)") from e
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for chip in chips:
-        pts = tpot_curve(model, chip, devices, **kw)
+    from v4stack.planner.model_shape import load_model
+
+    limit = load_model(model).max_position or max(PLOT_CONTEXTS)
+    contexts = tuple(c for c in PLOT_CONTEXTS if c <= limit)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for i, chip in enumerate(chips):
+        pts = tpot_curve(model, chip, devices, contexts=contexts, **kw)
         xs = [c for c, *_ in pts]
-        line, = ax.plot(xs, [t for _, t, _, _ in pts], marker="o", label=f"{devices} x {chip}")
-        ax.plot(xs, [r for _, _, r, _ in pts], linestyle="--", color=line.get_color(), alpha=0.7)
+        marker = PLOT_MARKERS[i % len(PLOT_MARKERS)]
+        width = PLOT_LINE_WIDTH * (1 - PLOT_LINE_SHRINK * i / max(len(chips), 1))
+        line, = ax.plot(xs, [t for _, t, _, _ in pts], marker=marker, markersize=7 - i % 3, linewidth=width,
+                        label=f"{devices} x {chip}", zorder=2 + i)
+        ax.plot(xs, [r for _, _, r, _ in pts], linestyle="--", marker=marker, markersize=3, linewidth=width * 0.7,
+                color=line.get_color(), alpha=0.7, zorder=2 + i)
         bad = [(c, t) for c, t, _, ok in pts if not ok]
         if bad:
-            ax.scatter([c for c, _ in bad], [t for _, t in bad], s=60, facecolors="white",
-                       edgecolors=line.get_color(), zorder=3)
+            ax.scatter([c for c, _ in bad], [t for _, t in bad], s=70, marker=marker, facecolors="white",
+                       edgecolors=line.get_color(), zorder=20)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context (tokens)")
     ax.set_yscale("log")
     ax.set_ylabel("TPOT (ms)")
-    ax.set_title(f"{model}: TPOT vs context (solid calibrated, dashed roofline, hollow = does not fit)",
-                 fontsize=10)
+    ax.set_title(f"{model}: TPOT vs context on {devices} devices\n"
+                 "solid: calibrated, dashed: roofline, hollow: does not fit", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="center right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)   # outside: never hides a curve
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
