@@ -49,6 +49,13 @@ def _model_arg(text: str) -> str:
                                      f"path of a config.json)")
 
 
+def _chips_arg(text: str) -> tuple[str, ...]:
+    chips = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not chips:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed (expected comma-separated chips)")
+    return tuple(_hardware_arg(c) for c in chips)
+
+
 def _hardware_arg(text: str) -> str:
     try:
         get_chip(text)
@@ -89,7 +96,8 @@ def add_parser(subparsers) -> None:
                    help="steady closed loop (default), or all requests arriving at once")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="also draw TPOT vs context for several chips")
-    p.add_argument("--plot-chips", default=",".join(DEFAULT_PLOT_CHIPS), help="comma-separated chips for --plot")
+    p.add_argument("--plot-chips", type=_chips_arg, default=DEFAULT_PLOT_CHIPS,
+                   help=f"comma-separated chips for --plot (default {','.join(DEFAULT_PLOT_CHIPS)})")
     p.set_defaults(func=run)
 
 
@@ -117,11 +125,11 @@ def run(args: argparse.Namespace) -> int:
                          concurrency=args.concurrency, prompt=args.prompt, output_tokens=args.output_tokens,
                          arrival=args.arrival, **kw)
         if args.plot:
-            chips = [c for c in args.plot_chips.split(",") if c]
+            chips = list(args.plot_chips)
             kw.pop("quant")       # each chip gets its own default weight format
             plot_tpot_vs_context(args.plot, args.model, args.devices, chips, concurrency=args.concurrency, **kw)
-    except (KeyError, RuntimeError) as e:    # unknown chip in --plot-chips, matplotlib missing
-        raise ValueError(str(e).strip("'\"")) from None
+    except RuntimeError as e:    # matplotlib missing: a usage error (install it or drop --plot)
+        raise ValueError(str(e)) from None
     print(plan.to_json() if args.json else format_plan(plan))
     if args.plot:
         print(f"wrote {args.plot}", file=sys.stderr)

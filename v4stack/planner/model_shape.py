@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from v4stack.config.model_config import ConfigError
+
 PRESET_DIR = Path(__file__).with_name("presets")
 PRESETS = {"v4-flash": "v4-flash.json", "v4-pro": "v4-pro.json", "v4.1-flash": "v4.1-flash.json"}
 
@@ -180,8 +182,17 @@ def load_model(model: str) -> ModelShape:
     else:
         path = Path(model)
         name = path.parent.name or path.stem
-    with open(path, encoding="utf-8") as f:
-        return ModelShape.from_config(json.load(f), name=name)
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    try:
+        return ModelShape.from_config(raw, name=name)
+    except (KeyError, TypeError, ValueError) as exc:   # a config.json without a field the planner needs
+        raise ConfigError(f"{path}: not a DeepSeek-V4 config the planner can read ({type(exc).__name__}: "
+                          f"{exc})") from None
 
 
 # ------------------------------------------------------------------------------- layer roles
