@@ -14,6 +14,7 @@ from v4stack.config.family import AnyConfig
 from v4stack.config.numerics import Numerics
 from v4stack.config.v41_config import V41Config
 from v4stack.model.transformer import DeepseekV4
+from v4stack.model.v41.transformer import DeepseekV41
 from v4stack.ops.table import OpTable
 
 TensorTable = dict[str, tuple[tuple[int, ...], torch.dtype]]
@@ -22,8 +23,6 @@ TensorTable = dict[str, tuple[tuple[int, ...], torch.dtype]]
 def build_model(cfg: AnyConfig, numerics: Numerics | None = None, ops: OpTable | None = None) -> nn.Module:
     """The module tree of ``cfg``'s architecture (on the current default device)."""
     if isinstance(cfg, V41Config):
-        from v4stack.model.v41.transformer import DeepseekV41  # noqa: PLC0415 (kept out of V4-only imports)
-
         return DeepseekV41(cfg, numerics, ops)
     return DeepseekV4(cfg, numerics, ops)
 
