@@ -34,10 +34,10 @@ COMPRESSED_KV_QUANT_BLOCK = 16  # V4.1 compressed KV: FP4 blocks of 16 with E4M3
 class V41Attention(Attention):
     """Shares the V4 projections' layout and output path; CSA2 replaces the V4 compressor/indexer."""
 
-    def __init__(self, cfg: V41Config, layer_id: int, compute: Compute, ratio: int | None = None) -> None:
+    def __init__(self, cfg: V41Config, layer_id: int, compute: Compute) -> None:
         nn.Module.__init__(self)  # V4's constructor would build V4 compressors for ratio > 0
         self.cfg, self.compute, self.layer_id = cfg, compute, layer_id
-        self.ratio = cfg.compress_ratio(layer_id) if ratio is None else ratio
+        self.ratio = cfg.compress_ratio(layer_id)  # DSpark stages (ids >= num_hidden_layers) have ratio 0
         d, h = cfg.head_dim, cfg.num_attention_heads
         self.n_heads, self.head_dim, self.rope_dim = h, d, cfg.qk_rope_head_dim
         self.window, self.eps, self.scale = cfg.sliding_window, cfg.rms_norm_eps, d ** -0.5
@@ -50,7 +50,7 @@ class V41Attention(Attention):
         self.kv_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.wo_a = Linear(h * d // cfg.o_groups, cfg.o_groups * cfg.o_lora_rank, FP8, compute)
         self.wo_b = Linear(cfg.o_groups * cfg.o_lora_rank, cfg.hidden_size, FP8, compute)
-        self.role = cfg.role(layer_id) if ratio is None else "swa"
+        self.role = cfg.role(layer_id)
         self.kv_source = cfg.kv_source(layer_id) if self.ratio else None
         self.index_source = cfg.index_source(layer_id) if self.ratio else None
         self.compressor = self.indexer = None
@@ -60,8 +60,8 @@ class V41Attention(Attention):
             self.indexer = V41Indexer(cfg.hidden_size, cfg.q_lora_rank, d, cfg.index_n_heads, cfg.index_head_dim,
                                       cfg.index_topk, self.ratio, cfg.rms_norm_eps, compute, self.rotary,
                                       owns_keys=self.role == FULL)
-        self.is_candidate_source = layer_id == cfg.candidate_source_layer_id and ratio is None
-        self.uses_candidates = cfg.uses_candidates(layer_id) if ratio is None else False
+        self.is_candidate_source = layer_id == cfg.candidate_source_layer_id
+        self.uses_candidates = cfg.uses_candidates(layer_id)
 
     # ---- pieces ---------------------------------------------------------------------------------
     def queries(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

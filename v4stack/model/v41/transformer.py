@@ -22,6 +22,7 @@ from v4stack.model.compute import Compute
 from v4stack.model.norm import RMSNorm
 from v4stack.model.transformer import Embedding, Head
 from v4stack.model.v41.block import V41Block, one_hot_mix
+from v4stack.model.v41.dspark import DraftOutput, DSparkHead
 from v4stack.model.v41.engram_hash import NgramHasher, check_table_sizes
 from v4stack.model.v41.state import CSA2Shared, V41State
 from v4stack.ops.table import OpTable, reference_ops
@@ -65,6 +66,7 @@ class DeepseekV41(nn.Module):
         self.layers = nn.ModuleList(V41Block(cfg, i, self.compute) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.head = Head(cfg.vocab_size, cfg.hidden_size)
+        self.mtp = DSparkHead(cfg, self.compute) if cfg.dspark is not None else None
         self.hasher: NgramHasher | None = None
         self.engram_rows = None  # EngramRows; the module's own tables unless a tiered store is attached
 
@@ -87,6 +89,34 @@ class DeepseekV41(nn.Module):
                                "when the checkpoint has tokenizer.json or compressed_token_map.safetensors)")
         compressed = self.hasher.compress(token_ids)
         return self.hasher.hash_ids(compressed, state.engram_history), compressed
+
+    @torch.inference_mode()
+    def dspark_seed(self, state: V41State, main_hidden: torch.Tensor) -> None:
+        """Feed the DSpark rings with main_hidden [S, n_t D] of the main positions not seeded yet (a prefill's
+        ``V41Output.main_hidden``); the main model's state is unchanged."""
+        self._require_dspark()
+        self.mtp.seed(state, main_hidden.to(self.device))
+
+    @torch.inference_mode()
+    def draft(self, state: V41State, last_token: int, main_hidden: torch.Tensor | None = None,
+              forced: torch.Tensor | None = None) -> DraftOutput:
+        """The draft API for speculative decoding: after a main forward whose newest token is followed by
+        ``last_token`` (its argmax or sample), seed the rings with that forward's ``main_hidden`` (if given) and
+        draft ``dspark_block_size`` tokens: ids [B], confidences [B], logits [B, V] (Markov bias included).
+        ``forced`` [B] teacher-forces the drafted chain (golden comparisons)."""
+        self._require_dspark()
+        if not 0 <= int(last_token) < self.cfg.vocab_size:
+            raise ValueError(f"last_token must be in 0..{self.cfg.vocab_size - 1}")
+        if main_hidden is not None:
+            self.dspark_seed(state, main_hidden)
+        if state.num_draft_tokens != state.num_tokens:
+            raise ValueError(f"DSpark rings hold {state.num_draft_tokens} main positions, the sequence has "
+                             f"{state.num_tokens}: pass each forward's main_hidden")
+        return self.mtp.draft(state, int(last_token), self.embed, self.head, forced)
+
+    def _require_dspark(self) -> None:
+        if self.mtp is None:
+            raise RuntimeError("this checkpoint has no DSpark head (no dspark_* keys in its config)")
 
     @torch.inference_mode()
     def forward(self, state: V41State, token_ids: torch.Tensor, logit_rows: torch.Tensor | None = None,
@@ -116,7 +146,7 @@ class DeepseekV41(nn.Module):
                 table = cfg.engram.layer_ids.index(i)
                 x = block.engram(x, rows_source.rows(table, engram_ids[table]))
             if i in targets:
-                captured.append(x.float().mean(dim=1))  # bf16 streams averaged in fp32 [S, D]
+                captured.append(x.float().mean(dim=1).to(x.dtype).float())  # [S, D], rounded like the streams
             x, pre = block(x, pre, ids, lambda y, a=block.attn: a(y, state, shared))
             if record:
                 out.layer_out.append(x)
