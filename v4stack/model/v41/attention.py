@@ -142,4 +142,6 @@ class V41Attention(Attention):
         chosen = self.indexer.select(scores, positions)
         if shared.trace is not None:
             shared.trace[self.layer_id] = chosen
+        if shared.scores is not None:
+            shared.scores[self.layer_id] = scores
         return chosen

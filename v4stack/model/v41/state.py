@@ -39,3 +39,4 @@ class CSA2Shared:
     topk: dict[int, torch.Tensor] = field(default_factory=dict)
     candidates: dict[int, torch.Tensor] = field(default_factory=dict)
     trace: dict[int, torch.Tensor] | None = None  # when a dict: index source -> its top-k (golden checks)
+    scores: dict[int, torch.Tensor] | None = None  # when a dict: index source -> its masked scores [S, N]

@@ -38,6 +38,7 @@ class V41Output:
     layer_out: list[torch.Tensor] = field(default_factory=list)  # streams after each block [S, hc, D]
     final_pre_mix: torch.Tensor | None = None  # [S, hc]
     topk: dict[int, torch.Tensor] = field(default_factory=dict)  # index source -> [S, k]
+    index_scores: dict[int, torch.Tensor] = field(default_factory=dict)  # index source -> masked scores [S, N]
     hash_ids: torch.Tensor | None = None  # [n_engram_layers, S, K]
 
 
@@ -90,6 +91,11 @@ class DeepseekV41(nn.Module):
         compressed = self.hasher.compress(token_ids)
         return self.hasher.hash_ids(compressed, state.engram_history), compressed
 
+    def advance_engram_history(self, state: V41State, compressed: torch.Tensor) -> None:
+        """Keep the compressed ids of the last N-1 positions (all the next chunk's n-grams can reach)."""
+        keep = self.hasher.history
+        state.engram_history = torch.cat([state.engram_history, compressed])[-keep:] if keep else compressed[:0]
+
     @torch.inference_mode()
     def dspark_seed(self, state: V41State, main_hidden: torch.Tensor) -> None:
         """Feed the DSpark rings with main_hidden [S, n_t D] of the main positions not seeded yet (a prefill's
@@ -136,7 +142,7 @@ class DeepseekV41(nn.Module):
             rows_source = self.engram_rows or ModuleTableRows(self)
             rows_source.prefetch(engram_ids)
             out.hash_ids = engram_ids if record else None
-        shared = CSA2Shared(trace={} if record else None)
+        shared = CSA2Shared(trace={} if record else None, scores={} if record else None)
         x = self.embed(ids, self.compute.dtype).unsqueeze(1).repeat(1, cfg.hc_mult, 1)  # [S, hc, D]
         pre = one_hot_mix(ids.numel(), cfg.hc_mult, x.device)
         targets = () if cfg.dspark is None else cfg.dspark.target_layer_ids
@@ -156,9 +162,8 @@ class DeepseekV41(nn.Module):
         out.logits = self.head(self.norm(collapsed))
         out.main_hidden = torch.cat(captured, dim=-1) if captured else None
         if record:
-            out.final_pre_mix, out.topk = pre, dict(shared.trace)
+            out.final_pre_mix, out.topk, out.index_scores = pre, dict(shared.trace), dict(shared.scores)
         if cfg.engram is not None:
-            keep = self.hasher.history
-            state.engram_history = torch.cat([state.engram_history, compressed])[-keep:] if keep else compressed[:0]
+            self.advance_engram_history(state, compressed)
         state.num_tokens += ids.numel()
         return out
