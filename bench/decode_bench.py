@@ -26,7 +26,7 @@ import torch
 from v4stack.config.numerics import Numerics
 from v4stack.model import ForwardBatch
 from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 BENCH_CONFIG = dict(
     vocab_size=129280, hidden_size=512, num_hidden_layers=3, compress_ratios=(0, 4, 128, 0),  # window, CSA, HCA | MTP

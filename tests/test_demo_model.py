@@ -17,7 +17,7 @@ from v4stack.config.numerics import Numerics
 from v4stack.config.default_model import BUNDLED_MODELS, DEMO_NAME, default_model_dir
 from v4stack.testing.checkpoint_writer import random_tensors
 from v4stack.training.evaluate import held_out_loss, mtp_greedy_acceptance
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 DEMO = BUNDLED_MODELS / DEMO_NAME
 WINDOWS = 4  # of the 16 stored held-out windows (512 tokens each)

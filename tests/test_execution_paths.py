@@ -7,7 +7,7 @@ import torch
 from v4stack.config import Numerics
 from v4stack.model import ForwardBatch
 from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 TOL = 1e-4
 PROMPT_LEN = 300  # crosses the 128 window twice and two HCA groups, leaves a partial CSA group (300 % 4 == 0 -> +1)

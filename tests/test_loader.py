@@ -12,7 +12,7 @@ from v4stack.config import Numerics
 from v4stack.model import ForwardBatch
 from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
 from v4stack.weights.checkpoint import CheckpointError
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 
 @pytest.fixture()

@@ -40,7 +40,7 @@ def test_model_calls_ops_through_its_table(tiny_checkpoint):
     """A platform's replacement op is what the model runs (here: a counting wrapper of the reference)."""
     from v4stack.config import Numerics
     from v4stack.model import ForwardBatch
-    from v4stack.weights.loader import load_model
+    from v4stack.modelio.loader import load_model
 
     calls = {"n": 0}
     base = reference_ops()

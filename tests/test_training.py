@@ -13,7 +13,7 @@ from v4stack.training.init import init_parameters
 from v4stack.training.objective import IndexerKL, ObjectiveConfig, balance_routers, sequence_losses
 from v4stack.training.trainable import TrainableLinear, export_tensors, logical_name, make_trainable
 from v4stack.weights.formats import dequant_fp4_weight, dequant_fp8_weight, quantize_fp4_weight, quantize_fp8_weight
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 CFG = tiny_config(hc_mult=4, index_topk=4, sliding_window=16)  # window, CSA, HCA, CSA + MTP; 2 hash layers
 

@@ -28,7 +28,7 @@ from v4stack.engine.sampling_params import SamplingParams
 from v4stack.engine.tokenizer import Tokenizer
 from v4stack.testing.checkpoint_writer import random_tensors
 from v4stack.training.evaluate import held_out_loss, mtp_greedy_acceptance
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 ACCEPT_PROMPTS, ACCEPT_PROMPT_LEN, ACCEPT_NEW = 8, 64, 48
 SAMPLE_PROMPTS = ("The king said", "ROMEO.\n", "To be, or not to be")

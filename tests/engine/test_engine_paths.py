@@ -12,7 +12,7 @@ from tests.engine.engine_harness import make_engine, max_diff, run_to_end
 from v4stack.config.numerics import Numerics
 from v4stack.engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from v4stack.engine.sampling_params import SamplingParams
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 FP32_TOL = 1e-5
 # prompt lengths that cut 4-token groups, the 128-token window and 128-token blocks in different places

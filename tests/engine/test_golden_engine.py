@@ -10,7 +10,7 @@ from v4stack.config.numerics import Numerics
 from v4stack.engine.config import EngineConfig
 from v4stack.engine.sampling_params import SamplingParams
 from v4stack.golden.compare import FP32_MAX_ABS
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 
 @pytest.mark.parametrize("case", GOLDEN_CASES)

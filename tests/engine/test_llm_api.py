@@ -14,7 +14,7 @@ from v4stack.engine.llm import LLM
 from v4stack.engine.llm_engine import EngineFullError, LLMEngine
 from v4stack.engine.sampling_params import SamplingParams
 from v4stack.engine.tokenizer import Tokenizer
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 
 @pytest.fixture(scope="module")

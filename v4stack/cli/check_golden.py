@@ -1,5 +1,6 @@
 """``v4stack check-golden [CASE_DIR...]``: run golden cases through v4stack and judge them by the README's
-tolerances (see ``v4stack.golden.compare``).
+tolerances (``v4stack.golden.compare`` for V4, ``v4stack.golden.v41_compare`` for V4.1; the case's config.json
+decides).
 
 A path is a case directory (it holds ``golden.safetensors``) or a folder of them; no path means the golden
 data's home, ``../shared/golden/v4`` beside the repository. Exit status 1 when any check fails, 3 (one line
@@ -16,8 +17,14 @@ import time
 from pathlib import Path
 
 from v4stack.cli.exit_codes import DataMissingError
-from v4stack.golden.compare import compare_fp32, compare_reference
+from v4stack.config.validation import ParameterError
+from v4stack.config.family import is_v41, read_config_json
+from v4stack.golden.compare import Check, compare_fp32, compare_reference
 from v4stack.golden.runner import GOLDEN_FILES, PATHS, GoldenRunner
+from v4stack.golden.v41_compare import compare_paths, compare_v41
+from v4stack.golden.v41_runner import ALLTOPK_FILE
+from v4stack.golden.v41_runner import PATHS as V41_PATHS
+from v4stack.golden.v41_runner import V41GoldenRunner
 
 NUMERICS = ("fp32", "reference")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,13 +32,36 @@ GOLDEN_HOME = REPO_ROOT.parent / "shared" / "golden" / "v4"   # where the tests 
 CASE_MARKER = GOLDEN_FILES["reference"]                       # every case has the reference golden file
 
 
-def _paths_arg(text: str) -> tuple[str, ...]:
-    paths = PATHS if text == "all" else tuple(p.strip() for p in text.split(",") if p.strip())
-    unknown = [p for p in paths if p not in PATHS]
+KNOWN_PATHS = tuple(dict.fromkeys(PATHS + V41_PATHS))
+
+
+def _paths_arg(text: str) -> tuple[str, ...] | str:
+    """"all" (each case's own paths) or a tuple of known path names."""
+    if text == "all":
+        return text
+    paths = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in paths if p not in KNOWN_PATHS]
     if not paths or unknown:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed (expected a comma-separated subset of "
-                                         f"{','.join(PATHS)}, or all)")
+                                         f"{','.join(KNOWN_PATHS)}, or all)")
     return paths
+
+
+def _case_paths(case: Path, wanted: tuple[str, ...] | str) -> tuple[str, ...]:
+    """The paths to run on ``case``: V4.1 cases have no batched path (their runner drives one sequence)."""
+    own = V41_PATHS if is_v41(read_config_json(case)) else PATHS
+    if wanted == "all":
+        return own
+    missing = [p for p in wanted if p not in own]
+    if missing:
+        raise ParameterError("--paths", ",".join(missing), f"a subset of {','.join(own)} for the V4.1 case {case}")
+    return wanted
+
+
+def _golden_file(case: Path, mode: str) -> str:
+    """The golden file a mode compares against; V4.1 cases have only the reference one (fp32 mode runs the
+    exact hash/map checks and the paths' agreement with each other)."""
+    return GOLDEN_FILES["reference"] if is_v41(read_config_json(case)) else GOLDEN_FILES[mode]
 
 
 def add_parser(sub) -> None:
@@ -68,34 +98,74 @@ def find_cases(given: list[Path], modes: tuple[str, ...]) -> list[Path]:
                                    f"{_where()}")
         for case in found:
             for mode in modes:
-                if not (case / GOLDEN_FILES[mode]).is_file():
-                    raise DataMissingError(f"{case}: no {GOLDEN_FILES[mode]} (needed for --numerics {mode})")
+                if not (case / _golden_file(case, mode)).is_file():
+                    raise DataMissingError(f"{case}: no {_golden_file(case, mode)} (needed for --numerics {mode})")
         cases += found
     return cases
 
 
 def run(args) -> int:
-    paths = args.paths
     modes = NUMERICS if args.numerics == "all" else (args.numerics,)
     cases = find_cases(args.cases, modes)
-    total, failed, done = len(cases) * len(modes) * len(paths), 0, 0
+    plan = [(case, _case_paths(case, args.paths)) for case in cases]  # refuse a wrong path before running
+    total, failed, done = sum(len(modes) * len(paths) for _, paths in plan), 0, 0
     t_all = time.perf_counter()
-    for case in cases:
+
+    def progress(title: str) -> None:
+        print(f"check-golden: [{done + 1}/{total}] {title} running ({time.perf_counter() - t_all:.0f}s elapsed)",
+              file=sys.stderr, flush=True)
+
+    for case, paths in plan:
         for mode in modes:
+            if is_v41(read_config_json(case)):
+                progress(f"{case.name} [{mode}, {','.join(paths)}]")
+                failed += _run_v41(case, mode, paths)
+                done += len(paths)
+                continue
             runner = GoldenRunner(case, mode)
             compare = compare_fp32 if mode == "fp32" else compare_reference
             for path in paths:
-                print(f"check-golden: [{done + 1}/{total}] {case.name} [{mode}, {path}] running "
-                      f"({time.perf_counter() - t_all:.0f}s elapsed)", file=sys.stderr, flush=True)
+                progress(f"{case.name} [{mode}, {path}]")
                 t0 = time.perf_counter()
                 checks = compare(runner.run(path, with_extras=(path == "prefill")), runner.golden)
-                bad = [c for c in checks if not c.ok]
-                failed += bool(bad)
+                failed += _report(f"{case.name} [{mode}, {path}]", checks, time.perf_counter() - t0)
                 done += 1
-                print(f"{case.name} [{mode}, {path}] {'PASS' if not bad else 'FAIL'} ({time.perf_counter() - t0:.1f}s)",
-                      flush=True)
-                for check in checks:
-                    print(check.line())
     print(f"check-golden: {done} checks on {len(cases)} cases, {failed} failed "
           f"({time.perf_counter() - t_all:.0f}s)", flush=True)
     return 1 if failed else 0
+
+
+def _report(title: str, checks: list[Check], seconds: float) -> int:
+    bad = [c for c in checks if not c.ok]
+    print(f"{title} {'PASS' if not bad else 'FAIL'} ({seconds:.1f}s)", flush=True)
+    for check in checks:
+        print(check.line())
+    return int(bool(bad))
+
+
+def _run_v41(case: Path, mode: str, paths: tuple[str, ...]) -> int:
+    """A V4.1 case. reference: every path against golden.safetensors and, with the case's override, against
+    golden_alltopk.safetensors, each path also against the prefill path. fp32: V4.1 has no fp32 golden, so the
+    exact hash/map checks run and every path must agree with the prefill path to fp32 noise."""
+    failed = 0
+    files = [False] + ([True] if mode == "reference" and (case / ALLTOPK_FILE).exists() else [])
+    for alltopk in files:
+        runner = V41GoldenRunner(case, mode, alltopk=alltopk)
+        tag = "all-top-k" if alltopk else "golden"
+        base = None
+        for path in dict.fromkeys(("prefill",) + tuple(paths)):
+            t0 = time.perf_counter()
+            run = runner.run(path, with_extras=path == "prefill")
+            if path == "prefill":
+                base = run
+            if path not in paths and mode == "reference":
+                continue  # the prefill run is only the baseline for the other paths
+            if mode == "reference":
+                checks = compare_v41(run, runner.golden, alltopk)
+            else:
+                checks = [c for c in compare_v41(run, runner.golden, alltopk) if c.name.endswith("exact")
+                          or c.name.startswith("compressed map")]
+            if path != "prefill":
+                checks += compare_paths(run, base, fp32=mode == "fp32")
+            failed += _report(f"{case.name} [{mode}, {tag}, {path}]", checks, time.perf_counter() - t0)
+    return failed

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 SUPPORTED_ARCHITECTURES = ("DeepseekV4ForCausalLM",)
-# Recognised family members that this version cannot run yet, with the reason shown to the user.
+# Recognised family members that this parser does not read, with the reason shown to the user.
 NOT_YET_SUPPORTED = {
-    "DeepseekV41ForCausalLM": "DeepSeek-V4.1 (CSA2 attention, Engram, single-pass mHC, DSpark) is not implemented yet",
+    "DeepseekV41ForCausalLM": "a DeepSeek-V4.1 config: read it with v4stack.config.load_config (V41Config)",
 }
 COMPRESS_RATIOS = (0, 4, 128)  # window-only, CSA (overlapping, with indexer), HCA
 # Keys of released configs that carry no information for inference (HF bookkeeping).

@@ -125,7 +125,7 @@ class LLMEngine:
     def from_model_dir(cls, model_dir: str | Path, config: EngineConfig | None = None) -> "LLMEngine":
         from v4stack.platforms import get_platform
         from v4stack.engine.tokenizer import Tokenizer
-        from v4stack.weights.loader import load_model
+        from v4stack.modelio.loader import load_model
 
         config = config or EngineConfig()
         platform = get_platform(config.platform)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from v4stack.config.numerics import Numerics
 from v4stack.model import DeepseekV4, ForwardBatch, SequenceState
-from v4stack.weights.loader import load_model
+from v4stack.modelio.loader import load_model
 
 PATHS = ("prefill", "decode", "chunked", "batched")
 CHUNK_SIZES = (3, 61, 7, 129, 100)  # cycled; cuts through 4-token groups, 128-token window and HCA groups

@@ -22,6 +22,7 @@ class OpTable:
     linear_dense: Callable = gemm.linear_dense
     quant_dequant_fp8: Callable = quant.quant_dequant_fp8
     quant_dequant_fp4: Callable = quant.quant_dequant_fp4
+    quant_dequant_fp4_e4m3_scale: Callable = quant.quant_dequant_fp4_e4m3_scale  # V4.1 compressed KV
     hadamard_rotate: Callable = hadamard.hadamard_rotate
     sparse_attention: Callable = attention.sparse_attention
     hc_split_sinkhorn: Callable = mixing.hc_split_sinkhorn

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from v4stack.config.model_config import ModelConfig, QuantConfig, RopeScaling
 from v4stack.weights.formats import quantize_fp4_weight, quantize_fp8_weight
-from v4stack.weights.loader import checkpoint_spec
+from v4stack.modelio.inventory import checkpoint_spec
 
 RESIDUAL_GAIN = 0.5  # residual-branch outputs (wo_b, w2) drawn smaller, as in the golden cases
 SPECIAL_TOKENS = ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>")  # ids 0, 1, 2 as in V4

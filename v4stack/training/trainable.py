@@ -26,7 +26,7 @@ from v4stack.model.moe import Gate
 from v4stack.model.transformer import DeepseekV4
 from v4stack.testing.checkpoint_writer import encode_tensor
 from v4stack.training.fake_quant import FakeCast, fake_cast, fake_fp4, fake_fp8
-from v4stack.weights.loader import checkpoint_spec
+from v4stack.modelio.inventory import checkpoint_spec
 
 NOT_TRAINED = ("bias", "tid2eid")  # Gate buffers: balance rule / fixed hash table
 PARAM_PREFIX, PARAM_SUFFIX = ".parametrizations.", ".original"

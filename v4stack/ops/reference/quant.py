@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4stack.weights.formats import FP8_E4M3_MAX, e2m1_block_values
+from v4stack.weights.formats import FP4_E2M1_MAX, FP8_E4M3_MAX, e2m1_block_values, round_to_e2m1
 
 FP8_AMAX_FLOOR = 1e-4  # reference act_quant: amax floored at 1e-4 before the scale
 
@@ -59,4 +59,17 @@ def quant_dequant_fp4(x: torch.Tensor, block: int) -> torch.Tensor:
     """FP4 e2m1 with one UE8M0 scale per ``block``: s = 2^ceil(log2(amax/6)); x: [..., N] -> fp32 [..., N]."""
     xb, pad = _blocks(x, block)
     q, scale = e2m1_block_values(xb)
+    return _unblock(q * scale, pad)
+
+
+FP4_E4M3_SCALE_FLOOR = 6.0 * 2.0**-9  # V4.1 compressed-KV QAT: amax floored at 6 * 2^-9 (smallest e4m3 subnormal x 6)
+
+
+def quant_dequant_fp4_e4m3_scale(x: torch.Tensor, block: int) -> torch.Tensor:
+    """FP4 e2m1 with one E4M3 scale per ``block`` (V4.1 compressed KV, block 16): s = e4m3(max(amax, 6 * 2^-9) / 6)
+    rounded to nearest even, values e2m1(clamp(x / s, +-6)) rounded to nearest even. x [..., N] -> fp32 [..., N]."""
+    xb, pad = _blocks(x, block)
+    amax = xb.abs().amax(-1, keepdim=True).clamp_min(FP4_E4M3_SCALE_FLOOR)
+    scale = (amax / FP4_E2M1_MAX).to(torch.float8_e4m3fn).float()
+    q = round_to_e2m1((xb / scale).clamp(-FP4_E2M1_MAX, FP4_E2M1_MAX))
     return _unblock(q * scale, pad)

@@ -1,6 +1,6 @@
-"""Load an official DeepSeek-V4 checkpoint into a ``DeepseekV4`` model, unchanged.
+"""Load an official DeepSeek-V4 / V4.1 checkpoint into its model (architecture chosen from config.json), unchanged.
 
-The table of expected tensors is the model's own ``state_dict`` built on the meta device: buffer names
+The table of expected tensors is the model's own ``state_dict`` built on the meta device (``inventory``): buffer names
 are the official names (no ``model.`` prefix), shapes follow the config, dtypes are the checkpoint
 formats (FP8 e4m3 + UE8M0 scales, FP4 experts as int8 pairs, bf16/fp32 dense tensors). Every expected
 tensor is checked (presence, shape, dtype) before any data is read; then each is read once and placed
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from v4stack.config.model_config import ModelConfig
+from v4stack.config.family import load_config
 from v4stack.config.numerics import Numerics
-from v4stack.model.transformer import DeepseekV4
+from v4stack.modelio.inventory import TensorTable, build_model, expected_tensors
 from v4stack.ops.table import OpTable
 from v4stack.weights.checkpoint import Checkpoint, CheckpointError
 
@@ -28,18 +29,7 @@ log = logging.getLogger(__name__)
 ALTERNATIVE_DTYPES = {torch.int64: (torch.int32,)}
 
 
-def expected_tensors(model: DeepseekV4) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Official name -> (shape, dtype) for every tensor the model needs."""
-    return {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
-
-
-def checkpoint_spec(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Official name -> (shape, dtype) of every tensor a checkpoint of ``cfg`` holds (no memory allocated)."""
-    with torch.device("meta"):
-        return expected_tensors(DeepseekV4(cfg))
-
-
-def check_checkpoint(ckpt: Checkpoint, expected: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> list[str]:
+def check_checkpoint(ckpt: Checkpoint, expected: TensorTable) -> list[str]:
     """Raise CheckpointError for the first missing / mis-shaped / mis-typed tensor; return unexpected names."""
     for name, (shape, dtype) in expected.items():
         entry = ckpt.entries.get(name)
@@ -61,11 +51,15 @@ def _place(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 
 def load_model(directory: str | Path, numerics: Numerics | None = None, ops: OpTable | None = None,
-               device: str | torch.device = "cpu", progress: bool = True) -> DeepseekV4:
-    """Build the model described by ``directory/config.json`` and fill it from the checkpoint files."""
-    cfg = ModelConfig.from_file(directory)
+               device: str | torch.device = "cpu", progress: bool = True, config_overrides: dict | None = None,
+               skip: Callable[[str], bool] | None = None) -> torch.nn.Module:
+    """Build the model described by ``directory/config.json`` and fill it from the checkpoint files.
+
+    ``config_overrides``: V4.1 fields replaced after parsing (golden all-top-k case). ``skip(name)``: tensors the
+    caller serves itself (e.g. Engram tables on the host or disk tier); they are checked but not read."""
+    cfg = load_config(directory, config_overrides)
     with torch.device("meta"):
-        model = DeepseekV4(cfg, numerics, ops)
+        model = build_model(cfg, numerics, ops)
     expected = expected_tensors(model)
     ckpt = Checkpoint(directory)
     unexpected = check_checkpoint(ckpt, expected)
@@ -74,6 +68,8 @@ def load_model(directory: str | Path, numerics: Numerics | None = None, ops: OpT
                     unexpected[:3])
     try:
         for name, (_, dtype) in tqdm(expected.items(), desc="loading weights", unit="tensor", disable=not progress):
+            if skip is not None and skip(name):
+                continue
             try:
                 tensor = ckpt.load(name)
             except Exception as exc:  # safetensors raises its own error types
