@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from v4stack.config.default_model import default_model_dir
-from v4stack.engine.config import NUMERICS, EngineConfig
+from v4stack.cli.engine_args import add_engine_args, engine_config_from_args
 from v4stack.engine.llm_engine import LLMEngine
 from v4stack.engine.sampling_params import SamplingParams, checkpoint_sampling_defaults
 
@@ -24,9 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--top-p", type=float, default=None,
                    help="default: the checkpoint's generation_config.json, else 1.0")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--numerics", choices=NUMERICS, default="reference",
-                   help="reference: bf16 + the official QAT simulation (default); fp32: exact, no simulation")
-    p.add_argument("--platform", default="cpu", help="cpu or cuda (reference ops on that device)")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -42,7 +40,7 @@ def run(args) -> int:
     model_dir = args.model or default_model_dir()
     sampling = sampling_from_args(args, model_dir)
     t0 = time.perf_counter()
-    engine = LLMEngine.from_model_dir(model_dir, EngineConfig(numerics=args.numerics, platform=args.platform))
+    engine = LLMEngine.from_model_dir(model_dir, engine_config_from_args(args))
     load_s = time.perf_counter() - t0
     prompt_ids = engine.encode(args.prompt)
     engine.add_request("generate", prompt_ids, sampling)

@@ -9,9 +9,9 @@ import sys
 import torch
 
 from v4stack import __version__, envs
-from v4stack.cli import check_chat, check_golden, generate, make_checkpoint
+from v4stack.cli import check_chat, check_golden, generate, make_checkpoint, serve
 
-SUBCOMMANDS = [generate, check_golden, make_checkpoint, check_chat]
+SUBCOMMANDS = [generate, check_golden, make_checkpoint, check_chat, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
