@@ -3,7 +3,9 @@
 // switch picks the model name ("fast" or "expert"); the server maps it to thinking on/off.
 "use strict";
 
-const MAX_TOKENS = 256; // answer length per turn; the server refuses more than the context allows
+// answer length per turn (the page's ?max_tokens= overrides it); the server refuses more than the context allows
+const DEFAULT_MAX_TOKENS = 256;
+const MAX_TOKENS = Number(new URLSearchParams(location.search).get("max_tokens")) || DEFAULT_MAX_TOKENS;
 const history = []; // [{role, content, reasoning_content?}] sent back each turn (reasoning kept: the encoder drops it)
 const $ = (id) => document.getElementById(id);
 
