@@ -10,12 +10,11 @@ from pathlib import Path
 from v4stack.cli.args import float_arg, int_arg, seed_arg, text_arg
 from v4stack.config import validation as check
 from v4stack.config.default_model import default_model_dir
+from v4stack.cli.engine_args import add_engine_args, engine_config_from_args
 from v4stack.config.model_config import ModelConfig
-from v4stack.engine.config import NUMERICS, EngineConfig
 from v4stack.engine.llm_engine import LLMEngine
 from v4stack.engine.sampling_params import SamplingParams, checkpoint_sampling_defaults
 from v4stack.engine.tokenizer import Tokenizer
-from v4stack.platforms.registry import PLATFORMS
 
 DEFAULT_MAX_TOKENS = 64
 
@@ -28,18 +27,12 @@ def add_parser(sub) -> None:
     p.add_argument("--max-tokens", type=int_arg(1), default=DEFAULT_MAX_TOKENS,
                    help=f"tokens to generate (default {DEFAULT_MAX_TOKENS}); prompt + max tokens must fit the "
                         "context limit")
-    p.add_argument("--max-model-len", type=int_arg(1), default=None,
-                   help="context limit in tokens (prompt + output); default and maximum: the model's "
-                        "max_position_embeddings")
     p.add_argument("--temperature", type=float_arg(0.0), default=None,
                    help="0 = greedy; default: the checkpoint's generation_config.json, else 1.0")
     p.add_argument("--top-p", type=float_arg(0.0, 1.0, lo_open=True), default=None,
                    help="in (0, 1]; default: the checkpoint's generation_config.json, else 1.0")
     p.add_argument("--seed", type=seed_arg(), default=0, help="sampling seed (default 0)")
-    p.add_argument("--numerics", choices=NUMERICS, default="reference",
-                   help="reference: bf16 + the official QAT simulation (default); fp32: exact, no simulation")
-    p.add_argument("--platform", choices=tuple(PLATFORMS), default="cpu",
-                   help="reference ops on that device (default cpu)")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -66,8 +59,7 @@ def run(args) -> int:
     sampling = sampling_from_args(args, model_dir)
     prompt_ids = preflight(model_dir, args.prompt, args.max_tokens, args.max_model_len)
     t0 = time.perf_counter()
-    engine = LLMEngine.from_model_dir(model_dir, EngineConfig(numerics=args.numerics, platform=args.platform,
-                                                              max_model_len=args.max_model_len))
+    engine = LLMEngine.from_model_dir(model_dir, engine_config_from_args(args))
     load_s = time.perf_counter() - t0
     engine.add_request("generate", prompt_ids, sampling)
     print(args.prompt, end="", flush=True)

@@ -15,7 +15,7 @@ from v4stack import __version__, envs
 from v4stack.cli import exit_codes
 from v4stack.cli.args import OneLineParser, print_error
 
-SUBCOMMAND_MODULES = ("generate", "check_golden", "make_checkpoint", "check_chat")
+SUBCOMMAND_MODULES = ("generate", "check_golden", "make_checkpoint", "check_chat", "serve")
 OPTIONAL_SUBCOMMANDS = ("plan",)  # optional at import time: their absence must not break generation
 
 

@@ -65,6 +65,11 @@ class AsyncLLMEngine:
             self._thread.join()
             self._thread = None
 
+    @property
+    def alive(self) -> bool:
+        """The engine thread is running (health checks)."""
+        return self._thread is not None and self._thread.is_alive()
+
     # ---- caller side -------------------------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:
         return self.engine.encode(prompt)

@@ -28,6 +28,7 @@ from v4stack.engine.outputs import CompletionOutput, Logprob, RequestMetrics, Re
 from v4stack.engine.request import FinishReason, Request
 from v4stack.engine.sampling_params import SamplingParams
 from v4stack.engine.scheduler import Scheduler, SchedulerOutput
+from v4stack.engine.structured import StructuredBackend
 from v4stack.model import DeepseekV4
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,9 @@ class LLMEngine:
         self._children: dict[str, list[str]] = {}  # request id -> child ids (n completions)
         self._seeds = torch.Generator().manual_seed(config.seed)
         self.eos_token_id = getattr(tokenizer, "eos_id", model.cfg.eos_token_id)
+        # constrained decoding needs the tokenizer's vocabulary (llguidance reads tokenizer.json)
+        self.structured = StructuredBackend(tokenizer.to_json(), self.eos_token_id) \
+            if hasattr(tokenizer, "to_json") else None
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, config: EngineConfig | None = None) -> "LLMEngine":
@@ -164,6 +168,8 @@ class LLMEngine:
             raise check.ParameterError("request_id", request_id, "an id not already in use")
         ids = list(prompt) if isinstance(prompt, (list, tuple)) else self.encode(prompt)
         self.check_request(ids, params)
+        if params.guide is not None and self.structured is None:
+            raise check.ParameterError("guide", "<grammar>", "an engine whose tokenizer has a tokenizer.json")
         if len(self.scheduler.waiting) + params.n > self.config.scheduler.max_waiting_requests:
             raise EngineFullError(f"the waiting queue is full ({self.config.scheduler.max_waiting_requests} requests)")
         children = []
@@ -173,6 +179,8 @@ class LLMEngine:
                 int(torch.randint(SEED_SPACE, (1,), generator=self._seeds))
             req = Request(child_id, ids, params, None if params.ignore_eos else self.eos_token_id, self.max_model_len,
                           generator=torch.Generator().manual_seed(seed))
+            if params.guide is not None:
+                req.guide = self.structured.new_guide(params.guide)
             detok = Detokenizer(self.tokenizer, params) if self.tokenizer is not None else None
             self._tracked[child_id] = _Tracked(req, request_id, index, prompt if isinstance(prompt, str) else None,
                                                detok, [] if params.logprobs is not None else None,
@@ -243,6 +251,8 @@ class LLMEngine:
             t = self._tracked[req.request_id]
             self._account_draft(t, sampled.token_id, result.drafts.get(req.request_id))
             req.output_token_ids.append(sampled.token_id)
+            if req.guide is not None:
+                req.guide.accept(sampled.token_id)
             self.stats.generation_tokens += 1
             req.first_token_time = req.first_token_time or now
             req.last_token_time = now

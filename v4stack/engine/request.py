@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -54,6 +55,7 @@ class Request:
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at first scheduling
     num_preemptions: int = 0
     generator: torch.Generator | None = None  # per-request sampling randomness (seeded or drawn at admission)
+    guide: Any = None  # engine.structured.Guide when params.guide is set: the token mask the sampler applies
     # timing, for metrics: first scheduled, first token, last token
     first_scheduled_time: float | None = None
     first_token_time: float | None = None

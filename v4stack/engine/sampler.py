@@ -1,7 +1,8 @@
 """Next tokens for every sampling request of a step, each by its own ``SamplingParams``.
 
-Order, per row (vLLM's): raw log-probabilities (what ``logprobs`` reports, before any processing), min_tokens
-(EOS and stop ids masked until then), repetition / presence / frequency penalties, then greedy argmax, or
+Order, per row (vLLM's): raw log-probabilities (what ``logprobs`` reports, before any processing), the
+request's grammar mask (constrained decoding, ``engine/structured.py``), min_tokens (EOS and stop ids masked
+until then), repetition / presence / frequency penalties, then greedy argmax, or
 temperature -> top-k -> top-p -> min-p and a draw. The draw uses the request's own ``torch.Generator``
 (exponential race: argmax(p / E) with E ~ Exp(1) is a sample of p), so a seeded request gets the same tokens
 whatever else is in the batch and wherever its row is.
@@ -86,7 +87,10 @@ class Sampler:
         for row, req in zip(logits.float(), requests):
             p = req.params
             raw = row.clone() if p.logprobs is not None else None
-            if req.num_output_tokens < p.min_tokens:
+            allowed = req.guide.allowed(row.shape[0]) if req.guide is not None else None  # bool [V] or None
+            if allowed is not None:
+                row = row.masked_fill(~allowed.to(row.device), float("-inf"))
+            if req.num_output_tokens < p.min_tokens and allowed is None:  # a grammar's end (EOS) wins
                 _suppress_stops(row, req)
             if p.uses_penalties:
                 _apply_penalties(row, req)

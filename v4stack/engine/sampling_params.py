@@ -12,7 +12,9 @@ Meanings (as in vLLM / the OpenAI API):
   ``stop_token_ids``, ``ignore_eos``, ``max_tokens`` (None: up to the context limit), ``min_tokens``
   (stop tokens and EOS are suppressed until then);
 * ``logprobs``: number of top log-probabilities returned per generated token (the sampled one is always
-  included); ``n``: independent completions of one prompt.
+  included); ``n``: independent completions of one prompt;
+* ``guide``: constrained decoding (a grammar, optionally after a gate token such as ``</think>``), see
+  ``engine/structured.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from v4stack.config import validation as check
 from v4stack.config.model_config import ConfigError
+from v4stack.engine.structured import GuideSpec
 
 MAX_LOGPROBS = 20  # OpenAI's top_logprobs upper bound
 MAX_N = 128  # completions per prompt; bounds the work one request can ask for
@@ -49,6 +52,7 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     logprobs: int | None = None
     skip_special_tokens: bool = True
+    guide: GuideSpec | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)  # passed through untouched
 
     def __post_init__(self) -> None:
@@ -73,6 +77,8 @@ class SamplingParams:
                 raise check.ParameterError("stop", s, "non-empty strings")
         for t in self.stop_token_ids:
             check.integer("stop_token_ids", t, 0)
+        if self.guide is not None and not isinstance(self.guide, GuideSpec):
+            raise check.ParameterError("guide", type(self.guide).__name__, "a GuideSpec or None")
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
         object.__setattr__(self, "top_k", 0 if top_k == -1 else top_k)

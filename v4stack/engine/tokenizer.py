@@ -35,6 +35,14 @@ class Tokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
 
+    def to_json(self) -> str:
+        """The tokenizer as tokenizer.json text (what llguidance builds its token trie from)."""
+        return self._tok.to_str()
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a token spelled exactly (special tokens included), None if the vocabulary lacks it."""
+        return self._tok.token_to_id(token)
+
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
