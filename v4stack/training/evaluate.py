@@ -39,6 +39,20 @@ def held_out_loss(model: DeepseekV4, windows: torch.Tensor) -> HeldOutLoss:
     return HeldOutLoss(per_window)
 
 
+@torch.no_grad()
+def masked_loss(model: DeepseekV4, samples: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """samples of (ids [n], mask [n]) -> mean next-token NLL over the targets whose mask is 1 (chat: the
+    assistant's tokens), each sample prefilled from position 0 in a sequence of its own."""
+    total, count = 0.0, 0.0
+    for ids, mask in samples:
+        out = model(ForwardBatch.build([model.new_state()], [ids[:-1]]), logit_rows=torch.arange(ids.numel() - 1))
+        per_token = F.cross_entropy(out.logits.float(), ids[1:].to(out.logits.device), reduction="none")
+        weights = mask[1:].to(per_token)
+        total += float((per_token * weights).sum())
+        count += float(weights.sum())
+    return total / max(count, 1.0)
+
+
 @dataclass(frozen=True)
 class Acceptance:
     accepted: int

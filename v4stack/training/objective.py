@@ -70,12 +70,22 @@ class StepLosses:
     index: float
 
 
+def _masked_ce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean cross-entropy over the targets [N] whose weight [N] is 1 (all of them when ``weights`` is None)."""
+    if weights is None:
+        return F.cross_entropy(logits, targets)
+    per_token = F.cross_entropy(logits, targets, reduction="none")
+    return (per_token * weights).sum() / weights.sum().clamp_min(1.0)
+
+
 def sequence_losses(model: DeepseekV4, tokens: torch.Tensor, objective: ObjectiveConfig,
-                    router_loads: dict | None = None) -> StepLosses:
+                    router_loads: dict | None = None, loss_mask: torch.Tensor | None = None) -> StepLosses:
     """tokens [B, S+2] (each row starts with BOS) -> losses of one training forward (autograd on).
 
     Main model: inputs tokens[:, :S], targets tokens[:, 1:S+1]. MTP: next ids tokens[:, 1:S+1] at the same
-    rows, targets tokens[:, 2:S+2]. ``router_loads``: if given, filled with per-gate expert counts."""
+    rows, targets tokens[:, 2:S+2]. ``router_loads``: if given, filled with per-gate expert counts.
+    ``loss_mask`` [B, S+2] (0/1, aligned with ``tokens``): only targets at positions marked 1 count in the
+    next-token and MTP losses (chat fine-tuning: the assistant's tokens); None = every target."""
     batch_size, seq = tokens.shape[0], tokens.shape[1] - 2
     states = [model.new_state() for _ in range(batch_size)]
     probe = IndexerKL(model.cfg.head_dim ** -0.5)
@@ -86,7 +96,8 @@ def sequence_losses(model: DeepseekV4, tokens: torch.Tensor, objective: Objectiv
         batch = ForwardBatch.build(states, list(tokens[:, :seq]), indexer_probe=probe)
         rows = torch.arange(batch_size * seq)
         out = model.run(batch, logit_rows=rows)
-        main = F.cross_entropy(out.logits, tokens[:, 1:seq + 1].reshape(-1))
+        main_w = None if loss_mask is None else loss_mask[:, 1:seq + 1].reshape(-1).float()
+        main = _masked_ce(out.logits, tokens[:, 1:seq + 1].reshape(-1), main_w)
         total = main + objective.index_weight * probe.mean()
         if balance and objective.balance_weight > 0:
             total = total + objective.balance_weight * torch.stack(balance).sum()
@@ -94,7 +105,8 @@ def sequence_losses(model: DeepseekV4, tokens: torch.Tensor, objective: Objectiv
         if model.mtp and objective.mtp_weight > 0:
             mtp_batch = ForwardBatch.build(states, list(tokens[:, 1:seq + 1]), is_mtp=True)
             mtp_logits = model.run_mtp(mtp_batch, out.hidden, logit_rows=rows)
-            mtp = F.cross_entropy(mtp_logits, tokens[:, 2:].reshape(-1))
+            mtp_w = None if loss_mask is None else loss_mask[:, 2:].reshape(-1).float()
+            mtp = _masked_ce(mtp_logits, tokens[:, 2:].reshape(-1), mtp_w)
             total = total + objective.mtp_weight * mtp
             mtp_value = float(mtp.detach())
     finally:
