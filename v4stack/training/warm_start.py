@@ -21,7 +21,8 @@ from v4stack.ops.batched import batched_ops
 from v4stack.training.trainable import logical_name, make_trainable
 from v4stack.weights.checkpoint import Checkpoint
 from v4stack.weights.formats import dequant_fp4_weight, dequant_fp8_weight
-from v4stack.weights.loader import check_checkpoint, checkpoint_spec
+from v4stack.modelio.inventory import checkpoint_spec
+from v4stack.modelio.loader import check_checkpoint
 
 SCALE_SUFFIX = "scale"
 
