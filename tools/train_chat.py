@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from train_demo import PROBE_WINDOWS, lr_at  # tools/ is on sys.path when this script runs
+from train_demo import PROBE_WINDOWS, lr_at, make_optimizer  # tools/ is on sys.path when this script runs
 from v4stack.chat.formats import V4
 from v4stack.training import chat_data, corpus
 from v4stack.training.evaluate import held_out_loss, masked_loss
@@ -160,10 +160,7 @@ def main() -> None:
     print(f"vocab {cfg.vocab_size}; {len(train):,} chat samples ({sum(s.ids.numel() for s in train):,} tokens), "
           f"{len(held)} held-out; plain text {plain.numel():,} tokens; prepared in "
           f"{time.perf_counter() - t_prep:.0f} s", flush=True)
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    others = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": matrices, "weight_decay": args.weight_decay},
-                             {"params": others, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    opt = make_optimizer(model, args)
     objective = ObjectiveConfig(balance_rate=args.balance_rate)
     gen = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(train), generator=gen)

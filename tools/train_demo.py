@@ -79,6 +79,14 @@ def phases(args) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in spec.split("x")) for spec in (args.phase1, args.phase2)]
 
 
+def make_optimizer(model, args) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (norm weights, biases and gates keep theirs)."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    others = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": matrices, "weight_decay": args.weight_decay},
+                              {"params": others, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+
+
 def lr_at(step: int, total: int, args) -> float:
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
@@ -129,10 +137,7 @@ def main() -> None:
     init_parameters(model, args.seed)
     write_fixed_files(args.out, model.cfg, tok, windows)
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}", flush=True)
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    others = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": matrices, "weight_decay": args.weight_decay},
-                             {"params": others, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    opt = make_optimizer(model, args)
     objective = ObjectiveConfig(balance_rate=args.balance_rate)
     gen = torch.Generator().manual_seed(args.seed)
     plan = phases(args)

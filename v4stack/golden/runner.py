@@ -47,7 +47,8 @@ def load_golden(case_dir: Path, numerics_name: str) -> dict[str, torch.Tensor]:
     return load_file(str(Path(case_dir) / GOLDEN_FILES[numerics_name]))
 
 
-def _chunks(ids: torch.Tensor, sizes=CHUNK_SIZES) -> list[torch.Tensor]:
+def chunk_ids(ids: torch.Tensor, sizes=CHUNK_SIZES) -> list[torch.Tensor]:
+    """ids cut into pieces of ``sizes`` (cycled), the chunked-prefill path's schedule."""
     out, i, k = [], 0, 0
     while i < ids.numel():
         out.append(ids[i:i + sizes[k % len(sizes)]])
@@ -73,7 +74,7 @@ class GoldenRunner:
         if path == "prefill":
             out = self.model(ForwardBatch.build([state], [ids], trace=trace))
             return out.logits[0], out.hidden
-        pieces = [ids[i:i + 1] for i in range(ids.numel())] if path == "decode" else _chunks(ids)
+        pieces = [ids[i:i + 1] for i in range(ids.numel())] if path == "decode" else chunk_ids(ids)
         hidden = []
         for piece in pieces:
             out = self.model(ForwardBatch.build([state], [piece]))

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from v4stack.config.numerics import Numerics
+from v4stack.golden.runner import chunk_ids
 from v4stack.model.v41.engram_hash import load_compressed_token_map, map_sha256
 from v4stack.model.v41.transformer import DeepseekV41, V41Output
 from v4stack.modelio.loader import load_model
@@ -51,15 +52,6 @@ class V41Run:
     extras: dict = field(default_factory=dict)
 
 
-def _chunks(ids: torch.Tensor) -> list[torch.Tensor]:
-    out, i, k = [], 0, 0
-    while i < ids.numel():
-        out.append(ids[i:i + CHUNK_SIZES[k % len(CHUNK_SIZES)]])
-        i += out[-1].numel()
-        k += 1
-    return out
-
-
 class V41GoldenRunner:
     """One case directory; ``alltopk`` applies the case's override and reads ``golden_alltopk.safetensors``."""
 
@@ -90,7 +82,7 @@ class V41GoldenRunner:
         elif path == "decode":
             pieces = [prompt[i:i + 1] for i in range(prompt.numel())]
         else:
-            pieces = _chunks(prompt)
+            pieces = chunk_ids(prompt, CHUNK_SIZES)
         hidden = []
         for piece in pieces:
             out = m(state, piece, record=record)

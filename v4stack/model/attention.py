@@ -56,6 +56,18 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg, self.compute, self.layer_id = cfg, compute, layer_id
         self.ratio = cfg.compress_ratio(layer_id)
+        self._build_projections(cfg, compute)
+        self.compressor = self.indexer = None
+        if self.ratio:
+            self.compressor = Compressor(cfg.hidden_size, self.head_dim, self.ratio, self.rope_dim,
+                                         cfg.rms_norm_eps, compute, self.rotary)
+        if self.ratio == CSA_RATIO:
+            self.indexer = Indexer(cfg.hidden_size, cfg.q_lora_rank, cfg.index_n_heads, cfg.index_head_dim,
+                                   cfg.index_topk, self.ratio, self.rope_dim, cfg.rms_norm_eps, compute, self.rotary)
+
+    def _build_projections(self, cfg, compute: Compute) -> None:
+        """The q/kv low-rank projections, norms, sink and grouped output shared by V4 and V4.1 layers
+        (``self.ratio`` must be set: it picks the RoPE spec)."""
         d, h = cfg.head_dim, cfg.num_attention_heads
         self.n_heads, self.head_dim, self.rope_dim = h, d, cfg.qk_rope_head_dim
         self.window, self.eps, self.scale = cfg.sliding_window, cfg.rms_norm_eps, d ** -0.5
@@ -68,13 +80,6 @@ class Attention(nn.Module):
         self.kv_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.wo_a = Linear(h * d // cfg.o_groups, cfg.o_groups * cfg.o_lora_rank, FP8, compute)
         self.wo_b = Linear(cfg.o_groups * cfg.o_lora_rank, cfg.hidden_size, FP8, compute)
-        self.compressor = self.indexer = None
-        if self.ratio:
-            self.compressor = Compressor(cfg.hidden_size, d, self.ratio, self.rope_dim, cfg.rms_norm_eps, compute,
-                                         self.rotary)
-        if self.ratio == CSA_RATIO:
-            self.indexer = Indexer(cfg.hidden_size, cfg.q_lora_rank, cfg.index_n_heads, cfg.index_head_dim,
-                                   cfg.index_topk, self.ratio, self.rope_dim, cfg.rms_norm_eps, compute, self.rotary)
 
     def forward(self, x: torch.Tensor, batch: ForwardBatch, layer: int) -> torch.Tensor:
         """x [T, D] (normed sublayer input) -> [T, D]; reads and extends each sequence's cached rows of this

@@ -18,11 +18,8 @@ import torch
 from torch import nn
 
 from v4stack.config.v41_config import FULL, REINDEX, V41Config
-from v4stack.model.attention import Attention, rope_spec_for, window_indices
+from v4stack.model.attention import Attention, window_indices
 from v4stack.model.compute import Compute
-from v4stack.model.linear import FP8, Linear
-from v4stack.model.norm import RMSNorm
-from v4stack.model.rope import Rotary
 from v4stack.model.v41.compressor import V41Compressor
 from v4stack.model.v41.indexer import V41Indexer, select_candidate_blocks
 from v4stack.model.v41.state import CSA2Shared, V41State
@@ -38,26 +35,15 @@ class V41Attention(Attention):
         nn.Module.__init__(self)  # V4's constructor would build V4 compressors for ratio > 0
         self.cfg, self.compute, self.layer_id = cfg, compute, layer_id
         self.ratio = cfg.compress_ratio(layer_id)  # DSpark stages (ids >= num_hidden_layers) have ratio 0
-        d, h = cfg.head_dim, cfg.num_attention_heads
-        self.n_heads, self.head_dim, self.rope_dim = h, d, cfg.qk_rope_head_dim
-        self.window, self.eps, self.scale = cfg.sliding_window, cfg.rms_norm_eps, d ** -0.5
-        self.rotary = Rotary(rope_spec_for(cfg, self.ratio))
-        self.register_buffer("attn_sink", torch.empty(h, dtype=torch.float32))
-        self.wq_a = Linear(cfg.hidden_size, cfg.q_lora_rank, FP8, compute)
-        self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps)
-        self.wq_b = Linear(cfg.q_lora_rank, h * d, FP8, compute)
-        self.wkv = Linear(cfg.hidden_size, d, FP8, compute)
-        self.kv_norm = RMSNorm(d, cfg.rms_norm_eps)
-        self.wo_a = Linear(h * d // cfg.o_groups, cfg.o_groups * cfg.o_lora_rank, FP8, compute)
-        self.wo_b = Linear(cfg.o_groups * cfg.o_lora_rank, cfg.hidden_size, FP8, compute)
+        self._build_projections(cfg, compute)
         self.role = cfg.role(layer_id)
         self.kv_source = cfg.kv_source(layer_id) if self.ratio else None
         self.index_source = cfg.index_source(layer_id) if self.ratio else None
         self.compressor = self.indexer = None
         if self.role == FULL:
-            self.compressor = V41Compressor(cfg.hidden_size, d, self.ratio, cfg.rms_norm_eps, compute)
+            self.compressor = V41Compressor(cfg.hidden_size, self.head_dim, self.ratio, cfg.rms_norm_eps, compute)
         if self.role in (FULL, REINDEX):
-            self.indexer = V41Indexer(cfg.hidden_size, cfg.q_lora_rank, d, cfg.index_n_heads, cfg.index_head_dim,
+            self.indexer = V41Indexer(cfg.hidden_size, cfg.q_lora_rank, self.head_dim, cfg.index_n_heads, cfg.index_head_dim,
                                       cfg.index_topk, self.ratio, cfg.rms_norm_eps, compute, self.rotary,
                                       owns_keys=self.role == FULL)
         self.is_candidate_source = layer_id == cfg.candidate_source_layer_id
