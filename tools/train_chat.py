@@ -35,11 +35,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from train_demo import PROBE_WINDOWS, lr_at, make_optimizer  # tools/ is on sys.path when this script runs
+from train_demo import PROBE_WINDOWS, lr_at, make_optimizer, train_step  # tools/ is on sys.path when this script runs
 from v4stack.chat.formats import V4
 from v4stack.training import chat_data, corpus
 from v4stack.training.evaluate import held_out_loss, masked_loss
-from v4stack.training.objective import ObjectiveConfig, balance_routers, sequence_losses
+from v4stack.training.objective import ObjectiveConfig
 from v4stack.training.trainable import export_tensors
 from v4stack.training.vocab import add_chat_tokens, grow_vocab_tensors, write_tokenizer_config
 from v4stack.training.warm_start import read_logical, trainable_from
@@ -189,13 +189,7 @@ def main() -> None:
         plain_ids = corpus.sample_batch(plain, args.plain_rows, args.seq, 0, gen)
         ids = torch.cat([chat_ids, plain_ids])
         mask = torch.cat([chat_mask, torch.ones(plain_ids.shape)])
-        loads: dict = {}
-        losses = sequence_losses(model, ids, objective, loads, loss_mask=mask)
-        opt.zero_grad(set_to_none=True)
-        losses.total.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip))
-        opt.step()
-        imbalance = balance_routers(model, loads, objective.balance_rate)
+        losses, grad_norm, imbalance = train_step(model, opt, ids, objective, args.clip, loss_mask=mask)
         step += 1
         record = {"step": step, "seq": args.seq, "tokens": int(ids.numel() - ids.shape[0] * 2),
                   "loss_tokens": int(mask[:, 1:args.seq + 1].sum()), "lr": opt.param_groups[0]["lr"],

@@ -87,6 +87,19 @@ def make_optimizer(model, args) -> torch.optim.AdamW:
                               {"params": others, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
 
 
+def train_step(model, opt, ids: torch.Tensor, objective: ObjectiveConfig, clip: float,
+               loss_mask: torch.Tensor | None = None):
+    """One optimiser step on a batch ids [B, S+2]: loss, backward, clipped gradients, router balancing.
+    Returns (losses, gradient norm before clipping, router imbalance)."""
+    loads: dict = {}
+    losses = sequence_losses(model, ids, objective, loads, loss_mask=loss_mask)
+    opt.zero_grad(set_to_none=True)
+    losses.total.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    opt.step()
+    return losses, grad_norm, balance_routers(model, loads, objective.balance_rate)
+
+
 def lr_at(step: int, total: int, args) -> float:
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
@@ -148,13 +161,8 @@ def main() -> None:
         for _ in range(steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, args)
-            loads: dict = {}
-            losses = sequence_losses(model, corpus.sample_batch(train, rows, seq, 0, gen), objective, loads)
-            opt.zero_grad(set_to_none=True)
-            losses.total.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip))
-            opt.step()
-            imbalance = balance_routers(model, loads, objective.balance_rate)
+            losses, grad_norm, imbalance = train_step(model, opt, corpus.sample_batch(train, rows, seq, 0, gen),
+                                                      objective, args.clip)
             step += 1
             record = {"step": step, "seq": seq, "tokens": rows * seq, "lr": opt.param_groups[0]["lr"],
                       "loss": losses.main, "mtp_loss": losses.mtp, "index_kl": losses.index, "grad_norm": grad_norm,
