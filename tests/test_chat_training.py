@@ -70,7 +70,7 @@ def test_exchanges_pair_different_speakers_within_a_scene():
     # Abraham -> Abraham is one speaker; scene 1 -> scene 2 and act heading break the chain
     assert [(e.asker, e.speaker) for e in ex] == [("Sampson", "Gregory"), ("Gregory", "Abraham")]
     assert ex[0].prompt.startswith("Gregory, o' my word") and ex[0].reply.startswith("No, for then")
-    assert chat_data.reasoning(ex[1]) == "Abraham answers Gregory. Romeo And Juliet, Act 1, Scene 1."
+    assert chat_data.reasoning(ex[1]) == "Abraham, to Gregory. Romeo And Juliet 1.1."
 
 
 def test_play_titles_and_numerals():
@@ -112,6 +112,41 @@ def test_encoded_sample_masks_exactly_the_assistant_turn(chat_tok, thinking):
     parsed = parse_completion(completion, fmt=V4, thinking=thinking)
     assert parsed.content == ex.reply
     assert parsed.reasoning_content == (chat_data.reasoning(ex) if thinking else "")  # chat mode: no reasoning
+
+
+def test_close_weight_lands_on_the_assistant_think_close_only(chat_tok):
+    tok, added = chat_tok
+    ex = chat_data.exchanges("Romeo And Juliet", PLAY)[0]
+    close = added[V4.think_close]
+    think = chat_data.encode_sample(tok, ex, V4, thinking=True, close_weight=5.0)
+    weighted = [i for i, w in zip(think.ids.tolist(), think.mask.tolist()) if w == 5.0]
+    assert weighted == [close] and set(think.mask.tolist()) == {0.0, 1.0, 5.0}
+    chat = chat_data.encode_sample(tok, ex, V4, thinking=False, close_weight=5.0)
+    assert close in chat.ids.tolist() and set(chat.mask.tolist()) == {0.0, 1.0}  # chat mode: </think> is prompt
+
+
+def test_mixed_samples_hold_every_exchange_thinking_and_the_share_asked(chat_tok):
+    tok, added = chat_tok
+    exs = chat_data.exchanges("Romeo And Juliet", PLAY) * 50  # 100 exchanges
+    opener = added[V4.think_open]
+    for share in (0.5, 0.75, 1.0):
+        samples = chat_data.mixed_samples(tok, exs, V4, thinking_share=share, seed=1)
+        thinking = sum(opener in s.ids.tolist() for s in samples)
+        assert thinking == len(exs)
+        assert abs(thinking / len(samples) - share) < 0.08, (share, thinking, len(samples))
+    assert len(chat_data.mixed_samples(tok, exs, V4, thinking_share=0.5)) == 2 * len(exs)
+    with pytest.raises(ValueError, match="thinking_share"):
+        chat_data.mixed_samples(tok, exs, V4, thinking_share=0.3)
+
+
+def test_weighted_loss_mask_counts_a_target_by_its_weight():
+    """The loss is the weighted mean of the per-target losses: weight 3 counts a target three times, 0 not at all."""
+    from v4stack.training.objective import _masked_ce
+
+    logits, targets = torch.randn(4, 7, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 2, 3, 4])
+    per = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    got = _masked_ce(logits, targets, torch.tensor([1.0, 3.0, 0.0, 1.0]))
+    assert torch.allclose(got, (per[0] + 3 * per[1] + per[3]) / 5)
 
 
 def test_pack_rows_fills_rows_from_sample_starts_and_advances_the_cursor():

