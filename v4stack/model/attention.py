@@ -71,13 +71,13 @@ class Attention(nn.Module):
         d, h = cfg.head_dim, cfg.num_attention_heads
         self.n_heads, self.head_dim, self.rope_dim = h, d, cfg.qk_rope_head_dim
         self.window, self.eps, self.scale = cfg.sliding_window, cfg.rms_norm_eps, d ** -0.5
-        self.rotary = Rotary(rope_spec_for(cfg, self.ratio))
+        self.rotary = Rotary(rope_spec_for(cfg, self.ratio), compute.ops)
         self.register_buffer("attn_sink", torch.empty(h, dtype=torch.float32))
         self.wq_a = Linear(cfg.hidden_size, cfg.q_lora_rank, FP8, compute)
-        self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps)
+        self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps, ops=compute.ops)
         self.wq_b = Linear(cfg.q_lora_rank, h * d, FP8, compute)
         self.wkv = Linear(cfg.hidden_size, d, FP8, compute)
-        self.kv_norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.kv_norm = RMSNorm(d, cfg.rms_norm_eps, ops=compute.ops)
         self.wo_a = Linear(h * d // cfg.o_groups, cfg.o_groups * cfg.o_lora_rank, FP8, compute)
         self.wo_b = Linear(cfg.o_groups * cfg.o_lora_rank, cfg.hidden_size, FP8, compute)
 
@@ -161,8 +161,5 @@ class Attention(nn.Module):
 
     def _project_out(self, o: torch.Tensor) -> torch.Tensor:
         """o [T, H, d] -> [T, D] via the block-diagonal wo_a (one [o_lora, H/G*d] block per group) and wo_b."""
-        g = self.cfg.o_groups
-        o = o.reshape(o.shape[0], g, -1)  # [T, G, H/G*d]
-        wo_a = self.wo_a.dense_weight(self.compute.dtype).view(g, self.cfg.o_lora_rank, -1)  # [G, r, H/G*d]
-        u = torch.einsum("tgd,grd->tgr", o, wo_a)
-        return self.wo_b(u.flatten(1))
+        u = self.compute.ops.grouped_output(self.wo_a, o, self.cfg.o_groups, self.cfg.o_lora_rank)  # [T, G*r]
+        return self.wo_b(u)

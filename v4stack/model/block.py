@@ -34,8 +34,8 @@ class Block(nn.Module):
         self.layer_id, self.compute, self.hc = layer_id, compute, hc_shape(cfg)
         self.attn = Attention(cfg, layer_id, compute)
         self.ffn = MoE(cfg, layer_id, compute)
-        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.ffn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops=compute.ops)
+        self.ffn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops=compute.ops)
         register_hc_site(self, "attn", cfg)
         register_hc_site(self, "ffn", cfg)
 

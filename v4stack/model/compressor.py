@@ -40,7 +40,7 @@ class Compressor(nn.Module):
         self.wkv = Linear(dim, self.width, DENSE, compute, dense_compute_fp32=True)
         self.wgate = Linear(dim, self.width, DENSE, compute, dense_compute_fp32=True)
         self.register_buffer("ape", torch.empty(ratio, self.width, dtype=torch.float32))
-        self.norm = RMSNorm(head_dim, eps)
+        self.norm = RMSNorm(head_dim, eps, ops=compute.ops)
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, D] -> (a, g) fp32 [T, coff*d], g without ape (it depends on the position)."""
@@ -92,7 +92,7 @@ class Compressor(nn.Module):
                 prev_score[lo - first:] = score[prev].view(end - lo, r, -1)[..., :d]
             cur_kv = torch.cat([prev_kv, cur_kv[..., d:]], dim=1)  # [n, 2r, d]
             cur_score = torch.cat([prev_score, cur_score[..., d:]], dim=1)
-        return (cur_kv * cur_score.softmax(dim=1)).sum(dim=1)
+        return self.compute.ops.compress_pool(cur_kv, cur_score)
 
     def _finish(self, pooled: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Pooled fp32 [n, d] -> stored entries [n, d]: norm, RoPE at j*r, consumer's QAT point."""

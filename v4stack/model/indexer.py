@@ -16,14 +16,7 @@ from v4stack.model.compressor import Compressor
 from v4stack.model.compute import INDEX_QUANT_BLOCK, Compute
 from v4stack.model.linear import DENSE, FP8, Linear
 from v4stack.model.rope import Rotary
-
-
-def topk_lower_index_on_ties(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """scores [S, N] -> indices [S, k] of the k largest, descending; equal scores keep the lower index first.
-
-    This is what CUDA ``torch.topk`` returns and what the golden data uses (CPU topk has no tie order).
-    """
-    return torch.sort(scores.float(), dim=-1, descending=True, stable=True).indices[:, :k]
+from v4stack.ops.reference.indexer import topk_lower_index_on_ties  # noqa: F401 (historical import path)
 
 
 class Indexer(nn.Module):
@@ -54,18 +47,9 @@ class Indexer(nn.Module):
                positions: torch.Tensor) -> torch.Tensor:
         """Index scores I[t, s]: q [S, H_I, d], weights [S, H_I], keys [N, d], positions [S] -> fp32 [S, N],
         -inf where entry s is not yet visible to query t."""
-        scores = torch.einsum("shd,nd->shn", q, keys.to(q.dtype)).relu()
-        scores = (scores * weights.unsqueeze(-1)).sum(dim=1)  # [S, N]
-        visible = (positions + 1) // self.ratio  # [S]
-        hidden = torch.arange(keys.shape[0], device=q.device)[None, :] >= visible[:, None]
-        return scores.float().masked_fill(hidden, float("-inf"))
+        return self.compute.ops.index_scores(q, weights, keys, positions, self.ratio)
 
     def top(self, scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """scores [S, N] from :meth:`scores` -> idx [S, min(topk, N)] int64, -1 where the slot has no
         visible entry."""
-        k = min(self.topk, scores.shape[1])
-        if k == 0:
-            return torch.empty(scores.shape[0], 0, dtype=torch.long, device=scores.device)
-        top = topk_lower_index_on_ties(scores, k)
-        visible = (positions + 1) // self.ratio
-        return top.masked_fill(top >= visible[:, None], -1)
+        return self.compute.ops.index_topk(scores, self.topk, positions, self.ratio)

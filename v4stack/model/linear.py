@@ -1,7 +1,7 @@
 """Linear layers over weights kept in their checkpoint format (FP8 e4m3 / FP4 e2m1 / bf16).
 
 Buffers are named exactly like the checkpoint (``weight`` and, for quantised formats, ``scale``), so the
-module tree's state_dict keys *are* the official tensor names. Dequantisation happens inside the op.
+module tree's state_dict keys *are* the official tensor names. Dequantisation happens inside the op (``ops.linear``).
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from v4stack.model.compute import Compute
+from v4stack.ops.reference.layers import DENSE, FP4, FP8
 from v4stack.weights.formats import FP4_BLOCK, dequant_fp8_weight
 
-FP8, FP4, DENSE = "fp8", "fp4", "dense"
+__all__ = ["DENSE", "FP4", "FP8", "Linear"]
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -47,13 +48,7 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., in] -> [..., out] in the compute dtype (fp32 for ``dense_compute_fp32``)."""
-        c = self.compute
-        act_block = c.act_block if c.quant else None
-        if self.fmt == FP8:
-            return c.ops.linear_fp8(x, self.weight, self.scale, c.weight_block, act_block, c.dtype)
-        if self.fmt == FP4:
-            return c.ops.linear_fp4(x, self.weight, self.scale, act_block, c.dtype)
-        return c.ops.linear_dense(x, self.weight, torch.float32 if self.dense_compute_fp32 else c.dtype)
+        return self.compute.ops.linear(self, x)
 
     def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight as a dense [out, in] tensor of ``dtype`` (exact for FP8 -> bf16/fp32)."""

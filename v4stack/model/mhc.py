@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from v4stack.ops.reference.mixing import hc_mixes
 from v4stack.ops.table import OpTable
 
 MIX_SPLITS = 2  # pre and post vectors, besides the hc x hc comb matrix
@@ -34,26 +34,23 @@ class HcShape:
 
 
 def _mixes(x: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:
-    flat = x.flatten(1).float()  # [T, hc*D]
-    return F.linear(flat, fn) * torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
+    """Streams x [T, hc, D] -> fp32 mixes [T, rows of fn] (``ops.reference.mixing.hc_mixes``)."""
+    return hc_mixes(x, fn, eps)
 
 
 def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape: HcShape,
            ops: OpTable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Streams x [T, hc, D] -> (sublayer input [T, D] in x.dtype, post [T, hc], comb [T, hc, hc]) fp32."""
-    pre, post, comb = ops.hc_split_sinkhorn(_mixes(x, fn, shape.norm_eps), scale, base, shape.hc, shape.iters,
-                                            shape.hc_eps)
-    return ops.hc_collapse(x, pre).to(x.dtype), post, comb
+    return ops.hc_pre(x, fn, scale, base, shape, ops)
 
 
 def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor,
             ops: OpTable) -> torch.Tensor:
     """Sublayer output [T, D] + streams [T, hc, D] -> new streams [T, hc, D] in out.dtype."""
-    return ops.hc_expand(out, residual, post, comb).to(out.dtype)
+    return ops.hc_post(out, residual, post, comb, ops)
 
 
 def hc_head(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor,
             shape: HcShape, ops: OpTable) -> torch.Tensor:
     """Streams [T, hc, D] -> [T, D]: y = sum_i (sigmoid(m_i * scale + base_i) + hc_eps) X_i."""
-    pre = torch.sigmoid(_mixes(x, fn, shape.norm_eps) * scale + base) + shape.hc_eps
-    return ops.hc_collapse(x, pre).to(x.dtype)
+    return ops.hc_head(x, fn, scale, base, shape, ops)

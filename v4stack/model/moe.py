@@ -6,6 +6,9 @@ bootstrap layers, renormalised top-k weights times routed_scaling_factor, clampe
     w = s[idx] / sum s[idx] * route_scale            [T, k]  (bias never enters w)
     y = sum_e w_e * Expert_e(x) + Shared(x)          fp32 accumulate
     Expert(x) = w2( silu(min(w1 x, L)) * clamp(w3 x, -L, L) )
+
+The modules hold the checkpoint tensors; the math is the op table's ``route`` and ``moe_experts`` (reference:
+``ops.reference.moe``), so a platform can run all experts of a step as one grouped op.
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ from torch import nn
 
 from v4stack.config.model_config import ModelConfig
 from v4stack.model.compute import Compute
-from v4stack.model.indexer import topk_lower_index_on_ties
 from v4stack.model.linear import FP4, FP8, Linear
+from v4stack.ops.reference.indexer import topk_lower_index_on_ties  # noqa: F401 (historical import path)
+from v4stack.ops.reference.moe import expert_forward, gate_scores
 
 
 class Gate(nn.Module):
     """Router of one MoE layer; hash layers carry ``tid2eid`` [vocab, k] instead of ``bias`` [E]."""
 
-    def __init__(self, cfg: ModelConfig, hashed: bool) -> None:
+    def __init__(self, cfg: ModelConfig, hashed: bool, compute: Compute) -> None:
         super().__init__()
         self.topk, self.score_func, self.route_scale = cfg.num_experts_per_tok, cfg.scoring_func, cfg.routed_scaling_factor
-        self.hashed = hashed
+        self.hashed, self.compute = hashed, compute
         self.register_buffer("weight", torch.empty(cfg.n_routed_experts, cfg.hidden_size, dtype=torch.bfloat16))
         if hashed:
             self.register_buffer("tid2eid", torch.empty(cfg.vocab_size, cfg.num_experts_per_tok, dtype=torch.int64))
@@ -34,25 +38,12 @@ class Gate(nn.Module):
             self.register_buffer("bias", torch.empty(cfg.n_routed_experts, dtype=torch.float32))
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """x [T, D] -> routing scores [T, E] fp32 (before the selection bias)."""
-        logits = F.linear(x.float(), self.weight.float())
-        if self.score_func == "softmax":
-            return logits.softmax(-1)
-        if self.score_func == "sigmoid":
-            return logits.sigmoid()
-        return F.softplus(logits).sqrt()
+        """x [T, D] -> routing scores [T, E] fp32 (before the selection bias; the training balance term)."""
+        return gate_scores(F.linear(x.float(), self.weight.float()), self.score_func)
 
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, D], token_ids [T] -> (weights [T, k] fp32, expert ids [T, k] int64)."""
-        scores = self.scores(x)
-        if self.hashed:
-            experts = self.tid2eid[token_ids.to(self.tid2eid.device)].long()
-        else:
-            experts = topk_lower_index_on_ties(scores + self.bias, self.topk)
-        weights = scores.gather(1, experts)
-        if self.score_func != "softmax":
-            weights = weights / weights.sum(-1, keepdim=True)
-        return weights * self.route_scale, experts
+        return self.compute.ops.route(self, x, token_ids)
 
 
 class Expert(nn.Module):
@@ -67,21 +58,14 @@ class Expert(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """x [N, D] -> [N, D]; routed experts scale the hidden activation by ``weights`` [N, 1] before w2."""
-        gate, up = self.w1(x).float(), self.w3(x).float()
-        if self.limit > 0:
-            up = up.clamp(-self.limit, self.limit)
-            gate = gate.clamp(max=self.limit)
-        h = F.silu(gate) * up
-        if weights is not None:
-            h = weights * h
-        return self.w2(h.to(self.compute.dtype))
+        return expert_forward(self, x, weights)
 
 
 class MoE(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_id: int, compute: Compute) -> None:
         super().__init__()
         self.compute = compute
-        self.gate = Gate(cfg, cfg.is_hash_layer(layer_id))
+        self.gate = Gate(cfg, cfg.is_hash_layer(layer_id), compute)
         expert_fmt = FP4 if cfg.quant.expert_dtype == "fp4" else FP8
         dim, inter, limit = cfg.hidden_size, cfg.moe_intermediate_size, cfg.swiglu_limit
         self.experts = nn.ModuleList(Expert(dim, inter, expert_fmt, limit, compute) for _ in range(cfg.n_routed_experts))
@@ -90,12 +74,4 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """x [T, D], token_ids [T] -> [T, D] in the compute dtype."""
         weights, experts = self.gate(x, token_ids)
-        y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        counts = torch.bincount(experts.flatten(), minlength=len(self.experts)).tolist()
-        for e, count in enumerate(counts):
-            if count == 0:
-                continue
-            rows, slot = torch.where(experts == e)
-            y[rows] += self.experts[e](x[rows], weights[rows, slot, None]).float()
-        y += self.shared_experts(x).float()
-        return y.to(x.dtype)
+        return self.compute.ops.moe_experts(self, x, weights, experts)

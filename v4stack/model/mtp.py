@@ -26,9 +26,9 @@ class MTPBlock(Block):
         d = cfg.hidden_size
         self.e_proj = Linear(d, d, FP8, compute)
         self.h_proj = Linear(d, d, FP8, compute)
-        self.enorm = RMSNorm(d, cfg.rms_norm_eps)
-        self.hnorm = RMSNorm(d, cfg.rms_norm_eps)
-        self.norm = RMSNorm(d, cfg.rms_norm_eps)
+        self.enorm = RMSNorm(d, cfg.rms_norm_eps, ops=compute.ops)
+        self.hnorm = RMSNorm(d, cfg.rms_norm_eps, ops=compute.ops)
+        self.norm = RMSNorm(d, cfg.rms_norm_eps, ops=compute.ops)
         self.register_buffer("hc_head_fn", torch.empty(cfg.hc_mult, cfg.hc_mult * d, dtype=torch.float32))
         self.register_buffer("hc_head_base", torch.empty(cfg.hc_mult, dtype=torch.float32))
         self.register_buffer("hc_head_scale", torch.empty(1, dtype=torch.float32))

@@ -5,20 +5,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from v4stack.ops.reference.norm import rms_normalize
+from v4stack.ops.table import OpTable, reference_ops
 
-def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """x [..., D] -> fp32 x / sqrt(mean(x^2) + eps) (no weight)."""
-    xf = x.float()
-    return xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps)
+__all__ = ["RMSNorm", "rms_normalize"]
 
 
 class RMSNorm(nn.Module):
-    """Weight stored as in the checkpoint (bf16), applied in fp32 like the reference."""
+    """Weight stored as in the checkpoint (bf16), applied in fp32 like the reference, through ``ops.rms_norm``
+    (default: the reference table)."""
 
-    def __init__(self, dim: int, eps: float, dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype = torch.bfloat16, ops: OpTable | None = None) -> None:
         super().__init__()
         self.eps = eps
+        self.ops = ops or reference_ops()
         self.register_buffer("weight", torch.empty(dim, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.weight.float() * rms_normalize(x, self.eps)).to(x.dtype)
+        return self.ops.rms_norm(x, self.weight, self.eps)

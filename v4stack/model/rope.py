@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from v4stack.ops.table import OpTable, reference_ops
+
 YARN_RAMP_MIN_WIDTH = 1e-3  # reference: if the correction range collapses (low == high) widen it by 0.001
 
 
@@ -45,10 +47,12 @@ def inverse_frequencies(spec: RopeSpec) -> torch.Tensor:
 
 
 class Rotary:
-    """Applies the rotation for one RopeSpec at arbitrary absolute positions."""
+    """Applies the rotation for one RopeSpec at arbitrary absolute positions, through ``ops.rope`` (default: the
+    reference table)."""
 
-    def __init__(self, spec: RopeSpec) -> None:
+    def __init__(self, spec: RopeSpec, ops: OpTable | None = None) -> None:
         self.spec = spec
+        self.ops = ops or reference_ops()
         self.inv_freq = inverse_frequencies(spec)  # fp32 [rope_dim/2], on CPU even under a meta-device build
 
     def phases(self, positions: torch.Tensor) -> torch.Tensor:
@@ -58,11 +62,4 @@ class Rotary:
 
     def apply(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
         """x [N, ..., D] -> copy with the last rope_dim dims of each row rotated by its position (or back)."""
-        d = self.spec.rope_dim
-        phase = self.phases(positions)
-        if inverse:
-            phase = phase.conj()
-        phase = phase.view(phase.shape[0], *([1] * (x.dim() - 2)), phase.shape[1])
-        rot = torch.view_as_complex(x[..., -d:].float().unflatten(-1, (-1, 2)).contiguous())
-        rotated = torch.view_as_real(rot * phase).flatten(-2).to(x.dtype)
-        return torch.cat([x[..., :-d], rotated], dim=-1)
+        return self.ops.rope(self, x, positions, inverse)

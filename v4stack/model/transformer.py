@@ -69,7 +69,7 @@ class DeepseekV4(nn.Module):
         self.hc = hc_shape(cfg)
         self.embed = Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Block(cfg, i, self.compute) for i in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops=self.compute.ops)
         self.head = Head(cfg.vocab_size, cfg.hidden_size)
         hc, dim = cfg.hc_mult, cfg.hidden_size
         self.register_buffer("hc_head_fn", torch.empty(hc, hc * dim, dtype=torch.float32))
@@ -112,7 +112,7 @@ class DeepseekV4(nn.Module):
         rows = (batch.last_token_rows() if logit_rows is None else logit_rows).to(self.device)
         collapsed = hc_head(x[rows], self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc,
                             self.compute.ops)
-        logits = self.head(self.norm(collapsed))
+        logits = self.compute.ops.lm_head(self.head, self.norm(collapsed))
         batch.commit()
         return ModelOutput(logits, x)
 
@@ -144,6 +144,6 @@ class DeepseekV4(nn.Module):
         embedded = self.embed(batch.token_ids.to(self.device), self.compute.dtype)
         y = block.draft_hidden(embedded, hidden.to(self.compute.dtype), batch, 0)
         rows = (batch.last_token_rows() if logit_rows is None else logit_rows).to(self.device)
-        logits = self.head(y[rows])
+        logits = self.compute.ops.lm_head(self.head, y[rows])
         batch.commit()
         return logits

@@ -78,4 +78,5 @@ def load_model(directory: str | Path, numerics: Numerics | None = None, ops: OpT
     finally:
         ckpt.close()
     model.eval()
+    model.compute.ops.prepare_weights(model)  # the platform's one-time weight layouts (reference: none)
     return model

@@ -10,12 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
-from v4stack.ops.reference import attention, gemm, hadamard, mixing, quant
+from v4stack.ops.reference import (attention, compress, gemm, hadamard, indexer, layers, mixing, moe, norm, quant,
+                                   rope)
 
 
 @dataclass(frozen=True)
 class OpTable:
-    """Each field is a callable with the contract of the reference function named in its default."""
+    """Each field is a callable with the contract of the reference function named in its default.
+
+    Narrow entries (GEMMs, quantisation, attention) come first; the wider ones below take whole layers (the
+    ``model`` module holding the checkpoint tensors, so a platform can read weights it prepared itself in
+    ``prepare_weights``) and by default compose the narrow ones of the same table.
+    """
 
     linear_fp8: Callable = gemm.linear_fp8
     linear_fp4: Callable = gemm.linear_fp4
@@ -28,6 +34,20 @@ class OpTable:
     hc_split_sinkhorn: Callable = mixing.hc_split_sinkhorn
     hc_collapse: Callable = mixing.hc_collapse
     hc_expand: Callable = mixing.hc_expand
+    hc_pre: Callable = mixing.hc_pre
+    hc_post: Callable = mixing.hc_post
+    hc_head: Callable = mixing.hc_head
+    rms_norm: Callable = norm.rms_norm
+    rope: Callable = rope.rope
+    compress_pool: Callable = compress.compress_pool
+    index_scores: Callable = indexer.index_scores
+    index_topk: Callable = indexer.index_topk
+    route: Callable = moe.route
+    moe_experts: Callable = moe.moe_experts
+    linear: Callable = layers.linear
+    grouped_output: Callable = layers.grouped_output
+    lm_head: Callable = layers.lm_head
+    prepare_weights: Callable = layers.prepare_weights  # once after load: model -> None (may attach layouts)
 
     def with_overrides(self, **ops: Callable) -> "OpTable":
         """A copy with some ops replaced; unknown names raise (a typo must not silently fall back)."""

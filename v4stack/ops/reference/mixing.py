@@ -38,3 +38,30 @@ def hc_expand(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, com
     X'_k = post_k out + sum_j comb[j, k] X_j."""
     mixed = (comb.unsqueeze(-1) * residual.float().unsqueeze(2)).sum(dim=1)
     return post.unsqueeze(-1) * out.float().unsqueeze(1) + mixed
+
+
+def hc_mixes(x: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:
+    """Streams x [T, hc, D] -> fp32 [T, rows of fn] = (fn flat(x)) * rsqrt(mean(flat(x)^2) + eps)."""
+    flat = x.flatten(1).float()  # [T, hc*D]
+    return torch.nn.functional.linear(flat, fn) * torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
+
+
+def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape,
+           ops) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Streams x [T, hc, D] -> (sublayer input [T, D] in x.dtype, post [T, hc], comb [T, hc, hc]) fp32.
+    ``shape``: ``model.mhc.HcShape``; the split and collapse go through ``ops`` (the caller's table)."""
+    pre, post, comb = ops.hc_split_sinkhorn(hc_mixes(x, fn, shape.norm_eps), scale, base, shape.hc, shape.iters,
+                                            shape.hc_eps)
+    return ops.hc_collapse(x, pre).to(x.dtype), post, comb
+
+
+def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor,
+            ops) -> torch.Tensor:
+    """Sublayer output [T, D] + streams [T, hc, D] -> new streams [T, hc, D] in out.dtype."""
+    return ops.hc_expand(out, residual, post, comb).to(out.dtype)
+
+
+def hc_head(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape, ops) -> torch.Tensor:
+    """Streams [T, hc, D] -> [T, D]: y = sum_i (sigmoid(m_i * scale + base_i) + hc_eps) X_i."""
+    pre = torch.sigmoid(hc_mixes(x, fn, shape.norm_eps) * scale + base) + shape.hc_eps
+    return ops.hc_collapse(x, pre).to(x.dtype)
