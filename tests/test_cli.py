@@ -25,6 +25,25 @@ def test_generate_greedy_is_deterministic(tiny_checkpoint):
     assert a.returncode == 0, a.stderr
     assert a.stdout.startswith("Once") and a.stdout == b.stdout
     assert "6 tok generated" in a.stderr
+    assert "generate: prefill" not in a.stderr  # a prompt that fits one step prints no prefill progress
+
+
+def test_generate_shows_progress_of_a_chunked_prefill(tiny_checkpoint):
+    """A prompt longer than a step's token budget: one progress line per chunk before the first token, on
+    stderr, and (fp32) the same greedy text as an unchunked prefill gives, the prompt echoed once."""
+    prompt = "Once upon a time a king"
+    res = run("generate", "--model", tiny_checkpoint, "--prompt", prompt, "--max-tokens", "3", "--temperature", "0",
+              "--numerics", "fp32", "--max-num-batched-tokens", "4")
+    assert res.returncode == 0, res.stderr
+    n = int(res.stderr.split("| prompt ")[1].split(" tok")[0])
+    progress = [line for line in res.stderr.splitlines() if line.startswith("generate: prefill")]
+    assert n > 8 and len(progress) == (n - 1) // 4          # every chunk but the one that samples the first token
+    assert progress[0].startswith(f"generate: prefill 4/{n} prompt tokens (")
+    assert progress[-1].startswith(f"generate: prefill {4 * len(progress)}/{n} prompt tokens")
+    assert res.stdout.count(prompt) == 1 and res.stdout.startswith(prompt)
+    whole = run("generate", "--model", tiny_checkpoint, "--prompt", prompt, "--max-tokens", "3", "--temperature", "0",
+                "--numerics", "fp32")
+    assert whole.stdout == res.stdout
 
 
 def test_generate_takes_sampling_defaults_from_generation_config(tiny_checkpoint, tmp_path):

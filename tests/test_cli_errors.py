@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,21 @@ def _golden_case_without_fp32(tmp: Path) -> Path:
     d.mkdir()
     (d / "golden.safetensors").write_bytes(b"")
     return d
+
+
+def _golden_case_with(tmp: Path, header: bytes | None = None, raw: bytes | None = None) -> Path:
+    """A case folder whose golden.safetensors is ``raw`` bytes, or a safetensors file with the JSON ``header``."""
+    d = tmp / "case"
+    d.mkdir()
+    data = raw if raw is not None else struct.pack("<Q", len(header)) + header
+    (d / "golden.safetensors").write_bytes(data)
+    return d
+
+
+def _tiers_file(tmp: Path, text: str) -> Path:
+    path = tmp / "tiers.json"
+    path.write_text(text)
+    return path
 
 
 # (id, argv builder (tmp_path -> argv), env, exit code, message part)
@@ -134,6 +150,17 @@ ROWS = [
      "holds no golden case"),
     ("golden-no-fp32-file", lambda t: ["check-golden", str(_golden_case_without_fp32(t)), "--numerics", "fp32"],
      {}, DATA, "no golden_fp32_noqat.safetensors (needed for --numerics fp32)"),
+    ("golden-garbage", lambda t: ["check-golden", str(_golden_case_with(t, raw=b"garbage")), "--numerics",
+                                  "reference"], {}, DATA,
+     "golden.safetensors: unreadable golden file (golden.safetensors: truncated (no safetensors header))"),
+    ("golden-truncated-header", lambda t: ["check-golden", str(_golden_case_with(t, raw=struct.pack("<Q", 999) + b"{}")),
+                                           "--numerics", "reference"], {}, DATA, "truncated inside the header"),
+    ("golden-header-a-list", lambda t: ["check-golden", str(_golden_case_with(t, b"[1]")), "--numerics", "reference"],
+     {}, DATA, "corrupt safetensors header (a JSON list, not an object)"),
+    ("golden-header-entry", lambda t: ["check-golden", str(_golden_case_with(t, b'{"a": {"dtype": "F32"}}')),
+                                       "--numerics", "reference"], {}, DATA, "tensor 'a' in golden.safetensors: corrupt"),
+    ("golden-header-not-json", lambda t: ["check-golden", str(_golden_case_with(t, b"{oops")), "--numerics",
+                                          "reference"], {}, DATA, "corrupt safetensors header"),
     ("golden-paths-unknown", ["check-golden", "--paths", "prefill,sideways"], {}, USAGE,
      "--paths: 'prefill,sideways' is not allowed"),
     ("golden-paths-empty", ["check-golden", "--paths", ","], {}, USAGE, "--paths: ','"),
@@ -189,6 +216,17 @@ ROWS = [
     ("plot-chip-unknown", lambda t: PLAN + ["--plot", str(t / "p.png"), "--plot-chips", "h200,nope"], {}, USAGE,
      "--plot-chips: 'nope' is not allowed (expected one of"),
     ("plan-does-not-fit", ["plan", "--model", "v4-pro", "--hardware", "910b", "--devices", "1"], {}, FAILED, None),
+    # ---- serve (all refused before any weights load)
+    ("serve-port-big", ["serve", "--port", "70000"], {}, USAGE,
+     "--port: '70000' is not allowed (expected an integer >= 0 and <= 65535)"),
+    ("serve-port-text", ["serve", "--port", "http"], {}, USAGE, "--port: 'http'"),
+    ("serve-model-missing", lambda t: ["serve", str(t / "nope")], {}, DATA, "no config.json"),
+    ("serve-max-num-seqs-zero", ["serve", "--max-num-seqs", "0"], {}, USAGE, "--max-num-seqs: '0'"),
+    ("serve-kv-memory-nan", ["serve", "--kv-cache-memory-gib", "nan"], {}, USAGE, "--kv-cache-memory-gib: 'nan'"),
+    ("serve-tiers-missing", lambda t: ["serve", "--tiers", str(t / "none.json")], {}, DATA, "none.json: not found"),
+    ("serve-tiers-not-json", lambda t: ["serve", "--tiers", str(_tiers_file(t, "{"))], {}, DATA, "not valid JSON"),
+    ("serve-tiers-bad-tier", lambda t: ["serve", "--tiers", str(_tiers_file(t, '{"tiers": {"x": {"thinking": 1}}}'))],
+     {}, DATA, "thinking must be true or false"),
     # ---- check-chat
     ("chat-show-neg", lambda t: ["check-chat", str(t / "x.jsonl"), "--show", "-1"], {}, USAGE, "--show: '-1'"),
     ("chat-file-missing", lambda t: ["check-chat", str(t / "x.jsonl")], {}, DATA, "x.jsonl: no such file"),

@@ -25,6 +25,7 @@ from v4stack.golden.v41_compare import compare_paths, compare_v41
 from v4stack.golden.v41_runner import ALLTOPK_FILE
 from v4stack.golden.v41_runner import PATHS as V41_PATHS
 from v4stack.golden.v41_runner import V41GoldenRunner
+from v4stack.weights.checkpoint import CheckpointError, read_header
 
 NUMERICS = ("fp32", "reference")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -103,10 +104,23 @@ def find_cases(given: list[Path], modes: tuple[str, ...]) -> list[Path]:
                                    f"{_where()}")
         for case in found:
             for mode in modes:
-                if not (case / _golden_file(case, mode)).is_file():
-                    raise DataMissingError(f"{case}: no {_golden_file(case, mode)} (needed for --numerics {mode})")
+                golden = case / _golden_file(case, mode)
+                if not golden.is_file():
+                    raise DataMissingError(f"{case}: no {golden.name} (needed for --numerics {mode})")
+                _check_readable(golden)
         cases += found
     return cases
+
+
+def _check_readable(golden: Path) -> None:
+    """Refuse a golden file that is not a readable safetensors file (CheckpointError: exit 3, one line) before
+    any case runs, rather than after its model loaded."""
+    try:
+        read_header(golden)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{golden}: unreadable golden file ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{golden}: unreadable golden file ({exc.strerror or exc})") from None
 
 
 def run(args) -> int:

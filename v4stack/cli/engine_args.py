@@ -21,17 +21,19 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="context limit in tokens (prompt + output); default and maximum: the model's "
                         "max_position_embeddings")
     p.add_argument("--max-num-seqs", type=int_arg(1), default=SchedulerConfig.max_num_seqs,
-                   help="sequences per engine step")
+                   help=f"sequences per engine step (default {SchedulerConfig.max_num_seqs})")
     p.add_argument("--max-num-batched-tokens", type=int_arg(1), default=SchedulerConfig.max_num_batched_tokens,
-                   help="tokens per engine step (prefill chunks are cut to it)")
+                   help="tokens per engine step (prefill chunks are cut to it; default "
+                        f"{SchedulerConfig.max_num_batched_tokens})")
     p.add_argument("--max-waiting-requests", type=int_arg(1), default=SchedulerConfig.max_waiting_requests,
-                   help="requests queued beyond this are refused with 503")
+                   help="requests queued beyond this are refused with 503 (default "
+                        f"{SchedulerConfig.max_waiting_requests})")
     p.add_argument("--kv-cache-memory-gib", type=float_arg(0.0, lo_open=True), default=None,
                    help="KV-cache budget in GiB (default: 4 GiB or a quarter of free memory on CPU)")
     p.add_argument("--no-enable-prefix-caching", dest="enable_prefix_caching", action="store_false",
-                   help="turn prefix caching off")
-    p.add_argument("--enable-mtp", action="store_true", help="run the MTP block every step")
-    p.add_argument("--engine-seed", type=int_arg(0), default=0, help="draws the seeds of requests that give none")
+                   help="turn prefix caching off (default on)")
+    p.add_argument("--enable-mtp", action="store_true", help="run the MTP block every step (default off)")
+    p.add_argument("--engine-seed", type=int_arg(0), default=0, help="draws the seeds of requests that give none (default 0)")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:

@@ -2,7 +2,8 @@
 
 0 success; 1 a check failed, a plan does not fit, or an unexpected internal error; 2 a usage or parameter
 error (argparse, :class:`ParameterError`, any other ``ValueError`` a subcommand raises about its inputs);
-3 data missing or unreadable (a model, checkpoint, config, golden or chat file that is absent or invalid);
+3 data missing or unreadable (a model, checkpoint, config, golden, chat or tiers file that is absent or
+invalid);
 130 interrupted (Ctrl-C, as a shell reports SIGINT: 128 + 2).
 """
 
@@ -12,6 +13,7 @@ import json
 
 from v4stack.chat.golden import GoldenFileError
 from v4stack.config.model_config import ConfigError
+from v4stack.server.tiers import TiersFileError
 from v4stack.weights.checkpoint import CheckpointError
 
 OK = 0
@@ -21,7 +23,8 @@ DATA = 3
 INTERRUPTED = 130
 
 # Errors about files the user pointed at (checked before generic ValueError: most of them subclass it).
-DATA_ERRORS = (ConfigError, CheckpointError, GoldenFileError, json.JSONDecodeError, UnicodeDecodeError, OSError)
+DATA_ERRORS = (ConfigError, CheckpointError, GoldenFileError, TiersFileError, json.JSONDecodeError,
+               UnicodeDecodeError, OSError)
 
 
 class DataMissingError(FileNotFoundError):

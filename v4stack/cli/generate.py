@@ -58,17 +58,26 @@ def run(args) -> int:
     model_dir = args.model or default_model_dir()
     sampling = sampling_from_args(args, model_dir)
     prompt_ids = preflight(model_dir, args.prompt, args.max_tokens, args.max_model_len)
+    config = engine_config_from_args(args)
     t0 = time.perf_counter()
-    engine = LLMEngine.from_model_dir(model_dir, engine_config_from_args(args))
+    engine = LLMEngine.from_model_dir(model_dir, config)
     load_s = time.perf_counter() - t0
     engine.add_request("generate", prompt_ids, sampling)
-    print(args.prompt, end="", flush=True)
+    # a prompt longer than one step's token budget is prefilled in chunks, which can take minutes on a CPU:
+    # one progress line per chunk on stderr, and the prompt echoed only once its prefill is done
+    chunked = len(prompt_ids) > config.scheduler.max_num_batched_tokens
     t_start = time.perf_counter()
     t_first = None
     final = None
     while engine.has_unfinished():
-        for out in engine.step():
+        outs = engine.step()
+        if chunked and t_first is None and not any(o.outputs[0].token_ids_delta for o in outs):
+            print(f"generate: prefill {engine.stats.prompt_tokens:,}/{len(prompt_ids):,} prompt tokens "
+                  f"({time.perf_counter() - t_start:.1f}s)", file=sys.stderr, flush=True)
+        for out in outs:
             piece = out.outputs[0]
+            if final is None:
+                print(args.prompt, end="", flush=True)
             if piece.token_ids_delta and t_first is None:
                 t_first = time.perf_counter()
             print(piece.text_delta, end="", flush=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from v4stack.cli.args import int_arg
 from v4stack.cli.engine_args import add_engine_args, engine_config_from_args
-from v4stack.config import validation as check
 from v4stack.config.default_model import default_model_dir
 
 DEFAULT_HOST = "127.0.0.1"  # local only unless asked: the server has no TLS
@@ -21,8 +21,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat, completions, web page at /)")
     p.add_argument("model_dir", nargs="?", type=Path, default=None,
                    help="checkpoint directory (official layout); default: the bundled demo model")
-    p.add_argument("--host", default=DEFAULT_HOST)
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: local only)")
+    p.add_argument("--port", type=int_arg(0, MAX_PORT), default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     p.add_argument("--served-model-name", default=None, help="model name clients use (default: the folder name)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
     p.add_argument("--tiers", type=Path, default=None,
@@ -38,7 +38,6 @@ def run(args) -> int:
     from v4stack.server.models import build_registry
     from v4stack.server.tiers import load_tiers
 
-    check.integer("port", args.port, 0, MAX_PORT)
     model_dir = args.model_dir or default_model_dir()
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: no config.json (not a checkpoint directory)")

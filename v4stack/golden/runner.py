@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from v4stack.config.numerics import Numerics
 from v4stack.model import DeepseekV4, ForwardBatch, SequenceState
 from v4stack.modelio.loader import load_model
+from v4stack.weights.checkpoint import CheckpointError, read_header
 
 PATHS = ("prefill", "decode", "chunked", "batched")
 CHUNK_SIZES = (3, 61, 7, 129, 100)  # cycled; cuts through 4-token groups, 128-token window and HCA groups
@@ -43,8 +44,27 @@ class RunResult:
     indexer_decode: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
 
-def load_golden(case_dir: Path, numerics_name: str) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(case_dir) / GOLDEN_FILES[numerics_name]))
+class GoldenTensors(dict):
+    """A golden file's tensors by name; a missing one is a data error naming the file (exit code 3 in the
+    CLI), not a bare KeyError, since a golden file from another version may lack a tensor."""
+
+    def __init__(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(tensors)
+        self.path = path
+
+    def __missing__(self, name: str) -> torch.Tensor:
+        raise CheckpointError(f"{self.path}: golden file has no tensor '{name}' (incomplete or from another "
+                              "version of the golden data)")
+
+
+def read_golden(path: Path) -> GoldenTensors:
+    """All tensors of one golden safetensors file (its header checked first: CheckpointError names it)."""
+    read_header(path)
+    return GoldenTensors(path, load_file(str(path)))
+
+
+def load_golden(case_dir: Path, numerics_name: str) -> GoldenTensors:
+    return read_golden(Path(case_dir) / GOLDEN_FILES[numerics_name])
 
 
 def chunk_ids(ids: torch.Tensor, sizes=CHUNK_SIZES) -> list[torch.Tensor]:

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from v4stack.config.numerics import Numerics
-from v4stack.golden.runner import chunk_ids
+from v4stack.golden.runner import chunk_ids, read_golden
 from v4stack.model.v41.engram_hash import load_compressed_token_map, map_sha256
 from v4stack.model.v41.transformer import DeepseekV41, V41Output
 from v4stack.modelio.loader import load_model
@@ -64,7 +63,7 @@ class V41GoldenRunner:
                                              config_overrides=overrides)
         self.cmap = load_compressed_token_map(self.tokenizer_dir())
         self.model.set_token_map(self.cmap)
-        self.golden = load_file(str(self.case_dir / (ALLTOPK_FILE if alltopk else GOLDEN_FILE)))
+        self.golden = read_golden(self.case_dir / (ALLTOPK_FILE if alltopk else GOLDEN_FILE))
 
     def tokenizer_dir(self) -> Path:
         own = self.case_dir / "tokenizer.json"

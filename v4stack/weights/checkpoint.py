@@ -58,15 +58,22 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
         raise CheckpointError(f"{path}: file not found") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path.name}: corrupt safetensors header ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path.name}: corrupt safetensors header (a JSON {type(header).__name__}, not an object)")
     data_start = HEADER_LEN_BYTES + header_len
     entries = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        tag = info.get("dtype")
+        tag = info.get("dtype") if isinstance(info, dict) else None
         if tag not in DTYPES:
             raise CheckpointError(f"tensor '{name}' in {path.name}: unsupported dtype {tag!r}")
-        begin, end = info["data_offsets"]
+        offsets, shape = info.get("data_offsets"), info.get("shape")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and isinstance(shape, list) and all(isinstance(d, int) for d in shape)):
+            raise CheckpointError(f"tensor '{name}' in {path.name}: corrupt header entry (data_offsets "
+                                  f"{offsets!r}, shape {shape!r})")
+        begin, end = offsets
         if data_start + end > size:
             raise CheckpointError(f"tensor '{name}' in {path.name}: file truncated (tensor needs bytes up to "
                                   f"{data_start + end}, file has {size})")
