@@ -23,10 +23,11 @@ from v4stack.planner.memory import default_kv_dtype, kv_layout, weights_by_class
 from v4stack.planner.model_shape import load_model  # noqa: E402
 from v4stack.planner.plan import make_plan  # noqa: E402
 
-# Published memory figures (model_spec.md s5.2 and s8; s4.1 for the checkpoint total).
+# Published memory figures: KV bytes/token from the official formats (FlashMLA's 584 B V4 entry; the V4.1 paper,
+# huggingface.co/papers/2609.19969: 890 B/token) and the checkpoints' model.safetensors.index.json total.
 PUBLISHED_KV = {"v4-flash": 3514, "v4-pro": 5031, "v4.1-flash": 890}
-FLASH_CHECKPOINT_BYTES = 159_609_485_896     # model.safetensors.index.json total_size (F4)
-V41_PUBLISHED_GB = 510                        # "~510 GB published" (model_spec s4.1, X DS41.md)
+FLASH_CHECKPOINT_BYTES = 159_609_485_896     # deepseek-ai/DeepSeek-V4-Flash model.safetensors.index.json total_size
+V41_PUBLISHED_GB = 510                        # "~510 GB" (github.com/sqliteai/warp docs/DS41.md)
 # Comparison for the README: single stream, V4-Flash, DSpark K=7 with acceptance 5.6.
 CMP_SETUPS = (("950pr", 8), ("950dt", 8), ("910c", 8), ("h200", 8), ("b200", 8), ("gb300", 4))
 CMP_CONTEXTS = (8192, 1 << 20)
@@ -135,7 +136,8 @@ Code: `v4stack/hardware/registry.py` (chip figures with sources), `v4stack/plann
 
 ## Memory model
 
-* Weights: the full checkpoint tensor inventory is rebuilt from `config.json` (model_spec s4.3/s4.4):
+* Weights: the full checkpoint tensor inventory is rebuilt from `config.json` (the tensors of the official
+  checkpoints' `model.safetensors.index.json` and the reference `inference/model.py` constructors):
   FP8 = numel + ceil(out/b) x ceil(in/b) E8M0 scales (b = 128 for V4, 32 for V4.1); FP4 experts =
   numel/2 + out x in/32 scales. Per device: routed experts / ep (or / tp when ep = 1); tensors the
   reference shards (wq_b, wo_a, wo_b, embed, head, attn_sink, weights_proj, shared experts) / tp;

@@ -1,7 +1,7 @@
 """Published DeepSeek-V4 performance figures and the calibration fitted on a stated subset.
 
 What it is: ``PUBLISHED`` lists every figure the planner is validated against, with its source
-(``shared/docs/hardware.md`` s3.3/s3.4 and ``peers.md`` s2), the deployment we assume for it, and
+(a public pull request, issue, repository or page, named in each row), the deployment we assume for it, and
 its role: ``fit`` rows set the calibration, ``holdout`` rows only measure error.  ``fitted()``
 fits, per chip family (ascend, nvidia), three factors of ``perf.Calib``:
 
@@ -34,10 +34,10 @@ from v4stack.planner.model_shape import load_model
 from v4stack.planner.perf import Calib, StepCost, Workload
 
 HOLDOUT_BOUND = 0.25       # issue #3: held-out TPOT/step errors within +-25%
-# DSpark acceptance length ~5.6 (sglang PR #34550, quoted in hardware.md s3.4); assumed for every
+# DSpark acceptance length ~5.6 (sgl-project/sglang PR #34550); assumed for every
 # DSpark row that does not publish its own.
 DSPARK_ACCEPT = 5.6
-DSPARK_K = 7               # vllm-ascend DSpark recipe: num_speculative_tokens 7 (hardware.md s3.2)
+DSPARK_K = 7               # vllm-ascend DeepSeek-V4-Flash tutorial, DSpark recipe: num_speculative_tokens 7
 # 950PR recipe (recipes PR #884): ITL 36.7 ms vs TPOT 21.1 ms => 1.74 tokens per step, i.e. MTP on.
 MTP_ACCEPT_950PR = 36.7 / 21.1
 K900 = 900_000             # "900K context" in the LMSYS thread
@@ -73,11 +73,11 @@ class Published:
     exception: str = ""          # documented reason a held-out row may miss the bound
 
 
-_PR884 = "vllm-project/recipes PR #884 (hardware.md s3.3; peers.md s2 #10)"
-_PYPTO = "hw-native-sys/pypto-lib #1054 (hardware.md s3.3)"
-_CHIRO = "chiro2001/deepseek-v4.1-flash-ascend910B EXPECTED_PERF.md v6 (hardware.md s3.3)"
-_LMSYS = "LMSYS launch thread via ai-primer.com (peers.md s2 #3, #4)"
-_LAMBDA = "lambda.ai deepseek-v4-pro, vLLM bench serve (peers.md s2 #6)"
+_PR884 = "vllm-project/recipes PR #884 (8x950PR, V4-Flash FP8 preview, vllm bench serve, 2026-08-29)"
+_PYPTO = "hw-native-sys/pypto-lib #1054 (cann-recipes-infer V4-Flash decode on 8x950PR)"
+_CHIRO = "https://github.com/chiro2001/deepseek-v4.1-flash-ascend910B/blob/HEAD/EXPECTED_PERF.md (v6, Sept 2026)"
+_LMSYS = "LMSYS DeepSeek-V4 launch thread via ai-primer.com (SGLang day 0, single stream, 4K and 900K)"
+_LAMBDA = "lambda.ai/inference-models/deepseek-ai/deepseek-v4-pro (8xB200, vllm bench serve)"
 _SG_DSPARK = "DSpark K=7, acceptance 5.6 from sglang PR #34550 (not published for this run)"
 
 PUBLISHED: tuple[Published, ...] = (
@@ -129,21 +129,21 @@ PUBLISHED: tuple[Published, ...] = (
     Published("b200_pro_1s_900k", "B200 V4-Pro single stream 180 tok/s, 900K", "v4-pro", "b200", 8, "tpot_ms",
               1e3 / 180, _LMSYS, "holdout", context=K900, tp=8, assumptions="as the 4K fit row"),
     Published("gb300_dspark_c1", "4xGB300 V4-Flash-0731 TPOT, DSpark, c=1", "v4-flash", "gb300", 4, "tpot_ms", 1.31,
-              "sgl-project/sglang PR #33083 (hardware.md s3.4)", "holdout", context=4096, tp=4,
+              "sgl-project/sglang PR #33083", "holdout", context=4096, tp=4,
               spec_tokens=DSPARK_K, acceptance=DSPARK_ACCEPT, draft="dspark",
               assumptions=f"TP4 EP4, 4K context (prompt not published); {_SG_DSPARK}"),
     Published("h200x4_dspark_c1", "4xH200 V4-Flash TPOT, DSpark, bs=1", "v4-flash", "h200", 4, "tpot_ms", 1.70,
-              "sglang issue #37993 (hardware.md s3.4)", "holdout", context=4096, tp=4,
+              "sgl-project/sglang issue #37993", "holdout", context=4096, tp=4,
               spec_tokens=DSPARK_K, acceptance=DSPARK_ACCEPT, draft="dspark",
               assumptions=f"TP4 EP4, 4K context; {_SG_DSPARK}"),
     Published("gb300_dspark_c16", "4xGB300 V4-Flash-0731 TPOT, DSpark, c=16", "v4-flash", "gb300", 4, "tpot_ms", 8.84,
-              "sgl-project/sglang PR #33083 (hardware.md s3.4)", "holdout", context=4096, concurrency=16, tp=4,
+              "sgl-project/sglang PR #33083", "holdout", context=4096, concurrency=16, tp=4,
               spec_tokens=DSPARK_K, acceptance=DSPARK_ACCEPT, draft="dspark",
               assumptions=f"TP4 EP4, 4K context, no prefill interference; {_SG_DSPARK}",
               exception="post hoc: prompt and output lengths are not published, so the prefill-interference "
                         "term that carries the other loaded rows cannot be applied; decode-only prediction."),
     Published("h200x8_dspark_8k1k_c50", "8xH200 V4-Flash TPOT, DSpark, 8K/1K x50", "v4-flash", "h200", 8, "tpot_ms",
-              23.9, "sglang PR #34550 (hardware.md s3.4)", "fit", context=8192 + 512, prompt=8192, output=1024,
+              23.9, "sgl-project/sglang PR #34550", "fit", context=8192 + 512, prompt=8192, output=1024,
               concurrency=50, tp=8, spec_tokens=DSPARK_K, acceptance=DSPARK_ACCEPT, draft="dspark",
               assumptions="TP8 EP8, steady closed loop; acceptance 5.6 as quoted for this PR; "
                           "fits NVIDIA prefill efficiency through the prefill-interference term"),
@@ -158,7 +158,7 @@ PUBLISHED: tuple[Published, ...] = (
               _CHIRO, "holdout", context=131072, prompt=131072, tp=8, quant="w4a8", engram="host",
               assumptions="TP8 EP8; the planner runs all 40 layers on every prompt token"),
     Published("h200x8_ttft_8k_c50", "8xH200 V4-Flash mean TTFT, 8K/1K x50", "v4-flash", "h200", 8, "ttft_ms", 17_500,
-              "sglang PR #34550 (hardware.md s3.4)", "holdout", context=8192, prompt=8192, output=1024,
+              "sgl-project/sglang PR #34550", "holdout", context=8192, prompt=8192, output=1024,
               concurrency=50, tp=8, spec_tokens=DSPARK_K, acceptance=DSPARK_ACCEPT, draft="dspark",
               assumptions="steady closed loop; queueing behind other prefills is not modelled"),
 )
