@@ -182,7 +182,10 @@ ROWS = [
      "config field 'hidden_size': expected int, found 'wide'"),
     ("shards-zero", lambda t: ["make-checkpoint", str(t / "ck"), "--shards", "0"], {}, USAGE, "--shards: '0'"),
     ("ckpt-seed-text", lambda t: ["make-checkpoint", str(t / "ck"), "--seed", "x"], {}, USAGE, "--seed: 'x'"),
-    ("ckpt-out-is-file", lambda t: ["make-checkpoint", str(_model_with(t) / "config.json")], {}, DATA, "File exists"),
+    ("ckpt-out-is-file", lambda t: ["make-checkpoint", str(_model_with(t) / "config.json")], {}, DATA,
+     "config.json: File exists"),
+    ("ckpt-out-unwritable", ["make-checkpoint", "/proc/v4stack-ckpt"], {}, DATA,
+     "/proc/v4stack-ckpt: No such file or directory"),
     # ---- plan
     ("devices-zero", ["plan", "--model", "v4-flash", "--hardware", "h200", "--devices", "0"], {}, USAGE,
      "--devices: '0' is not allowed (expected an integer >= 1)"),
@@ -215,6 +218,8 @@ ROWS = [
     ("output-tokens-neg", PLAN + ["--output-tokens", "-1"], {}, USAGE, "--output-tokens: '-1'"),
     ("plot-chip-unknown", lambda t: PLAN + ["--plot", str(t / "p.png"), "--plot-chips", "h200,nope"], {}, USAGE,
      "--plot-chips: 'nope' is not allowed (expected one of"),
+    ("plot-dir-missing", lambda t: PLAN + ["--plot", str(t / "no" / "p.png")], {}, DATA,
+     "p.png: No such file or directory"),
     ("plan-does-not-fit", ["plan", "--model", "v4-pro", "--hardware", "910b", "--devices", "1"], {}, FAILED, None),
     # ---- serve (all refused before any weights load)
     ("serve-port-big", ["serve", "--port", "70000"], {}, USAGE,

@@ -28,10 +28,14 @@ URL_WORD = re.compile(r"^(\w+://|[\w-]+(\.[\w-]+)+/)")  # https://..., github.co
 
 
 def _repo_files() -> set[str]:
-    """Paths of the files git tracks or would track (untracked, not ignored), relative to the root."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    return set(out.split())
+    """Paths of the files git tracks or would track (untracked, not ignored), relative to the root; outside a
+    git checkout (an unpacked archive), every file below the root but hidden folders."""
+    res = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, text=True)
+    if res.returncode == 0:
+        return set(res.stdout.split())
+    return {str(f.relative_to(ROOT)) for f in ROOT.rglob("*")
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(ROOT).parts)}
 
 
 FILES = _repo_files()

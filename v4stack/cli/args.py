@@ -63,4 +63,6 @@ def seed_arg() -> Callable[[str], int]:
 def print_error(command: str, exc: BaseException) -> None:
     """The one-line error every subcommand prints: ``v4stack CMD: error: MESSAGE``."""
     message = " ".join(str(exc).split()) or type(exc).__name__   # newlines inside a message: still one line
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # not "[Errno 2] ...: 'PATH'"
+        message = f"{exc.filename}: {exc.strerror}"
     print(f"v4stack {command}: error: {message}", file=sys.stderr)
