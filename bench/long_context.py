@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=2048)
     ap.add_argument("--numerics", default="fp32")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--progress", action="store_true", help="print tokens done and peak RSS after every step")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     baseline = rss_peak()
@@ -64,6 +65,11 @@ def main() -> None:
         while engine.has_unfinished():
             engine.step()
             steps += 1
+            if args.progress:
+                req = engine.scheduler.running[0] if engine.scheduler.running else None
+                done = req.num_computed_tokens if req is not None else total
+                print(f"  step {steps}: {done} tokens in the cache, {time.perf_counter() - t0:.0f} s, "
+                      f"peak RSS {rss_peak() / MIB:.0f} MiB", flush=True)
         wall = time.perf_counter() - t0
         peak = rss_peak()
         plan = make_plan(str(directory / "config.json"), "cpu", 1, context=total, kv_dtype="bf16")

@@ -143,12 +143,15 @@ class Attention(nn.Module):
                 ring = view.ring("c4_index", self.layer_id, seq, tail_prefix="index_")
                 fresh = self.indexer.compressor.advance(ikv[rows], iscore[rows], start, ring)
                 index_keys = self._entries(batch, seq, "index_keys", fresh, start, end)
-                scores = self.indexer.scores(extras["iq"][rows], extras["iw"][rows], index_keys, positions)
-                chosen = self.indexer.top(scores, positions)
+                iq, iw = extras["iq"][rows], extras["iw"][rows]
+                if batch.indexer_probe is None:
+                    chosen = self.indexer.select(iq, iw, index_keys, positions)
+                else:  # training: the probe needs the whole [S, N] score matrix (short sequences)
+                    scores = self.indexer.scores(iq, iw, index_keys, positions)
+                    chosen = self.indexer.top(scores, positions)
+                    batch.indexer_probe(key, q[rows], entries, scores)
                 if batch.trace is not None:
                     batch.trace[key] = chosen
-                if batch.indexer_probe is not None:
-                    batch.indexer_probe(key, q[rows], entries, scores)
             else:
                 visible = (positions + 1) // self.ratio
                 chosen = torch.arange(entries.shape[0], device=positions.device)[None, :].expand(positions.shape[0], -1)

@@ -18,6 +18,11 @@ from v4stack.model.linear import DENSE, FP8, Linear
 from v4stack.model.rope import Rotary
 from v4stack.ops.reference.indexer import topk_lower_index_on_ties  # noqa: F401 (historical import path)
 
+# Elements of the [queries, H_I, N] product one scoring pass may materialise (64 MiB in fp32). A long prefill
+# chunk is scored a slice of queries at a time so its activations stay bounded; each query's scores and top-k
+# do not depend on the other queries, so the slicing does not change the result.
+SCORE_BUDGET = 1 << 24
+
 
 class Indexer(nn.Module):
     def __init__(self, dim: int, q_lora_rank: int, n_heads: int, head_dim: int, topk: int, ratio: int,
@@ -48,6 +53,16 @@ class Indexer(nn.Module):
         """Index scores I[t, s]: q [S, H_I, d], weights [S, H_I], keys [N, d], positions [S] -> fp32 [S, N],
         -inf where entry s is not yet visible to query t."""
         return self.compute.ops.index_scores(q, weights, keys, positions, self.ratio)
+
+    def select(self, q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,
+               budget: int = SCORE_BUDGET) -> torch.Tensor:
+        """``top(scores(q, weights, keys, positions))`` computed for slices of queries whose [rows, H_I, N]
+        product holds at most ``budget`` elements (at least one query per slice) -> idx [S, min(topk, N)]."""
+        rows = max(1, budget // max(1, self.n_heads * keys.shape[0]))
+        if rows >= q.shape[0]:
+            return self.top(self.scores(q, weights, keys, positions), positions)
+        return torch.cat([self.top(self.scores(q[i:i + rows], weights[i:i + rows], keys, positions[i:i + rows]),
+                                   positions[i:i + rows]) for i in range(0, q.shape[0], rows)])
 
     def top(self, scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """scores [S, N] from :meth:`scores` -> idx [S, min(topk, N)] int64, -1 where the slot has no
