@@ -30,13 +30,13 @@ class FakeSteps:
     """Runs scheduler steps with no model: every request that samples gets token 7 (never EOS); requests
     finish at max_tokens. Mirrors LLMEngine._process for the control plane."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, scheduler: Scheduler, mtp: bool = False) -> None:
+        self.scheduler, self.mtp = scheduler, mtp
 
     def step(self):
         out = self.scheduler.schedule()
         for e in out.scheduled:
-            self.scheduler.advance(e, mtp_ran=False)
+            self.scheduler.advance(e, mtp_ran=self.mtp)
             if e.samples:
                 req = e.request
                 req.output_token_ids.append(7)
@@ -52,5 +52,5 @@ def control_plane():
         specs = tiny_specs(mtp=mtp)
         cache = KVCacheManager(specs, {p.name: num_blocks for p in specs.pools}, max_num_seqs, prefix)
         sched = Scheduler(SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=budget), cache)
-        return sched, cache, FakeSteps(sched)
+        return sched, cache, FakeSteps(sched, mtp)
     return make

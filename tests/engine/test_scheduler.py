@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from tests.engine.conftest import make_request
 from v4stack.cache.view import NO_BLOCK
 from v4stack.engine.request import FinishReason, RequestStatus
@@ -89,12 +91,15 @@ def _named_blocks(reqs) -> dict[str, int]:
     return counts
 
 
-def test_no_block_leaks_after_1000_random_operations(control_plane):
-    """Submit / abort / step (which finishes and preempts) at random; after every operation the pools'
-    reference counts equal the blocks named by live requests, and at the end every block is free."""
-    sched, cache, run = control_plane(num_blocks=6, max_num_seqs=4, budget=160)
+@pytest.mark.parametrize("mtp", [False, True], ids=["no_mtp", "mtp"])
+def test_no_block_leaks_after_1000_random_operations(control_plane, mtp):
+    """Submit / abort / step (which finishes, preempts and serves prefix hits) at random; after every
+    operation the pools' reference counts equal the blocks named by live requests, and at the end every block
+    is free. Prompts starting with the same token share their prefix, so prefix hits (and, with MTP, the copy
+    of the MTP window block) happen along the way."""
+    sched, cache, run = control_plane(num_blocks=6, max_num_seqs=4, budget=160, mtp=mtp)
     rng = random.Random(0)
-    live, preemptions = [], 0
+    live, preemptions, copies = [], 0, 0
     for op in range(1000):
         kind = rng.random()
         if kind < 0.3:
@@ -105,7 +110,9 @@ def test_no_block_leaks_after_1000_random_operations(control_plane):
         elif kind < 0.4 and live:
             sched.finish(rng.choice(live), FinishReason.ABORT)
         else:
-            preemptions += len(run.step().preempted)
+            out = run.step()
+            preemptions += len(out.preempted)
+            copies += len(out.cache_ops.copies)
         live = [r for r in live if not r.is_finished]
         held = cache.held_blocks()
         named = _named_blocks(live)
@@ -113,6 +120,7 @@ def test_no_block_leaks_after_1000_random_operations(control_plane):
     for req in live:
         sched.finish(req, FinishReason.ABORT)
     assert preemptions > 0  # the run did exercise preemption
-    assert cache.held_blocks() == {"window": 0, "c4": 0, "c128": 0}
+    assert cache.prefix_hits > 0 and (copies > 0) == mtp  # ... and prefix hits, with their MTP block copies
+    assert cache.held_blocks() == {g: 0 for g in cache.pools}
     assert all(p.num_free == p.num_blocks for p in cache.pools.values())
     assert sorted(cache._free_slots) == list(range(cache.num_state_slots))
