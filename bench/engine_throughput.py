@@ -26,7 +26,7 @@ from v4stack.config.default_model import default_model_dir
 from v4stack.engine.config import EngineConfig, SchedulerConfig
 from v4stack.engine.llm_engine import LLMEngine
 from v4stack.engine.sampling_params import SamplingParams
-from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
+from v4stack.modelio.writer import tiny_config, write_checkpoint
 
 
 def run_v4stack(model_dir: Path, numerics: str, prompts: torch.Tensor, new_tokens: int) -> tuple[float, float]:

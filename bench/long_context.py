@@ -25,7 +25,7 @@ from v4stack.engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from v4stack.engine.llm_engine import LLMEngine
 from v4stack.engine.sampling_params import SamplingParams
 from v4stack.planner.plan import make_plan
-from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
+from v4stack.modelio.writer import tiny_config, write_checkpoint
 
 MIB = 1 << 20
 FLASH_SCHEDULE = (0, 0) + (4, 128) * 20 + (4, 0)  # 43 layers + the MTP block (model_spec s2.1)

@@ -24,6 +24,6 @@ def golden_case(name: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A V4-Flash-shaped random checkpoint: window, CSA and HCA layers, hash layers, MTP."""
-    from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
+    from v4stack.modelio.writer import tiny_config, write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("tiny"), tiny_config(), seed=7)

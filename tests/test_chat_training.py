@@ -9,7 +9,7 @@ from tokenizers import Tokenizer
 from v4stack.chat import V4, V4_1, parse_completion
 from v4stack.config.numerics import Numerics
 from v4stack.model.transformer import DeepseekV4
-from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
+from v4stack.modelio.writer import tiny_config, write_checkpoint
 from v4stack.training import chat_data
 from v4stack.training.init import init_parameters
 from v4stack.training.objective import ObjectiveConfig, sequence_losses

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from v4stack.config.numerics import Numerics
 from v4stack.config.default_model import BUNDLED_MODELS, DEMO_NAME, default_model_dir
-from v4stack.testing.checkpoint_writer import random_tensors
+from v4stack.modelio.writer import random_tensors
 from v4stack.training.evaluate import held_out_loss, mtp_greedy_acceptance
 from v4stack.modelio.loader import load_model
 

@@ -6,7 +6,7 @@ import torch
 
 from v4stack.config import Numerics
 from v4stack.model import ForwardBatch
-from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
+from v4stack.modelio.writer import tiny_config, write_checkpoint
 from v4stack.modelio.loader import load_model
 
 TOL = 1e-4

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from v4stack.config import Numerics
 from v4stack.model import ForwardBatch
-from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
+from v4stack.modelio.writer import tiny_config, write_checkpoint
 from v4stack.weights.checkpoint import CheckpointError
 from v4stack.modelio.loader import load_model
 

@@ -7,7 +7,7 @@ from v4stack.config.numerics import Numerics
 from v4stack.model.batch import ForwardBatch
 from v4stack.model.transformer import DeepseekV4
 from v4stack.ops.batched import batched_ops
-from v4stack.testing.checkpoint_writer import tiny_config, write_tokenizer
+from v4stack.modelio.writer import tiny_config, write_tokenizer
 from v4stack.training.fake_quant import fake_cast, fake_fp4, fake_fp8
 from v4stack.training.init import init_parameters
 from v4stack.training.objective import IndexerKL, ObjectiveConfig, balance_routers, sequence_losses

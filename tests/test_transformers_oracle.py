@@ -40,7 +40,7 @@ transformers = pytest.importorskip("transformers", minversion="5.23")
 
 from v4stack.config.numerics import Numerics  # noqa: E402
 from v4stack.model import ForwardBatch  # noqa: E402
-from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint  # noqa: E402
+from v4stack.modelio.writer import tiny_config, write_checkpoint  # noqa: E402
 from v4stack.modelio.loader import load_model  # noqa: E402
 
 MAX_ABS = 1e-4  # golden README: fp32 implementations agree to ~6e-6; plausible bugs move logits by >= 1e-2

@@ -28,7 +28,7 @@ from v4stack.engine.llm import LLM
 from v4stack.engine.llm_engine import LLMEngine
 from v4stack.engine.sampling_params import SamplingParams
 from v4stack.engine.tokenizer import Tokenizer
-from v4stack.testing.checkpoint_writer import random_tensors
+from v4stack.modelio.writer import random_tensors
 from v4stack.training import chat_data
 from v4stack.training.evaluate import held_out_loss, mtp_greedy_acceptance
 from v4stack.modelio.loader import load_model

@@ -32,7 +32,7 @@ from v4stack.config.numerics import Numerics
 from v4stack.model.transformer import DeepseekV4
 from v4stack.ops.batched import batched_ops
 from v4stack.engine.sampling_params import GENERATION_CONFIG
-from v4stack.testing.checkpoint_writer import tiny_config
+from v4stack.modelio.writer import tiny_config
 from v4stack.training import corpus
 from v4stack.training.evaluate import held_out_loss
 from v4stack.training.init import init_parameters

@@ -11,7 +11,7 @@ from v4stack.engine.config import SchedulerConfig
 from v4stack.engine.request import FinishReason, Request
 from v4stack.engine.sampling_params import SamplingParams
 from v4stack.engine.scheduler import Scheduler
-from v4stack.testing.checkpoint_writer import tiny_config
+from v4stack.modelio.writer import tiny_config
 
 EOS = 1
 

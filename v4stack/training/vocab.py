@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from v4stack.chat.formats import ChatFormat
-from v4stack.testing.checkpoint_writer import SPECIAL_TOKENS
+from v4stack.modelio.writer import SPECIAL_TOKENS
 
 EMBEDDING_ROWS = ("embed.weight", "head.weight")  # [vocab, hidden]: the token embedding and the output head
 HASH_TABLE_SUFFIX = "tid2eid"  # hash-routed gates: [vocab, top-k] expert ids per token id

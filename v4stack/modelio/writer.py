@@ -1,4 +1,5 @@
-"""Write small random DeepSeek-V4 checkpoints in the exact official layout, so tests never download.
+"""Write DeepSeek-V4 checkpoints in the exact official layout: random ones (tests, benchmarks and
+``v4stack make-checkpoint`` never download) and trained ones (``training/`` exports through ``encode_tensor``).
 
 Output directory: ``config.json`` (official HF keys), ``model.safetensors`` (or shards plus
 ``model.safetensors.index.json``) with official names and formats (FP8 e4m3 + UE8M0 128x128 block scales,

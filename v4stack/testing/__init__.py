@@ -1,1 +1,0 @@
-"""Test support: small random checkpoints in the official layout."""
