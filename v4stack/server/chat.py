@@ -165,15 +165,23 @@ class ChatCompletions:
             return StreamingResponse(self._stream(stream, ctx, include_usage), media_type="text/event-stream")
         return await until_disconnected(raw, self._collect(stream, ctx))
 
-    async def _collect(self, stream, ctx: "_Context") -> Response:
-        last = None
+    @staticmethod
+    async def _updates(stream, ctx: "_Context"):
+        """The one loop over the engine's outputs both paths share: counts tokens, feeds each completion's
+        deltas to its choice's parser, keeps the last output in ``ctx.last``; yields (completion, choice,
+        new parsed deltas, its chat logprobs or None)."""
         async for out in stream:
-            last = out
+            ctx.last = out
             ctx.track.tokens(sum(len(c.token_ids_delta) for c in out.outputs))
             for c in out.outputs:
                 ch = ctx.choices[c.index]
-                ch.update(c)
-                ch.logprobs += chat_logprobs(c, ctx.top_logprobs) if c.logprobs_delta else []
+                lp = chat_logprobs(c, ctx.top_logprobs) if c.logprobs_delta else None
+                yield c, ch, ch.update(c), lp
+
+    async def _collect(self, stream, ctx: "_Context") -> Response:
+        async for _, ch, _, lp in self._updates(stream, ctx):
+            ch.logprobs += lp or []
+        last = ctx.last
         ctx.finish(last)
         failed = next((ch.error for ch in ctx.choices if ch.error), None)
         if failed:
@@ -197,30 +205,23 @@ class ChatCompletions:
 
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                       "finish_reason": None} for i in range(len(ctx.choices))])
-        last = None
-        async for out in stream:
-            last = out
-            ctx.track.tokens(sum(len(c.token_ids_delta) for c in out.outputs))
-            for c in out.outputs:
-                ch = ctx.choices[c.index]
-                lp = chat_logprobs(c, ctx.top_logprobs) if c.logprobs_delta else None
-                deltas = ch.update(c)
-                if ch.error:
-                    yield sse(from_exception(RuntimeError(ch.error)).body())
-                    yield DONE
-                    return
-                texts = [d for d in deltas if not isinstance(d, FinishDelta)]
-                if lp and not texts:  # tokens whose text is held back still report their logprobs
-                    yield chunk([{"index": c.index, "delta": {}, "logprobs": {"content": lp}, "finish_reason": None}])
-                for k, d in enumerate(texts):
-                    yield chunk([{"index": c.index, "delta": _delta_json(d),
-                                  "logprobs": {"content": lp} if lp and k == 0 else None, "finish_reason": None}])
-                for d in deltas:
-                    if isinstance(d, FinishDelta):
-                        yield chunk([{"index": c.index, "delta": {}, "logprobs": None, "finish_reason": d.reason}])
-        ctx.finish(last)
+        async for c, ch, deltas, lp in self._updates(stream, ctx):
+            if ch.error:
+                yield sse(from_exception(RuntimeError(ch.error)).body())
+                yield DONE
+                return
+            texts = [d for d in deltas if not isinstance(d, FinishDelta)]
+            if lp and not texts:  # tokens whose text is held back still report their logprobs
+                yield chunk([{"index": c.index, "delta": {}, "logprobs": {"content": lp}, "finish_reason": None}])
+            for k, d in enumerate(texts):
+                yield chunk([{"index": c.index, "delta": _delta_json(d),
+                              "logprobs": {"content": lp} if lp and k == 0 else None, "finish_reason": None}])
+            for d in deltas:
+                if isinstance(d, FinishDelta):
+                    yield chunk([{"index": c.index, "delta": {}, "logprobs": None, "finish_reason": d.reason}])
+        ctx.finish(ctx.last)
         if include_usage:
-            yield chunk([], ctx.usage(last))
+            yield chunk([], ctx.usage(ctx.last))
         yield DONE
 
 
@@ -233,6 +234,7 @@ class _Context:
     choices: list[_Choice]
     track: object
     top_logprobs: int
+    last: object = None  # the engine's latest RequestOutput (set by ChatCompletions._updates)
 
     def wants_logprobs(self, last) -> bool:
         return any(c.logprobs is not None for c in last.outputs) if last is not None else False
