@@ -68,3 +68,14 @@ def test_reference_numerics_first_positions_bit_exact(case):
             logits = model(ForwardBatch.build([model.new_state()], [g["prompt_ids"][:n]])).logits[0]
             assert (logits - g["prefix_logits"][i]).abs().max() <= SHORT_MAX_ABS
             assert torch.equal(logits, g["prefix_logits"][i])
+
+
+def test_fast_numerics_prefill_path():
+    """The fast numerics mode (the default of generate/engine/server) against the reference golden, by the same
+    bf16 tolerances, on the smaller case's prefill path (every case and path: ``v4stack check-golden --numerics fast
+    --paths all``, figures in docs/benchmarks.md)."""
+    r = runner("flash_like", "fast")
+    assert r.model.compute.ops.linear.__module__ == "v4stack.ops.fast.linear"  # really the fast table
+    checks = compare_reference(r.run("prefill", with_extras=True), r.golden)
+    failed = [c.line() for c in checks if not c.ok]
+    assert not failed, "\n".join(failed)

@@ -22,7 +22,8 @@ def _get(name: str) -> str | None:
 
 
 def num_threads() -> int | None:
-    """V4STACK_THREADS: torch intra-op threads for CPU runs, a positive integer (unset: torch's default)."""
+    """V4STACK_THREADS: torch intra-op threads for CPU runs, a positive integer (unset: the cores the
+    1-minute load average leaves free, at least 1: ``platforms.threads``)."""
     value = _get("V4STACK_THREADS")
     return None if value is None else check.parse_int("V4STACK_THREADS", value, 1)
 

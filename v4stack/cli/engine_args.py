@@ -14,8 +14,9 @@ BYTES_PER_GIB = 1 << 30
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--numerics", choices=NUMERICS, default="reference",
-                   help="reference: bf16 + the official QAT simulation (default); fp32: exact, no simulation")
+    p.add_argument("--numerics", choices=NUMERICS, default="fast",
+                   help="fast: bf16 + the official QAT simulation on fast kernels (default); reference: the same, "
+                        "bit-exact in the official kernels' order (slow); fp32: exact, no simulation")
     p.add_argument("--platform", choices=tuple(PLATFORMS), default="cpu",
                    help="reference ops on that device (default cpu)")
     p.add_argument("--max-model-len", type=int_arg(1), default=None,

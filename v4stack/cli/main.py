@@ -14,6 +14,7 @@ import sys
 from v4stack import __version__, envs
 from v4stack.cli import exit_codes
 from v4stack.cli.args import OneLineParser, print_error
+from v4stack.platforms.threads import apply_thread_choice
 
 SUBCOMMAND_MODULES = ("generate", "check_golden", "make_checkpoint", "check_chat", "serve")
 OPTIONAL_SUBCOMMANDS = ("plan",)  # optional at import time: their absence must not break generation
@@ -57,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = False
     try:
         debug = envs.debug()
-        threads = envs.num_threads()
-        if threads:
-            import torch
-            torch.set_num_threads(threads)
+        apply_thread_choice()  # V4STACK_THREADS, else the cores the load average leaves free
         return int(args.func(args) or 0)
     except BaseException as exc:  # noqa: BLE001 - every error becomes one line and an exit code
         if isinstance(exc, SystemExit):

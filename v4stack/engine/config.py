@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from v4stack.cache.specs import TOKEN_ALIGN
 from v4stack.config import validation as check
 from v4stack.config.engram_placement import EngramPlacement
+from v4stack.config.numerics import NAMES as NUMERIC_NAMES
 
-NUMERICS = ("reference", "fp32")
+NUMERICS = NUMERIC_NAMES  # fast (default), reference, fp32
 DEFAULT_CPU_CACHE_BYTES = 4 << 30  # like vLLM's CPU KV-cache space default (VLLM_CPU_KVCACHE_SPACE = 4 GiB)
 DEFAULT_CPU_CACHE_FRACTION = 0.25  # ... but never more than this share of the memory available at start
 
@@ -53,12 +54,13 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """numerics: 'reference' (bf16 + the official QAT points) or 'fp32'; max_model_len: context limit (None:
+    """numerics: 'fast' (the official QAT points on the platform's fast kernels), 'reference' (the same points in
+    the official kernels' order, bit-exact) or 'fp32'; max_model_len: context limit (None:
     the model's max_position_embeddings); enable_mtp: run the MTP block every step and keep its cache (its
     drafts are reported; speculative decoding will use them); seed: draws the sampling seeds of requests that
     give none."""
 
-    numerics: str = "reference"
+    numerics: str = "fast"
     platform: str = "cpu"
     max_model_len: int | None = None
     enable_mtp: bool = False

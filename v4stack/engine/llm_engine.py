@@ -133,7 +133,8 @@ class LLMEngine:
 
         config = config or EngineConfig()
         platform = get_platform(config.platform)
-        model = load_model(model_dir, Numerics.from_name(config.numerics), ops=platform.op_table(),
+        numerics = Numerics.from_name(config.numerics)
+        model = load_model(model_dir, numerics, ops=platform.op_table(numerics),
                            device=platform.device(), progress=False, engram=config.engram)
         return cls(model, Tokenizer(model_dir), config, platform.memory_info().free_bytes)
 

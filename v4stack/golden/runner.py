@@ -27,7 +27,8 @@ from v4stack.weights.checkpoint import CheckpointError, read_header
 PATHS = ("prefill", "decode", "chunked", "batched")
 CHUNK_SIZES = (3, 61, 7, 129, 100)  # cycled; cuts through 4-token groups, 128-token window and HCA groups
 BATCHED_PREFIXES = (5, 129, 300)  # prefix lengths prefilled alongside the full prompt in the batched path
-GOLDEN_FILES = {"fp32": "golden_fp32_noqat.safetensors", "reference": "golden.safetensors"}
+GOLDEN_FILES = {"fp32": "golden_fp32_noqat.safetensors", "reference": "golden.safetensors",
+                "fast": "golden.safetensors"}  # fast numerics: the reference numerics on other kernels
 
 
 @dataclass

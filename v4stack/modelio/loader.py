@@ -23,6 +23,7 @@ from v4stack.config.v41_config import V41Config
 from v4stack.modelio.engram_tiers import EngramStore, table_tensor_names
 from v4stack.modelio.inventory import TensorTable, build_model, expected_tensors
 from v4stack.ops.table import OpTable
+from v4stack.platforms.registry import get_platform
 from v4stack.weights.checkpoint import Checkpoint, CheckpointError
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ def _place(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
 def load_model(directory: str | Path, numerics: Numerics | None = None, ops: OpTable | None = None,
                device: str | torch.device = "cpu", progress: bool = True, config_overrides: dict | None = None,
                skip: Callable[[str], bool] | None = None, engram: EngramPlacement | None = None) -> torch.nn.Module:
-    """Build the model described by ``directory/config.json`` and fill it from the checkpoint files.
+    """Build the model described by ``directory/config.json`` and fill it from the checkpoint files, then run the op
+    table's ``prepare_weights`` once. ``ops`` None: the table of the device's platform for ``numerics``.
 
     ``config_overrides``: V4.1 fields replaced after parsing (golden all-top-k case). ``skip(name)``: tensors the
     caller serves itself; they are checked but not read. ``engram``: where a V4.1 model's Engram tables live
@@ -67,6 +69,8 @@ def load_model(directory: str | Path, numerics: Numerics | None = None, ops: OpT
     tiered = isinstance(cfg, V41Config) and cfg.engram is not None
     placement = engram or EngramPlacement()
     served = table_tensor_names(cfg.engram.layer_ids) if tiered and placement.tier != "device" else set()
+    if ops is None:  # the device's platform picks the table for these numerics
+        ops = get_platform(torch.device(device).type).op_table(numerics)
     with torch.device("meta"):
         model = build_model(cfg, numerics, ops)
     expected = expected_tensors(model)

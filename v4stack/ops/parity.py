@@ -20,6 +20,7 @@ from v4stack.config.numerics import Numerics
 from v4stack.ops.table import OpTable, reference_ops
 
 CALLS_PER_OP = 3  # recorded calls per entry: enough to cover prefill, decode and several layer kinds
+MTP_ROWS = 8  # rows of the recorded MTP step
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,15 @@ def recording_table(base: OpTable, calls: list[Call], per_op: int = CALLS_PER_OP
 
 
 def record_reference_calls(checkpoint: str | Path, numerics: Numerics, prompt_len: int = 70,
-                           decode_steps: int = 2, seed: int = 0) -> tuple[torch.nn.Module, list[Call]]:
+                           decode_steps: int = 2, seed: int = 0,
+                           per_op: int = CALLS_PER_OP) -> tuple[torch.nn.Module, list[Call]]:
     """Load ``checkpoint`` with a recording reference table and run two sequences (a ``prompt_len`` prefill and a
     shorter one) plus ``decode_steps`` batched decode steps and one MTP step when the model has one."""
     from v4stack.model import ForwardBatch
     from v4stack.modelio.loader import load_model
 
     calls: list[Call] = []
-    model = load_model(checkpoint, numerics, ops=recording_table(reference_ops(), calls), progress=False)
+    model = load_model(checkpoint, numerics, ops=recording_table(reference_ops(), calls, per_op), progress=False)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, model.cfg.vocab_size, (prompt_len,), generator=gen)
     states = [model.new_state(), model.new_state()]
@@ -90,9 +92,9 @@ def record_reference_calls(checkpoint: str | Path, numerics: Numerics, prompt_le
     for _ in range(decode_steps):
         out = model(ForwardBatch.build(states, list(out.logits.argmax(-1)[:, None])))
     if getattr(model, "mtp", None):
-        mtp_state = model.new_state()
-        model.mtp_forward(ForwardBatch.build([mtp_state], [ids[1:9]], is_mtp=True),
-                          model(ForwardBatch.build([model.new_state()], [ids[:8]])).hidden)
+        n = min(MTP_ROWS, prompt_len - 1)
+        model.mtp_forward(ForwardBatch.build([model.new_state()], [ids[1:n + 1]], is_mtp=True),
+                          model(ForwardBatch.build([model.new_state()], [ids[:n]])).hidden)
     return model, calls
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from v4stack.config.numerics import Numerics
 from v4stack.ops.table import OpTable, reference_ops
 
 
@@ -32,6 +33,7 @@ class Platform(ABC):
     @abstractmethod
     def memory_info(self, index: int = 0) -> MemoryInfo: ...
 
-    def op_table(self) -> OpTable:
-        """The ops this platform runs; default: the plain PyTorch references."""
+    def op_table(self, numerics: Numerics | None = None) -> OpTable:
+        """The ops this platform runs under ``numerics``; default: the plain PyTorch references (which compute
+        every mode, the fast one included, only slowly)."""
         return reference_ops()

@@ -1,4 +1,4 @@
-"""The CPU platform: reference ops on host memory."""
+"""The CPU platform: host memory; the fast op table (``ops.fast``) under fast numerics, else the references."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import os
 
 import torch
 
+from v4stack.config.numerics import Numerics
+from v4stack.ops.fast import fast_ops
+from v4stack.ops.table import OpTable, reference_ops
 from v4stack.platforms.base import MemoryInfo, Platform
 
 MEMINFO = "/proc/meminfo"
@@ -30,3 +33,6 @@ class CpuPlatform(Platform):
                     fields[key] = int(rest.split()[0]) * KIB
         total = fields.get("MemTotal", 0)
         return MemoryInfo(total, fields.get("MemAvailable", total))
+
+    def op_table(self, numerics: Numerics | None = None) -> OpTable:
+        return fast_ops() if numerics is not None and numerics.fast else reference_ops()

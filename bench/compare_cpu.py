@@ -1,0 +1,304 @@
+"""Side-by-side CPU comparison on one official-layout checkpoint (issue #10): v4stack (fast, reference, fp32),
+transformers 5.23 (fp32 eager) and llama.cpp (llama-bench / llama-batched-bench from
+../shared/tools/build-llama-cpp.sh, on a GGUF made by its own converter).
+
+Figures per engine, each the median of ``--runs`` runs, each run in a fresh subprocess (so peak RSS is that
+engine's own): decode tok/s at batch 1 (``--prompt`` token prompt, ``--new`` greedy tokens), aggregate decode tok/s
+at ``--streams`` concurrent streams, prefill tok/s of a ``--prefill`` token prompt, peak RSS, and the fraction of the
+machine's memory bandwidth reached at batch 1 = (bytes of weights read per token / median step time) / measured
+bandwidth (a large tensor copy, read + write). An engine that is not installed is skipped with a line saying so.
+
+    PYTHONPATH=. .venv/bin/python bench/compare_cpu.py [--quick] [--engines fast,reference,fp32,transformers,llama.cpp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LLAMA_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama.cpp-0.3.36"
+V4STACK_MODES = ("fast", "reference", "fp32")
+ALL_ENGINES = (*V4STACK_MODES, "transformers", "llama.cpp")
+BANDWIDTH_BYTES = 1 << 28  # 256 MiB copied per bandwidth sample: far beyond any cache
+
+
+def _bench_config():
+    spec = importlib.util.spec_from_file_location("decode_bench", Path(__file__).with_name("decode_bench.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.BENCH_CONFIG
+
+
+def peak_rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---- workers (run in a subprocess each) ----------------------------------------------------------------------
+def worker_v4stack(ckpt: Path, mode: str, task: str, a) -> dict:
+    import torch
+
+    from v4stack.config.numerics import Numerics
+    from v4stack.model import ForwardBatch
+    from v4stack.modelio.loader import load_model
+
+    model = load_model(ckpt, Numerics.from_name(mode), progress=False)
+    gen = torch.Generator().manual_seed(0)
+    if task == "prefill":
+        ids = torch.randint(3, model.cfg.vocab_size, (a.prefill,), generator=gen)
+        t0 = time.perf_counter()
+        model(ForwardBatch.build([model.new_state()], [ids]))
+        return {"tok_s": a.prefill / (time.perf_counter() - t0)}
+    batch = 1 if task == "decode" else a.streams
+    states = [model.new_state() for _ in range(batch)]
+    prompts = torch.randint(3, model.cfg.vocab_size, (batch, a.prompt), generator=gen)
+    nxt = model(ForwardBatch.build(states, list(prompts))).logits.argmax(-1)
+    nxt = model(ForwardBatch.build(states, list(nxt[:, None]))).logits.argmax(-1)  # warm-up step
+    steps = []
+    for _ in range(a.new):
+        t0 = time.perf_counter()
+        nxt = model(ForwardBatch.build(states, list(nxt[:, None]))).logits.argmax(-1)
+        steps.append(time.perf_counter() - t0)
+    return {"tok_s": batch / statistics.median(steps), "step_s": statistics.median(steps)}
+
+
+def worker_transformers(ckpt: Path, task: str, a) -> dict:
+    import torch
+    from transformers import DeepseekV4ForCausalLM, FineGrainedFP8Config
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    model = DeepseekV4ForCausalLM.from_pretrained(
+        str(ckpt), dtype=torch.float32, attn_implementation="eager", device_map="cpu",
+        quantization_config=FineGrainedFP8Config(dequantize=True)).float().eval()
+    gen = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    with torch.no_grad():
+        if task == "prefill":
+            ids = torch.randint(3, vocab, (1, a.prefill), generator=gen)
+            t0 = time.perf_counter()
+            model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            return {"tok_s": a.prefill / (time.perf_counter() - t0)}
+        batch = 1 if task == "decode" else a.streams
+        res = model(input_ids=torch.randint(3, vocab, (batch, a.prompt), generator=gen), use_cache=True,
+                    logits_to_keep=1)
+        cache, nxt = res.past_key_values, res.logits[:, -1].argmax(-1)
+        steps = []
+        for i in range(a.new + 1):
+            t0 = time.perf_counter()
+            res = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True)
+            cache, nxt = res.past_key_values, res.logits[:, -1].argmax(-1)
+            if i:  # the first step is the warm-up
+                steps.append(time.perf_counter() - t0)
+    return {"tok_s": batch / statistics.median(steps), "step_s": statistics.median(steps)}
+
+
+def run_worker(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    ckpt = Path(args.ckpt)
+    if args.worker == "transformers":
+        out = worker_transformers(ckpt, args.task, args)
+    else:
+        out = worker_v4stack(ckpt, args.worker, args.task, args)
+    out["rss_mib"] = peak_rss_mib()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+# ---- llama.cpp -----------------------------------------------------------------------------------------------
+def llama_available() -> str | None:
+    """None when usable, else why not."""
+    for tool in ("llama-bench", "llama-batched-bench"):
+        if not (LLAMA_DIR / "bin" / tool).exists():
+            return f"{LLAMA_DIR / 'bin' / tool} not built (../shared/tools/build-llama-cpp.sh)"
+    if importlib.util.find_spec("gguf") is None:
+        return f"gguf-py not installed (pip install {LLAMA_DIR / 'src' / 'gguf-py'})"
+    return None
+
+
+def llama_convert(ckpt: Path, out: Path) -> Path:
+    gguf = out / "model.gguf"
+    if not gguf.exists():
+        subprocess.run([sys.executable, str(LLAMA_DIR / "src" / "convert_hf_to_gguf.py"), str(ckpt), "--outfile",
+                        str(gguf)], check=True, capture_output=True)
+    return gguf
+
+
+def _timed_rss(cmd: list[str]) -> tuple[str, float]:
+    """stdout of cmd and its peak RSS (MiB), via GNU time when present."""
+    gnu_time = shutil.which("time") if Path("/usr/bin/time").exists() else None
+    if gnu_time:
+        with tempfile.NamedTemporaryFile("r", suffix=".rss") as fh:
+            done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", fh.name, *cmd], check=True, capture_output=True,
+                                  text=True)
+            return done.stdout, int(Path(fh.name).read_text().split()[-1]) / 1024
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return done.stdout, float("nan")
+
+
+def llama_run(gguf: Path, task: str, a) -> dict:
+    bin_dir = LLAMA_DIR / "bin"
+    if task in ("decode", "prefill"):
+        n_prompt, n_gen = (a.prefill, 0) if task == "prefill" else (0, a.new)
+        out, rss = _timed_rss([str(bin_dir / "llama-bench"), "-m", str(gguf), "-t", str(a.threads), "-p",
+                               str(n_prompt), "-n", str(n_gen), "-r", "1", "-o", "json"])
+        row = json.loads(out)[0]
+        tok_s = float(row["avg_ts"])
+        return {"tok_s": tok_s, "step_s": 1 / tok_s, "rss_mib": rss}
+    out, rss = _timed_rss([str(bin_dir / "llama-batched-bench"), "-m", str(gguf), "-t", str(a.threads), "-c",
+                           str((a.prompt + a.new + 8) * a.streams), "-npp", str(a.prompt), "-ntg", str(a.new),
+                           "-npl", str(a.streams), "--output-format", "jsonl"])
+    row = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    return {"tok_s": float(row["speed_tg"]), "rss_mib": rss}
+
+
+# ---- the parent ----------------------------------------------------------------------------------------------
+def measure_bandwidth(samples: int = 5) -> float:
+    """Bytes per second of a large copy (read + write), median of ``samples``."""
+    import torch
+
+    src = torch.ones(BANDWIDTH_BYTES // 4)
+    dst = torch.empty_like(src)
+    rates = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        rates.append(2 * BANDWIDTH_BYTES / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def weight_bytes_per_token(cfg, engine: str) -> float:
+    """Bytes of weights one batch-1 decode step reads, in each engine's storage: every tensor but the embedding
+    table, routed experts at top-k / E. v4stack fast reads its fp32 prepared copies (dense weights as stored),
+    reference the checkpoint bytes, fp32/transformers fp32 everywhere, llama.cpp Q8_0 for FP8 (8.5 bits), MXFP4
+    for FP4 (4.25 bits) and the rest at 2 bytes."""
+    import torch
+
+    from v4stack.modelio.inventory import checkpoint_spec
+
+    total = 0.0
+    share = cfg.num_experts_per_tok / cfg.n_routed_experts
+    for name, (shape, dtype) in checkpoint_spec(cfg).items():
+        if name.startswith("embed.") or name.endswith(".scale") or name.startswith("mtp."):
+            continue
+        n = 1
+        for s in shape:
+            n *= s
+        fp4 = dtype == torch.int8
+        params = n * 2 if fp4 else n
+        stored = {"reference": n * dtype.itemsize, "fast": params * (2 if dtype == torch.bfloat16 and "compressor" not in name and "head" not in name else 4),
+                  "llama.cpp": params * (4.25 / 8 if fp4 else 8.5 / 8 if dtype == torch.float8_e4m3fn else 2)}
+        bytes_ = stored.get(engine, params * 4)
+        total += bytes_ * (share if ".experts." in name else 1)
+    return total
+
+
+def run_engine(engine: str, ckpt: Path, task: str, a, gguf: Path | None) -> dict:
+    if engine == "llama.cpp":
+        return llama_run(gguf, task, a)
+    cmd = [sys.executable, __file__, "--worker", engine, "--ckpt", str(ckpt), "--task", task,
+           "--threads", str(a.threads), "--prompt", str(a.prompt), "--new", str(a.new), "--streams", str(a.streams),
+           "--prefill", str(a.prefill)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{engine} {task} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--engines", default=",".join(ALL_ENGINES))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="default: v4stack's thread choice for this load")
+    ap.add_argument("--prompt", type=int, default=200)
+    ap.add_argument("--new", type=int, default=32)
+    ap.add_argument("--streams", type=int, default=16)
+    ap.add_argument("--prefill", type=int, default=2048)
+    ap.add_argument("--quick", action="store_true", help="1 run, 8 new tokens, 512-token prefill")
+    ap.add_argument("--keep", type=Path, default=None, help="write/keep the checkpoint (and GGUF) here")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    ap.add_argument("--task", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        return run_worker(a)
+    if a.quick:
+        a.runs, a.new, a.prefill = 1, 8, 512
+    from v4stack.platforms.threads import choose_threads
+    from v4stack.modelio.writer import tiny_config, write_checkpoint
+
+    a.threads = a.threads or choose_threads()
+    engines = [e.strip() for e in a.engines.split(",") if e.strip()]
+    cfg = tiny_config(**_bench_config())
+    with tempfile.TemporaryDirectory(prefix="v4compare-") as tmp:
+        home = a.keep or Path(tmp)
+        ckpt = home / "ckpt"
+        if not (ckpt / "config.json").exists():
+            write_checkpoint(ckpt, cfg, seed=0)
+        gguf = None
+        if "llama.cpp" in engines:
+            why = llama_available()
+            if why is None:
+                try:
+                    gguf = llama_convert(ckpt, home)
+                except subprocess.CalledProcessError as exc:
+                    why = f"conversion failed: {exc.stderr.decode(errors='replace').strip().splitlines()[-1:]}"
+            if why:
+                print(f"skipping llama.cpp: {why}")
+                engines.remove("llama.cpp")
+        if "transformers" in engines and importlib.util.find_spec("transformers") is None:
+            print("skipping transformers: not installed")
+            engines.remove("transformers")
+        bandwidth = measure_bandwidth()
+        load = os.getloadavg()[0]
+        print(f"checkpoint: bench/decode_bench.py BENCH_CONFIG; {a.threads} threads, load average {load:.1f}, "
+              f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; medians of {a.runs} runs")
+        rows = {}
+        for engine in engines:
+            res = {}
+            for task in ("decode", "streams", "prefill"):
+                runs = []
+                for _ in range(a.runs):
+                    try:
+                        runs.append(run_engine(engine, ckpt, task, a, gguf))
+                    except (RuntimeError, subprocess.CalledProcessError) as exc:
+                        print(f"  {engine} {task}: {exc}")
+                        break
+                if runs:
+                    res[task] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            rows[engine] = res
+            print(f"  done: {engine} {json.dumps(res)}", flush=True)
+    header = ("engine", "decode tok/s (batch 1)", f"aggregate tok/s ({a.streams} streams)",
+              f"prefill tok/s ({a.prefill})", "peak RSS MiB", "bandwidth fraction (batch 1)")
+    print(f"\n| {' | '.join(header)} |\n|" + "|".join("---" for _ in header) + "|")
+    for engine, res in rows.items():
+        dec, agg, pre = res.get("decode", {}), res.get("streams", {}), res.get("prefill", {})
+        rss = max((r.get("rss_mib", 0) for r in res.values()), default=float("nan"))
+        frac = (weight_bytes_per_token(cfg, engine) / dec["step_s"] / bandwidth) if "step_s" in dec else float("nan")
+        print(f"| {engine} | {dec.get('tok_s', float('nan')):.1f} | {agg.get('tok_s', float('nan')):.1f} | "
+              f"{pre.get('tok_s', float('nan')):.1f} | {rss:.0f} | {frac:.2f} |")
+    if "llama.cpp" in rows and "fast" in rows:
+        fast, ref = rows["fast"], rows["llama.cpp"]
+        ratios = [f"{k} {fast[k]['tok_s'] / ref[k]['tok_s']:.2f}x" for k in ("decode", "prefill")
+                  if k in fast and k in ref]
+        print("v4stack fast / llama.cpp: " + ", ".join(ratios))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The fast op table (v4stack.ops.fast) against the reference, through the parity harness, plus its C kernels,
+its weight preparation and the thread choice."""
+
+import pytest
+import torch
+
+from v4stack.config.numerics import Numerics
+from v4stack.ops.fast import fast_ops, kernels
+from v4stack.ops.fast.linear import act_quant
+from v4stack.ops.parity import Tolerance, check_parity, record_reference_calls
+from v4stack.ops.reference import mixing, quant
+from v4stack.platforms.threads import choose_threads
+
+BF16_ULPS = Tolerance(rtol=2 ** -6)  # outputs rounded to bf16 after another summation order: a few bf16 ulps
+
+
+@pytest.fixture(scope="module")
+def recorded(tiny_checkpoint):
+    return record_reference_calls(tiny_checkpoint, Numerics.reference(), per_op=6)
+
+
+def test_fast_table_matches_the_reference_entry_by_entry(recorded):
+    model, calls = recorded
+    loose = {name: BF16_ULPS for name in ("linear", "moe_experts", "sparse_attention", "grouped_output",
+                                          "index_scores", "rms_norm")}
+    results = {r.op: r for r in check_parity(fast_ops(), model, calls, tolerances=loose)}
+    assert all(r.ok for r in results.values()), [r.line() for r in results.values() if not r.ok]
+    # exact where the fast entry keeps the reference's rounding points: routing, mixing, the untouched entries
+    for name in ("route", "hc_split_sinkhorn", "hc_pre", "index_topk", "rope", "compress_pool", "lm_head"):
+        assert results[name].max_abs == 0, results[name].line()
+    assert results["linear"].max_abs < 0.05  # a real difference would be O(1)
+
+
+def test_fast_model_prepares_weights_once_and_stays_close(tiny_checkpoint):
+    from v4stack.model import ForwardBatch
+    from v4stack.modelio.loader import load_model
+
+    ref = load_model(tiny_checkpoint, Numerics.reference(), progress=False)
+    fast = load_model(tiny_checkpoint, Numerics.fast_kernels(), progress=False)  # the CPU platform's fast table
+    assert fast.compute.ops.linear is not ref.compute.ops.linear
+    wq = fast.layers[0].attn.wq_a
+    assert wq.prepared.dtype == torch.float32 and "prepared" not in dict(fast.state_dict())
+    assert torch.equal(wq.prepared, ref.layers[0].attn.wq_a.dense_weight(torch.float32))
+    ids = torch.arange(3, 12)
+    a = ref(ForwardBatch.build([ref.new_state()], [ids])).logits
+    b = fast(ForwardBatch.build([fast.new_state()], [ids])).logits
+    assert (a - b).abs().max() < 0.05, (a - b).abs().max()  # 9 tokens: the short-context regime
+
+
+def test_act_quant_equals_the_reference_quant_dequant():
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(7, 384, generator=g) * torch.logspace(-7, 4, 384)).bfloat16()  # tiny, subnormal, huge
+    want = quant.quant_dequant_fp8(x, 128).bfloat16()
+    assert torch.equal(act_quant(x, 128, torch.bfloat16), want)  # C kernel where a compiler exists
+    assert torch.equal(act_quant(x.float(), 128, torch.float32).bfloat16(), want)  # torch formulation
+    assert torch.equal(act_quant(x[:, :200], 128, torch.bfloat16), quant.quant_dequant_fp8(x[:, :200], 128).bfloat16())
+
+
+def test_sinkhorn_is_bit_identical_to_the_reference():
+    from v4stack.ops.fast import mixing as fast_mixing
+
+    g = torch.Generator().manual_seed(2)
+    mixes, scale, base = torch.randn(17, 24, generator=g) * 3, torch.rand(3, generator=g), torch.randn(24, generator=g)
+    want = mixing.hc_split_sinkhorn(mixes, scale, base, 4, 20, 1e-6)
+    got = fast_mixing.hc_split_sinkhorn(mixes, scale, base, 4, 20, 1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(want, got))
+
+
+def test_c_kernels_compile_here():
+    """The CI box has a C compiler; without one the fast table runs its torch formulations (tested above)."""
+    assert kernels.available()
+
+
+def test_thread_choice_leaves_busy_cores_alone(monkeypatch):
+    monkeypatch.delenv("V4STACK_THREADS", raising=False)
+    assert choose_threads(cores=2, load=0.1) == 2
+    assert choose_threads(cores=2, load=1.2) == 1
+    assert choose_threads(cores=2, load=9.0) == 1  # never 0
+    assert choose_threads(cores=16, load=3.4) == 13
+    monkeypatch.setenv("V4STACK_THREADS", "3")
+    assert choose_threads(cores=2, load=9.0) == 3

@@ -1,0 +1,94 @@
+/* Small CPU kernels for the fast op table (loaded with ctypes by v4stack/ops/fast/kernels.py).
+ * Each replaces a chain of tiny torch ops whose per-call overhead dominates decode on small models.
+ * Plain C, no intrinsics: the compiler vectorises with -O3 -march=native. No fast-math (IEEE order kept). */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define E4M3_MAX 448.0f
+#define AMAX_FLOOR 1e-4f
+
+static inline float bf16_to_f32(uint16_t v) {
+    uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs here are finite */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* e4m3fn value nearest to v (|v| <= 448), ties to even: 3 mantissa bits, subnormal step 2^-9. */
+static inline float round_e4m3(float v) {
+    float a = fabsf(v);
+    if (a == 0.0f) return v;
+    int e;
+    frexpf(a, &e);            /* a = m * 2^e, m in [0.5, 1) -> leading bit 2^(e-1) */
+    int lead = e - 1;
+    if (lead < -6) lead = -6; /* below the smallest normal: fixed step 2^-9 */
+    float step = ldexpf(1.0f, lead - 3);
+    float r = nearbyintf(a / step) * step;
+    return copysignf(r, v);
+}
+
+/* 2^ceil(log2(y)) for y > 0, exactly. */
+static inline float pow2_ceil(float y) {
+    int e;
+    float m = frexpf(y, &e); /* y = m * 2^e, m in [0.5, 1) */
+    return ldexpf(1.0f, m == 0.5f ? e - 1 : e);
+}
+
+/* FP8 e4m3 quant-dequant of rows x k values in blocks of `block` along k (k % block == 0):
+ * s = 2^ceil(log2(max(amax, 1e-4) / 448)); out = e4m3(clamp(x / s, +-448)) * s, written as bf16.
+ * in_bf16: x is bf16 (uint16) when 1, fp32 when 0. */
+void act_quant(const void *x, uint16_t *out, int64_t rows, int64_t k, int64_t block, int in_bf16) {
+    float buf[1024];
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t b0 = 0; b0 < k; b0 += block) {
+            float amax = 0.0f;
+            for (int64_t i = 0; i < block; i++) {
+                int64_t idx = r * k + b0 + i;
+                float v = in_bf16 ? bf16_to_f32(((const uint16_t *)x)[idx]) : ((const float *)x)[idx];
+                buf[i] = v;
+                float a = fabsf(v);
+                amax = a > amax ? a : amax;
+            }
+            if (amax < AMAX_FLOOR) amax = AMAX_FLOOR;
+            float s = pow2_ceil(amax / E4M3_MAX);
+            for (int64_t i = 0; i < block; i++) {
+                float v = buf[i] / s;
+                v = v > E4M3_MAX ? E4M3_MAX : (v < -E4M3_MAX ? -E4M3_MAX : v);
+                out[r * k + b0 + i] = f32_to_bf16(round_e4m3(v) * s);
+            }
+        }
+    }
+}
+
+/* The Sinkhorn normalisations of mHC (ops.reference.mixing.hc_split_sinkhorn after its softmax exponentials):
+ * e [T, hc, hc] = exp(c - rowmax) from torch (so the exponentials round exactly like the reference's), in place:
+ * rows / sum + eps, columns / (sum + eps), then (iters - 1) x (rows, columns) / (sum + eps). */
+void hc_sinkhorn_normalise(float *comb, int64_t T, int64_t hc, int64_t iters, float eps) {
+    for (int64_t t = 0; t < T; t++) {
+        float *c = comb + t * hc * hc;
+        for (int64_t it = 0; it < iters; it++) {
+            for (int64_t j = 0; j < hc; j++) { /* rows (sum over k) */
+                float sum = 0.0f;
+                for (int64_t k = 0; k < hc; k++) sum += c[j * hc + k];
+                if (it == 0) {
+                    for (int64_t k = 0; k < hc; k++) c[j * hc + k] = c[j * hc + k] / sum + eps;
+                } else {
+                    for (int64_t k = 0; k < hc; k++) c[j * hc + k] = c[j * hc + k] / (sum + eps);
+                }
+            }
+            for (int64_t k = 0; k < hc; k++) { /* columns (sum over j) */
+                float sum = 0.0f;
+                for (int64_t j = 0; j < hc; j++) sum += c[j * hc + k];
+                for (int64_t j = 0; j < hc; j++) c[j * hc + k] = c[j * hc + k] / (sum + eps);
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+"""The small C kernels of ``csrc/fast_kernels.c``, compiled on first use into the user's cache
+(``$XDG_CACHE_HOME/v4stack/kernels``, default ``~/.cache``) and called through ctypes on contiguous CPU tensors.
+
+When no C compiler is present (or compilation fails, or the tensors are not on the CPU) ``available()`` is False and
+the callers use their torch formulation; nothing else changes. ``V4STACK_NO_C_KERNELS=1`` forces that fallback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("csrc") / "fast_kernels.c"
+CFLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11")
+MAX_ACT_BLOCK = 1024  # the C act_quant's per-block buffer
+MAX_HC = 16
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "v4stack" / "kernels"
+
+
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    if os.environ.get("V4STACK_NO_C_KERNELS") == "1":
+        return None
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        return None
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"fast_kernels_{tag}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = Path(tmp) / target.name
+            done = subprocess.run([compiler, *CFLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True)
+            if done.returncode != 0:
+                return None
+            os.replace(built, target)  # atomic: concurrent processes never load a half-written file
+    lib = ctypes.CDLL(str(target))
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.act_quant.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
+    lib.hc_sinkhorn_normalise.argtypes = [ptr, i64, i64, i64, ctypes.c_float]
+    return lib
+
+
+def available() -> bool:
+    return _library() is not None
+
+
+def act_quant(x: torch.Tensor, block: int) -> torch.Tensor | None:
+    """FP8 quant-dequant of x [..., K] (bf16 or fp32, CPU) in blocks of ``block`` -> bf16, or None when the kernel
+    cannot take it (the caller falls back to torch)."""
+    lib = _library()
+    k = x.shape[-1]
+    if (lib is None or x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float32) or k % block
+            or block > MAX_ACT_BLOCK):
+        return None
+    x = x.contiguous()
+    out = torch.empty(x.shape, dtype=torch.bfloat16)
+    lib.act_quant(x.data_ptr(), out.data_ptr(), x.numel() // k, k, block, int(x.dtype == torch.bfloat16))
+    return out
+
+
+def hc_sinkhorn_normalise(comb: torch.Tensor, iters: int, eps: float) -> torch.Tensor | None:
+    """The row/column normalisations of ``hc_split_sinkhorn`` after its softmax exponentials, in one C call on
+    comb [T, hc, hc] fp32 (row-wise exp(c - max)); returns the normalised copy, or None when the kernel cannot
+    take it."""
+    lib = _library()
+    if lib is None or comb.device.type != "cpu" or comb.dtype != torch.float32 or comb.shape[-1] > MAX_HC:
+        return None
+    comb = comb.contiguous().clone()
+    lib.hc_sinkhorn_normalise(comb.data_ptr(), comb.shape[0], comb.shape[-1], iters, eps)
+    return comb

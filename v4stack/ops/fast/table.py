@@ -1,0 +1,22 @@
+"""The fast op table: the reference table with the fast entries of ``ops.fast`` swapped in."""
+
+from __future__ import annotations
+
+from v4stack.ops.fast import attention, linear, mixing, moe, norm
+from v4stack.ops.fast.prepare import prepare_model
+from v4stack.ops.table import OpTable, reference_ops
+
+
+def prepare_weights(model) -> None:
+    """The fast table's ``prepare_weights``: dense compute-dtype copies of the quantised weights (see
+    ``ops.fast.prepare`` for the memory cost)."""
+    prepare_model(model)
+
+
+def fast_ops(base: OpTable | None = None) -> OpTable:
+    """``base`` (default: the reference table) with the fast entries; the narrow exact GEMMs stay reachable for
+    any layer that was not prepared."""
+    return (base or reference_ops()).with_overrides(
+        linear=linear.linear, grouped_output=linear.grouped_output, route=moe.route, moe_experts=moe.moe_experts,
+        sparse_attention=attention.sparse_attention, index_scores=attention.index_scores, rms_norm=norm.rms_norm,
+        hc_split_sinkhorn=mixing.hc_split_sinkhorn, prepare_weights=prepare_weights)
