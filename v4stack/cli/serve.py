@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--served-model-name", default=None, help="model name clients use (default: the folder name)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
     p.add_argument("--tiers", type=Path, default=None,
-                   help="tiers file (JSON, docs/server.md); default: v4stack/server/tiers.json")
+                   help="tiers file (JSON, format in v4stack/server/tiers.py); default: "
+                        "v4stack/server/tiers.json")
     add_engine_args(p)
     p.set_defaults(func=run)
 
