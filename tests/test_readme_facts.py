@@ -1,5 +1,6 @@
-"""The README's "Exit codes" and "Environment variables" tables list exactly what the code has, so the
-documentation cannot drift from ``v4stack.cli.exit_codes`` and ``v4stack.envs``."""
+"""The README's "Exit codes" and "Environment variables" tables list exactly what the code has, and its
+"Commands" synopsis shows every flag of every subcommand, so the documentation cannot drift from
+``v4stack.cli.exit_codes``, ``v4stack.envs`` and the argument parsers."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def _table_rows(section: str) -> list[list[str]]:
     """Cells of the markdown table under ``## section`` (header and rule rows dropped)."""
-    text = README.read_text(encoding="utf-8")
-    match = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    assert match, f"README has no '## {section}' section"
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in match.group(1).splitlines() if line.startswith("|")]
+            for line in _section(section).splitlines() if line.startswith("|")]
     return rows[2:]
+
+
+def _section(title: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert match, f"README has no '## {title}' section"
+    return match.group(1)
 
 
 def _code_exit_statuses() -> set[int]:
@@ -45,3 +50,18 @@ def test_every_variable_reader_documents_its_variable():
     named = {f.__doc__.split(":")[0] for f in readers if f.__doc__}
     read = set(re.findall(r'_get\("(V4STACK_\w+)"\)', inspect.getsource(envs)))
     assert read <= named
+
+
+def test_readme_synopsis_shows_every_flag_of_every_subcommand():
+    import argparse
+
+    from v4stack.cli.main import build_parser
+
+    synopsis = _section("Commands")
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = {}
+    for name, parser in sub.choices.items():
+        assert f"v4stack {name}" in synopsis, name
+        flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+        missing[name] = [f for f in flags if not re.search(rf"{re.escape(f)}(?![\w-])", synopsis)]
+    assert all(not m for m in missing.values()), missing
