@@ -51,11 +51,15 @@ def load_v4_tokenizer() -> Tokenizer:
 
 class IncrementalDetokenizer:
     """One per sequence: ``push(id)`` returns the text completed by that token ("" while a character is
-    still incomplete), ``flush()`` the rest (a dangling partial character becomes U+FFFD, as in decode)."""
+    still incomplete), ``flush()`` the rest (a dangling partial character becomes U+FFFD, as in decode).
+    With ``skip_special_tokens`` the special added tokens give no text, as ``decode(ids, True)`` drops them;
+    with ``skip_unknown`` an id outside the vocabulary gives no text (as in decode: a model's vocabulary may be
+    padded beyond its tokenizer's) instead of a ValueError."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self._tokenizer = tokenizer
-        self._added = {i: t.content for i, t in tokenizer.get_added_tokens_decoder().items()}
+    def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = False, skip_unknown: bool = False) -> None:
+        self._tokenizer, self._skip_unknown = tokenizer, skip_unknown
+        added = tokenizer.get_added_tokens_decoder()
+        self._added = {i: "" if skip_special_tokens and t.special else t.content for i, t in added.items()}
         self._alphabet = byte_level_alphabet()
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
@@ -64,6 +68,8 @@ class IncrementalDetokenizer:
             return self._added[token_id].encode("utf-8")
         piece = self._tokenizer.id_to_token(token_id)
         if piece is None:
+            if self._skip_unknown:
+                return b""
             raise ValueError(f"token id {token_id} is not in the vocabulary")
         return bytes(self._alphabet[c] for c in piece)
 

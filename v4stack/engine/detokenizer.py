@@ -1,41 +1,30 @@
 """Incremental detokenisation of one output and stop-string detection.
 
-Decoding the whole output every step is quadratic; instead each step decodes the ids from ``prefix_offset``
-(the start of the last released piece, kept as context for the tokenizer's merging rules) to the end and takes
-what that adds beyond the already-released part. Text is released only
-once it is complete UTF-8 (no trailing U+FFFD) and, when stop strings are set, once no stop string can still
-start inside it (the last ``max_stop_len - 1`` characters are held back). A stop string ends the output; the
-text is cut before it unless ``include_stop_str_in_output``.
+Each generated id becomes text through the tokenizer's incremental detokenizer (``tokenizer.incremental``,
+``chat/detokenize.py``: byte-level pieces through an incremental UTF-8 decoder, so the text is released only
+once a character is complete and the pieces join to ``decode(ids)``). When stop strings are set, the last
+``max_stop_len - 1`` characters are held back (a stop string could still start inside them). A stop string
+ends the output; the text is cut before it unless ``include_stop_str_in_output``.
 """
 
 from __future__ import annotations
 
 from v4stack.engine.sampling_params import SamplingParams
 
-REPLACEMENT_CHAR = "\ufffd"  # what a decoder yields for an incomplete UTF-8 sequence
-
 
 class Detokenizer:
     def __init__(self, tokenizer, params: SamplingParams) -> None:
-        self.tokenizer, self.params = tokenizer, params
-        self.ids: list[int] = []
+        self.params = params
+        self._pieces = tokenizer.incremental(params.skip_special_tokens)
         self.text = ""  # all decoded text so far (stop string cut applied once found)
         self.emitted = 0  # characters of ``text`` already handed out
-        self.prefix_offset = self.read_offset = 0
         self.stop_hit: str | None = None
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=self.params.skip_special_tokens)
 
     def add(self, token_id: int) -> str | None:
         """Take one generated id; returns the stop string if one completed (the output must end)."""
-        self.ids.append(token_id)
-        prefix = self._decode(self.ids[self.prefix_offset:self.read_offset])
-        full = self._decode(self.ids[self.prefix_offset:])
-        if full.endswith(REPLACEMENT_CHAR) or len(full) <= len(prefix):
-            return None  # wait for the rest of a multi-byte character (or nothing new yet)
-        new = full[len(prefix):]
-        self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+        new = self._pieces.push(token_id)
+        if not new:
+            return None  # the rest of a multi-byte character is still to come (or a skipped special token)
         start = max(0, len(self.text) - self.params.max_stop_len + 1)
         self.text += new
         return self._find_stop(start)
@@ -51,12 +40,10 @@ class Detokenizer:
         return None
 
     def flush(self) -> None:
-        """The output ended: decode ids still waiting for the rest of a character (they become U+FFFD, as a
-        whole decode would have them), unless a stop string already cut the text."""
-        if self.stop_hit is None and self.read_offset < len(self.ids):
-            prefix = self._decode(self.ids[self.prefix_offset:self.read_offset])
-            self.text += self._decode(self.ids[self.prefix_offset:])[len(prefix):]
-            self.read_offset = len(self.ids)
+        """The output ended: bytes still waiting for the rest of a character become U+FFFD (as a whole decode
+        would have them), unless a stop string already cut the text."""
+        if self.stop_hit is None:
+            self.text += self._pieces.flush()
 
     def take_new_text(self, finished: bool) -> str:
         """Text not yet handed out; while unfinished, the tail that could begin a stop string is held back."""

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from v4stack.chat.detokenize import IncrementalDetokenizer
+
 
 class Tokenizer:
     """encode/decode plus the BOS/EOS ids named in ``tokenizer_config.json`` (V4: ids 0 and 1)."""
@@ -34,6 +36,11 @@ class Tokenizer:
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def incremental(self, skip_special_tokens: bool = True) -> IncrementalDetokenizer:
+        """A detokenizer for one output, token by token (the pieces join to ``decode(ids, skip)``; ids the
+        tokenizer lacks give no text, as in decode)."""
+        return IncrementalDetokenizer(self._tok, skip_special_tokens, skip_unknown=True)
 
     def to_json(self) -> str:
         """The tokenizer as tokenizer.json text (what llguidance builds its token trie from)."""
