@@ -33,13 +33,13 @@ def test_compressor_state_flash():
 def test_tiny_kv_by_hand():
     m = ModelShape.from_config(tiny_v4_config())
     lay = mem.kv_layout(m, "fp8")
-    # entry: 64 nope fp8 + 64 rope bf16 (128) + 64/64 scale + 1 pad = 194; key: 32/2 + 32/32 = 17
-    assert mem.entry_bytes(m, "fp8") == (194, 194, 17)
-    # CSA layers 1, 3: (194 + 17) / 4 each; HCA layer 2: 194 / 128
-    assert lay.bytes_per_token == pytest.approx(2 * 211 / 4 + 194 / 128)
+    # entry: 64 nope fp8 + 64 rope bf16 (128) + 64/64 scale + 1 pad = 194; key: 128/2 + 128/32 = 68
+    assert mem.entry_bytes(m, "fp8") == (194, 194, 68)
+    # CSA layers 1, 3: (194 + 68) / 4 each; HCA layer 2: 194 / 128
+    assert lay.bytes_per_token == pytest.approx(2 * 262 / 4 + 194 / 128)
     assert lay.fixed["window"] == 5 * 16 * 194
-    # CSA main 2 x 8 x 256 x 4 = 16384, CSA indexer 2 x 8 x 64 x 4 = 4096, HCA 2 x 128 x 128 x 4
-    assert lay.fixed["compressor_state"] == 2 * (16384 + 4096) + 131072
+    # CSA main 2 x 8 x 256 x 4 = 16384, CSA indexer 2 x 8 x 256 x 4 = 16384, HCA 2 x 128 x 128 x 4
+    assert lay.fixed["compressor_state"] == 2 * (16384 + 16384) + 131072
 
 
 def test_tiny_weight_bytes_by_hand():

@@ -10,11 +10,14 @@ def tiny_v4_config():
     return {
         "model_type": "deepseek_v4", "vocab_size": 1000, "hidden_size": 256, "num_hidden_layers": 4,
         "num_attention_heads": 4, "head_dim": 128, "qk_rope_head_dim": 64, "q_lora_rank": 64,
-        "o_groups": 2, "o_lora_rank": 32, "sliding_window": 16, "index_n_heads": 2, "index_head_dim": 32,
+        "o_groups": 2, "o_lora_rank": 32, "sliding_window": 16, "index_n_heads": 2, "index_head_dim": 128,
         "index_topk": 8, "n_routed_experts": 8, "n_shared_experts": 1, "num_experts_per_tok": 2,
         "moe_intermediate_size": 64, "num_hash_layers": 1, "hc_mult": 2, "num_nextn_predict_layers": 1,
-        "max_position_embeddings": 4096, "quantization_config": {"weight_block_size": [128, 128]},
-        "compress_ratios": [0, 4, 128, 4, 0],
+        "max_position_embeddings": 4096, "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "scale_fmt": "ue8m0",
+                                                                 "weight_block_size": [128, 128]},
+        "compress_ratios": [0, 4, 128, 4, 0], "routed_scaling_factor": 1.5,
+        "rope_scaling": {"type": "yarn", "factor": 16, "original_max_position_embeddings": 65536, "beta_fast": 32,
+                         "beta_slow": 1},
     }
 
 
@@ -69,6 +72,6 @@ def test_tiny_tensor_shapes():
     assert t["layers.1.attn.wo_a"].shape == (2 * 32, 4 * 128 // 2)   # [G * o_lora, H * d / G]
     assert t["layers.1.attn.compressor.wkv|wgate"].shape == (2 * 128, 256)   # overlap: coff = 2
     assert t["layers.2.attn.compressor.wkv|wgate"].shape == (128, 256)
-    assert t["layers.1.attn.indexer.wq_b"].shape == (2 * 32, 64)
+    assert t["layers.1.attn.indexer.wq_b"].shape == (2 * 128, 64)
     assert "layers.0.ffn.gate.tid2eid" in t and "layers.1.ffn.gate.tid2eid" not in t
     assert t["layers.1.ffn.experts.*.w1|w3"].count == 16             # 8 experts x (w1, w3)

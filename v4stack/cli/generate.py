@@ -11,8 +11,7 @@ from v4stack.cli.args import float_arg, int_arg, seed_arg, text_arg
 from v4stack.config import validation as check
 from v4stack.config.default_model import default_model_dir
 from v4stack.cli.engine_args import add_engine_args, engine_config_from_args
-from v4stack.config.model_config import ModelConfig
-from v4stack.engine.llm_engine import LLMEngine
+from v4stack.engine.llm_engine import LLMEngine, engine_model_config
 from v4stack.engine.sampling_params import SamplingParams, checkpoint_sampling_defaults
 from v4stack.engine.tokenizer import Tokenizer
 
@@ -47,7 +46,7 @@ def sampling_from_args(args, model_dir: Path) -> SamplingParams:
 def preflight(model_dir: Path, prompt: str, max_tokens: int, max_model_len: int | None) -> list[int]:
     """The prompt's token ids, after refusing (ContextLengthError, one line with the numbers) a prompt +
     max_tokens beyond the context limit; reads config.json and the tokenizer only, no weights."""
-    cfg = ModelConfig.from_file(model_dir)
+    cfg = engine_model_config(model_dir)
     limit = check.context_limit(cfg.max_position_embeddings, max_model_len, "--max-model-len")
     prompt_ids = Tokenizer(model_dir).encode(prompt)
     check.check_context(len(prompt_ids), max_tokens, limit)

@@ -67,6 +67,23 @@ class _Tracked:
     new_logprobs: list[dict[int, Logprob]] = field(default_factory=list)
 
 
+def engine_model_config(model_dir: str | Path):
+    """The ModelConfig of a checkpoint the engine can serve; a DeepSeek-V4.1 checkpoint is refused with a
+    one-line ParameterError (its model runs one sequence on its own state, outside the engine's paged cache)."""
+    from v4stack.config.family import is_v41, read_config_json
+    from v4stack.config.model_config import ConfigError, ModelConfig
+
+    try:
+        raw = read_config_json(model_dir)
+    except (ConfigError, OSError):
+        raw = None  # ModelConfig.from_file below names what is wrong with the file
+    if isinstance(raw, dict) and is_v41(raw):
+        raise check.ParameterError("--model", str(model_dir), "a DeepSeek-V4 checkpoint: the engine (generate, "
+                                   "serve) does not run DeepSeek-V4.1 yet; check-golden and the Python API "
+                                   "(load_model, DeepseekV41.forward) do")
+    return ModelConfig.from_file(model_dir)
+
+
 def size_cache(specs: CacheSpecs, config: EngineConfig, available_bytes: int) -> tuple[dict[str, int], int]:
     """Blocks per pool group and state slots for a budget. Sliding groups get what max_num_seqs requests need
     (window + one chunk each), doubled with prefix caching so recent windows stay findable; whole-sequence
@@ -132,6 +149,7 @@ class LLMEngine:
         from v4stack.modelio.loader import load_model
 
         config = config or EngineConfig()
+        engine_model_config(model_dir)  # refuse what the engine cannot run before reading weights
         platform = get_platform(config.platform)
         numerics = Numerics.from_name(config.numerics)
         model = load_model(model_dir, numerics, ops=platform.op_table(numerics),

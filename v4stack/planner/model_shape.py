@@ -6,9 +6,10 @@ per-layer roles (window-only / CSA / HCA for V4; full / reuse / reindex for V4.1
 draft head (MTP or DSpark), Engram table sizes, and a tensor inventory (``tensors()``) with shapes,
 checkpoint formats, weight class and tensor-parallel split dimension.
 
-What it does not know: runtime layouts, paging, or anything the engine's own config parser
-(``v4stack.config``) decides; it is deliberately independent of it because the engine refuses
-V4.1 for now.  Shapes follow ``shared/docs/model_spec.md`` s2-s4 (R4 / R41 constructors).
+Parsing is the family's one config parser (``v4stack.config.family``: ``ModelConfig`` / ``V41Config``), so a
+config the model refuses the planner refuses with the same one-line message, and CSA2 roles come from
+``V41Config``'s own methods. What it does not know: runtime layouts or paging. Shapes follow
+``shared/docs/model_spec.md`` s2-s4 (R4 / R41 constructors).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from v4stack.config.family import AnyConfig, parse_config
 from v4stack.config.model_config import ConfigError
+from v4stack.config.v41_config import FULL, REUSE, SWA, V41Config
 
 PRESET_DIR = Path(__file__).with_name("presets")
 PRESETS = {"v4-flash": "v4-flash.json", "v4-pro": "v4-pro.json", "v4.1-flash": "v4.1-flash.json"}
@@ -115,36 +118,40 @@ class ModelShape:
     # ---------------------------------------------------------------- parsing
     @staticmethod
     def from_config(cfg: dict[str, Any], name: str = "custom") -> "ModelShape":
-        """Parse a raw HF config dict (V4 flat or V4.1 nested ``text_config``)."""
-        mtype = cfg.get("model_type", "")
-        family = "v41" if mtype.startswith("deepseek_v41") or "text_config" in cfg else "v4"
-        t = cfg.get("text_config", cfg)
-        q = cfg.get("quantization_config", {}) or {}
-        n_layers = int(t["num_hidden_layers"])
-        ratios = [int(r) for r in t["compress_ratios"]]
+        """Parse a raw HF config dict (V4 flat or V4.1 nested ``text_config``) with the family parser."""
+        return ModelShape.from_parsed(parse_config(cfg), name)
+
+    @staticmethod
+    def from_parsed(cfg: AnyConfig, name: str = "custom") -> "ModelShape":
+        """The planner's view of a parsed config (``config.family.parse_config``): roles come from the config's
+        own CSA2 methods, so the planner and the model cannot disagree on them."""
+        family = "v41" if isinstance(cfg, V41Config) else "v4"
+        n_layers = cfg.num_hidden_layers
+        ratios = list(cfg.compress_ratios)
         n_draft = len(ratios) - n_layers
         if n_draft < 0:
             raise ValueError("compress_ratios shorter than num_hidden_layers")
-        draft_kind = "dspark" if "dspark_block_size" in t else ("mtp" if n_draft else "")
-        layers = _layer_roles(t, family, ratios, n_layers, draft_kind)
-        ngram = int(t.get("engram_max_ngram_size", 0))
+        draft_kind = "dspark" if cfg.dspark is not None else ("mtp" if n_draft else "")
+        layers = _layer_roles(cfg, family, ratios, n_layers, draft_kind)
+        engram = getattr(cfg, "engram", None)
         return ModelShape(
-            name=name, family=family, vocab=int(t["vocab_size"]), hidden=int(t["hidden_size"]),
-            n_layers=n_layers, n_heads=int(t["num_attention_heads"]), head_dim=int(t["head_dim"]),
-            rope_dim=int(t["qk_rope_head_dim"]), q_lora=int(t["q_lora_rank"]), o_groups=int(t["o_groups"]),
-            o_lora=int(t["o_lora_rank"]), window=int(t["sliding_window"]), index_heads=int(t["index_n_heads"]),
-            index_head_dim=int(t["index_head_dim"]), index_topk=int(t["index_topk"]),
-            n_routed=int(t["n_routed_experts"]), n_shared=int(t.get("n_shared_experts", 0)),
-            topk=int(t["num_experts_per_tok"]), moe_inter=int(t["moe_intermediate_size"]),
-            hc_mult=int(t.get("hc_mult", 1)), weight_block=int(q.get("weight_block_size", [128])[0]),
-            layers=tuple(layers), draft_kind=draft_kind, dspark_block=int(t.get("dspark_block_size", 0)),
-            dspark_markov_rank=int(t.get("dspark_markov_rank", 0)),
-            engram_rows=tuple(int(x) for x in t.get("engram_num_embeddings", [])),
-            engram_heads=int(t.get("engram_n_heads", 0)), engram_head_dim=int(t.get("engram_head_dim", 0)),
-            engram_ngram_sizes=max(ngram - 1, 0),
-            candidate_positions=int(t.get("candidate_topk_blocks", 0)) * int(t.get("candidate_block_size", 0)),
-            max_position=int(t.get("max_position_embeddings", 0)),
-            vision=dict(cfg.get("vision_config") or {}),
+            name=name, family=family, vocab=cfg.vocab_size, hidden=cfg.hidden_size,
+            n_layers=n_layers, n_heads=cfg.num_attention_heads, head_dim=cfg.head_dim,
+            rope_dim=cfg.qk_rope_head_dim, q_lora=cfg.q_lora_rank, o_groups=cfg.o_groups,
+            o_lora=cfg.o_lora_rank, window=cfg.sliding_window, index_heads=cfg.index_n_heads,
+            index_head_dim=cfg.index_head_dim, index_topk=cfg.index_topk,
+            n_routed=cfg.n_routed_experts, n_shared=cfg.n_shared_experts,
+            topk=cfg.num_experts_per_tok, moe_inter=cfg.moe_intermediate_size,
+            hc_mult=cfg.hc_mult, weight_block=cfg.quant.weight_block_size[0],
+            layers=tuple(layers), draft_kind=draft_kind,
+            dspark_block=cfg.dspark.block_size if cfg.dspark else 0,
+            dspark_markov_rank=cfg.dspark.markov_rank if cfg.dspark else 0,
+            engram_rows=tuple(engram.num_embeddings) if engram else (),
+            engram_heads=engram.n_heads if engram else 0, engram_head_dim=engram.head_dim if engram else 0,
+            engram_ngram_sizes=engram.ngram_sizes if engram else 0,
+            candidate_positions=(cfg.candidate_topk_blocks * cfg.candidate_block_size if family == "v41" else 0),
+            max_position=cfg.max_position_embeddings,
+            vision=dict(cfg.extra.get("vision_config") or {}),
         )
 
     # ---------------------------------------------------------------- derived
@@ -190,25 +197,24 @@ def load_model(model: str) -> ModelShape:
         raise ConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}")
     try:
         return ModelShape.from_config(raw, name=name)
+    except ConfigError as exc:   # the family parser's one line, naming the key; prefixed with the file
+        raise ConfigError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:   # a config.json without a field the planner needs
         raise ConfigError(f"{path}: not a DeepSeek-V4 config the planner can read ({type(exc).__name__}: "
                           f"{exc})") from None
 
 
 # ------------------------------------------------------------------------------- layer roles
-def _layer_roles(t: dict, family: str, ratios: list[int], n_layers: int, draft_kind: str) -> list[LayerShape]:
-    n_hash = int(t.get("num_hash_layers", 0)) if family == "v4" else 0   # V4.1 dropped hash routing
-    kv_src = set(t.get("kv_source_layer_ids", []))
-    idx_src = set(t.get("index_source_layer_ids", []))
-    cand_src = t.get("candidate_source_layer_id")
-    engram = set(t.get("engram_layer_ids", []))
-    experts, k = int(t["n_routed_experts"]), int(t["num_experts_per_tok"])
+def _layer_roles(cfg: AnyConfig, family: str, ratios: list[int], n_layers: int, draft_kind: str) -> list[LayerShape]:
+    n_hash = cfg.num_hash_layers if family == "v4" else 0   # V4.1 dropped hash routing
+    engram = set(cfg.engram.layer_ids) if getattr(cfg, "engram", None) else set()
+    experts, k = cfg.n_routed_experts, cfg.num_experts_per_tok
     out = []
     for i, r in enumerate(ratios):
         draft = i >= n_layers
         ne, nk = experts, k
-        if draft and draft_kind == "dspark" and "dspark_n_routed_experts" in t:
-            ne, nk = int(t["dspark_n_routed_experts"]), int(t["dspark_num_experts_per_tok"])
+        if draft and draft_kind == "dspark" and getattr(cfg.dspark, "n_routed_experts", None):
+            ne, nk = cfg.dspark.n_routed_experts, cfg.dspark.num_experts_per_tok
         if draft:
             kind, comp, keys, scores, ov = draft_kind or "mtp", False, False, "", False
         elif family == "v4":
@@ -216,16 +222,11 @@ def _layer_roles(t: dict, family: str, ratios: list[int], n_layers: int, draft_k
             comp, keys = r > 0, r == 4
             scores = "all" if r == 4 else ""
             ov = r == 4      # model_spec s3.4: overlap only for ratio 4
-        else:
-            comp = i in kv_src
+        else:                # CSA2 roles as the model plays them (V41Config.role / uses_candidates)
+            kind = cfg.role(i)
+            comp = kind == FULL
             keys = comp       # kv-source layers own indexer wk / k_cache (s3.6)
-            if r == 0:
-                kind, scores = "swa", ""
-            elif i in idx_src:
-                kind = "full" if comp else "reindex"
-                scores = "all" if (comp or cand_src is None) else "candidates"
-            else:
-                kind, scores = "reuse", ""
+            scores = "" if kind in (SWA, REUSE) else ("candidates" if cfg.uses_candidates(i) else "all")
             ov = False
         out.append(LayerShape(index=i, ratio=r, kind=kind, owns_compressor=comp, index_keys=keys,
                               index_scores=scores, overlap=ov, hash_routed=(not draft and i < n_hash),
