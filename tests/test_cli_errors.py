@@ -216,7 +216,8 @@ ROWS = [
     ("model-unknown", ["plan", "--model", "v5-mega", "--hardware", "h200", "--devices", "8"], {}, USAGE,
      "--model: 'v5-mega' is not allowed (expected one of v4-flash, v4-pro, v4.1-flash"),
     ("model-config-unreadable", lambda t: ["plan", "--model", str(_model_with(t, '{"a": 1}')), "--hardware", "h200",
-                                           "--devices", "1"], {}, DATA, "not a DeepSeek-V4 config the planner can read"),
+                                           "--devices", "1"], {}, DATA,
+     "config.json: config field 'vocab_size': missing"),  # the family parser's message, with the file
     ("hardware-unknown", ["plan", "--model", "v4-flash", "--hardware", "tpu9", "--devices", "8"], {}, USAGE,
      "--hardware: 'tpu9' is not allowed (expected one of 910b"),
     ("spec-without-acceptance", PLAN + ["--spec-tokens", "2"], {}, USAGE, "--spec-tokens needs --acceptance"),
