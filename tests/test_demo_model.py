@@ -68,7 +68,7 @@ def test_trained_model_is_far_better_than_random_weights(stored, reference_model
     save_file(random_tensors(reference_model.cfg, seed=0), str(tmp_path / "model.safetensors"))
     random = held_out_loss(load_model(tmp_path, Numerics.reference(), progress=False), windows[:1]).perplexity
     assert trained * 10 < random, (trained, random)
-    assert trained < math.exp(6.0)  # a 4,096-id vocabulary: uniform guessing is e^8.3
+    assert trained < math.exp(6.0)  # a 4,108-id vocabulary: uniform guessing is e^8.3
 
 
 def test_mtp_block_drafts_are_accepted(stored, reference_model):
@@ -84,3 +84,35 @@ def test_generate_without_model_argument_writes_text():
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("The king said") and len(res.stdout.split()) > 6
     assert f"[{DEMO_NAME}]" in res.stderr and "24 tok generated" in res.stderr
+
+
+# Lines of the held-out plays (Macbeth, The Tempest: never trained on) as user turns
+CHAT_PROMPTS = ("Is this a dagger which I see before me?", "Where should this music be? i' the air or the earth?",
+                "What bloody man is that?", "Good morrow, sir. What news from the court?")
+CHAT_TOKENS = 64
+MIN_CLOSED = 3  # of the 4 greedy Expert replies: a closed thinking block, then a non-empty answer
+
+
+def _chat(model, thinking: bool) -> list:
+    from v4stack.chat import V4, encode_messages, parse_completion
+    from v4stack.engine.llm import LLM
+    from v4stack.engine.llm_engine import LLMEngine
+    from v4stack.engine.sampling_params import SamplingParams
+    from v4stack.engine.tokenizer import Tokenizer
+
+    tok = Tokenizer(DEMO)
+    ids = [tok.encode(encode_messages([{"role": "user", "content": p}], fmt=V4, thinking=thinking), add_bos=False)
+           for p in CHAT_PROMPTS]
+    params = SamplingParams(temperature=0.0, max_tokens=CHAT_TOKENS, skip_special_tokens=False)
+    outs = [r.outputs[0] for r in LLM(engine=LLMEngine(model, tok)).generate(ids, params, use_tqdm=False)]
+    return [(o.text, parse_completion(o.text, fmt=V4, thinking=thinking, finish_reason=o.finish_reason)) for o in outs]
+
+
+def test_expert_tier_thinks_then_answers_and_fast_answers_at_once(reference_model):
+    """The chat fine-tune: greedy Expert (thinking mode) closes its thinking block and answers; Fast (chat
+    mode) answers with no reasoning; the two tiers write different things."""
+    expert, fast = _chat(reference_model, thinking=True), _chat(reference_model, thinking=False)
+    closed = [m for text, m in expert if "</think>" in text and m.content.strip() and m.reasoning_content.strip()]
+    assert len(closed) >= MIN_CLOSED, [text for text, _ in expert]
+    assert all(m.content.strip() and not m.reasoning_content for _, m in fast), [text for text, _ in fast]
+    assert [m.content for _, m in expert] != [m.content for _, m in fast]

@@ -17,6 +17,7 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -50,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", type=Path, default=Path("models/v4-demo-shakespeare"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--note", default="", help="a remark about this training run, printed in the card")
+    p.add_argument("--windows", type=int, default=0,
+                   help="held-out windows measured through the inference path (0 = all; fewer on loaded cores)")
     return p.parse_args()
 
 
@@ -118,14 +121,16 @@ def samples(model, tok) -> list[dict]:
 
 def chat_samples(model, tok) -> list[dict]:
     """Each chat prompt in both tiers: the V4 prompt encoded by ``v4stack.chat``, generated with the
-    sampling defaults, the raw completion (special tokens kept) parsed into reasoning and content."""
+    sampling defaults (all prompts of a tier in one batch), the raw completion (special tokens kept) parsed
+    into reasoning and content."""
     llm = LLM(engine=LLMEngine(model, tok))
     params = SamplingParams(temperature=0.8, top_p=0.95, seed=0, max_tokens=CHAT_TOKENS, skip_special_tokens=False)
     out = []
-    for prompt in CHAT_PROMPTS:
-        for tier, thinking in TIERS:
-            text = encode_messages([{"role": "user", "content": prompt}], fmt=V4, thinking=thinking)
-            result = llm.generate(tok.encode(text, add_bos=False), params, use_tqdm=False)[0].outputs[0]
+    for tier, thinking in TIERS:
+        ids = [tok.encode(encode_messages([{"role": "user", "content": p}], fmt=V4, thinking=thinking), add_bos=False)
+               for p in CHAT_PROMPTS]
+        for prompt, r in zip(CHAT_PROMPTS, llm.generate(ids, params, use_tqdm=False)):
+            result = r.outputs[0]
             parsed = parse_completion(result.text, fmt=V4, thinking=thinking, finish_reason=result.finish_reason)
             out.append({"tier": tier, "thinking": thinking, "user": prompt, "raw": result.text,
                         "reasoning": parsed.reasoning_content, "content": parsed.content,
@@ -141,7 +146,7 @@ def held_out_speeches(tok, windows: torch.Tensor, count: int) -> list[str]:
 
 
 def tier_rates(model, tok, prompts: list[str]) -> dict:
-    """Each prompt in both tiers, greedy and sampled (temperature 0.8, top-p 0.95, seeds 0..), at most
+    """Each prompt in both tiers, greedy and sampled (temperature 0.8, top-p 0.95, one seed per run), at most
     CHAT_TOKENS new tokens -> per tier and decoding: runs, % with a closed thinking block (Expert), % with a
     non-empty answer, % that ended with EOS, and the parsed replies."""
     llm = LLM(engine=LLMEngine(model, tok))
@@ -153,7 +158,9 @@ def tier_rates(model, tok, prompts: list[str]) -> dict:
         ids = [tok.encode(encode_messages([{"role": "user", "content": p}], fmt=V4, thinking=thinking), add_bos=False)
                for p in prompts]
         for name, params in decodings.items():
-            jobs = [(i, p) for p in params for i in ids]
+            # prompt k under seed s samples with seed s * len(prompts) + k: every run draws its own numbers
+            jobs = [(i, replace(p, seed=p.seed * len(ids) + k) if p.seed is not None else p)
+                    for p in params for k, i in enumerate(ids)]
             results = [r.outputs[0] for r in llm.generate([i for i, _ in jobs], [p for _, p in jobs], use_tqdm=False)]
             parsed = [parse_completion(r.text, fmt=V4, thinking=thinking, finish_reason=r.finish_reason)
                       for r in results]
@@ -172,7 +179,8 @@ def main() -> None:
     d = args.model
     train_eval = json.loads((d / "eval" / "training_eval.json").read_text())
     log = [json.loads(line) for line in (d / "eval" / "train_log.jsonl").read_text().splitlines()]
-    windows = load_file(str(d / "eval" / "held_out_windows.safetensors"))["windows"].long()
+    all_windows = load_file(str(d / "eval" / "held_out_windows.safetensors"))["windows"].long()
+    windows = all_windows[: args.windows] if args.windows > 0 else all_windows
     model = load_model(d, Numerics.reference(), progress=False)
     fp32 = load_model(d, Numerics.exact_fp32(), progress=False)
     tok = Tokenizer(d)
@@ -190,7 +198,9 @@ def main() -> None:
         report[f"held_out_nll_{name}"] = held_out_loss(m, windows).nll
         report[f"held_out_seconds_{name}"] = round(time.perf_counter() - t0, 1)
     report["held_out_nll_random_weights"] = random_model_nll(d, model.cfg, windows[:4])
-    prompts = [windows[i, :ACCEPT_PROMPT_LEN] for i in range(ACCEPT_PROMPTS)]
+    report["held_out_windows_measured"] = len(windows)
+    report["held_out_nll_training_same_windows"] = sum(train_eval["held_out_nll_per_window"][: len(windows)]) / len(windows)
+    prompts = [all_windows[i, :ACCEPT_PROMPT_LEN] for i in range(ACCEPT_PROMPTS)]
     acc = mtp_greedy_acceptance(model, prompts, ACCEPT_NEW)
     report["mtp_greedy_acceptance"] = {"accepted": acc.accepted, "drafted": acc.drafted, "rate": acc.rate,
                                        "prompts": ACCEPT_PROMPTS, "prompt_tokens": ACCEPT_PROMPT_LEN,
@@ -205,14 +215,14 @@ def main() -> None:
                           "after": {k: chat_eval["after"][k] for k in ("held_out_nll", "chat_held_out_nll")},
                           "steps": chat_eval["steps"], "seconds": chat_eval["seconds"],
                           "pretrained_held_out_nll": pretrain["held_out_nll"], "samples": chat_samples(model, tok),
-                          "rates": tier_rates(model, tok, held_out_speeches(tok, windows, RATE_PROMPTS)),
+                          "rates": tier_rates(model, tok, held_out_speeches(tok, all_windows, RATE_PROMPTS)),
                           "rate_prompts": RATE_PROMPTS}
         chat_log = [json.loads(line) for line in (d / "eval" / "chat_log.jsonl").read_text().splitlines()]
         plot(chat_log, d / "eval" / "chat_loss_curve.png", "chat fine-tune (loss on assistant tokens and plain text)",
              "held-out loss (first 2,048 held-out tokens)")
     (d / "eval" / "report.json").write_text(json.dumps(report, indent=2))
     plot(log, d / "eval" / "loss_curve.png")
-    (d / "README.md").write_text(model_card(model.cfg, report, pretrain, args.note, chat_eval))
+    (d / "README.md").write_text(model_card(model.cfg, report, pretrain, train_eval, args.note, chat_eval))
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
 
 
@@ -253,7 +263,7 @@ Expert (thinking mode): <｜begin▁of▁sentence｜><｜User｜>{{speech}}<｜A
   Macbeth and The Tempest stay held out; the chat evaluation uses their first exchanges.
 - Start: the pretrained checkpoint above; embedding and head rows of the new ids start at the mean row.
 - Batches of {rows_tokens:,} tokens: {rec['chat_rows']} chat rows (loss on the assistant's tokens: reasoning,
-  `</think>` weighted {rec.get('close_weight', 1.0):g}x, reply, EOS) + {rec['plain_rows']} rows of plain text (loss on every token, so plain generation
+  `</think>` weighted {rec.get('close_weight', 1.0):g}x, reply, EOS) + {rec['plain_rows']} row(s) of plain text (loss on every token, so plain generation
   keeps working). AdamW, lr {rec['lr']} (warmup {rec['warmup']}, cosine to {rec['min_lr_ratio']:.0%}), same
   objective as pretraining. {c['steps']} steps in {c['seconds'] / 60:.0f} min on 2 CPU cores shared with other
   jobs (the run sizes itself to a wall-clock budget, `--max-minutes`; resumable from its saved state).
@@ -269,7 +279,7 @@ Expert (thinking mode): <｜begin▁of▁sentence｜><｜User｜>{{speech}}<｜A
 {c['pretrained_held_out_nll']:.4f}).
 
 ### Both tiers, real runs (`tools/demo_report.py`; temperature 0.8, top-p 0.95, seed 0, at most {CHAT_TOKENS} tokens)
-The user lines are from the held-out plays (or new). Expert's reasoning names a speaker and a scene; Fast
+The user lines are from the held-out plays (or new). Expert's reasoning names who answers whom and a play, act and scene; Fast
 answers at once. The model is 17M parameters trained on 2 CPU cores: replies are Shakespeare-flavoured,
 not sense, and the named scene is a guess.
 
@@ -280,13 +290,14 @@ not sense, and the named scene is a guess.
 |---|---|---|---|---|
 {rate_rows}
 
-Greedy: temperature 0; sampled: temperature 0.8, top-p 0.95, seed 0. A closed thinking block means the
+Greedy: temperature 0; sampled: temperature 0.8, top-p 0.95, seed k for the k-th speech. A closed thinking block means the
 completion holds `</think>`; the answer is the parsed `content` after it.
 """
 
 
-def model_card(cfg, r: dict, pretrain: dict, note: str, chat_eval: dict | None = None) -> str:
+def model_card(cfg, r: dict, pretrain: dict, train_eval: dict, note: str, chat_eval: dict | None = None) -> str:
     t = r["training"]
+    n_win = r["held_out_windows_measured"]
     recipe = pretrain["recipe"]
     kinds = {0: "window only", 4: "CSA (ratio 4, lightning indexer)", 128: "HCA (ratio 128)"}
     layer_rows = "\n".join(
@@ -342,9 +353,10 @@ Fast (chat mode) replies as the next speaker, Expert (thinking mode) first names
 | measure | value |
 |---|---|
 | final pretraining loss (mean of last 20 steps) | {t['final_train_loss_last20']:.3f} nats/token |
-| held-out loss, training-time evaluation of these weights (fp32, fake-quantised weights) | {r['held_out_nll_training']:.4f} (ppl {math.exp(r['held_out_nll_training']):.1f}) |
-| held-out loss, `v4stack` reference numerics (bf16 + QAT points, what `generate` runs) | {r['held_out_nll_reference']:.4f} (ppl {math.exp(r['held_out_nll_reference']):.1f}) |
-| held-out loss, `v4stack` fp32 numerics | {r['held_out_nll_fp32']:.4f} |
+| held-out loss, training-time evaluation of these weights (fp32, fake-quantised weights; all {len(train_eval['held_out_nll_per_window'])} windows) | {r['held_out_nll_training']:.4f} (ppl {math.exp(r['held_out_nll_training']):.1f}) |
+| the same, first {n_win} windows | {r['held_out_nll_training_same_windows']:.4f} |
+| held-out loss, `v4stack` reference numerics (bf16 + QAT points, what `generate` runs; first {n_win} windows) | {r['held_out_nll_reference']:.4f} (ppl {math.exp(r['held_out_nll_reference']):.1f}) |
+| held-out loss, `v4stack` fp32 numerics (first {n_win} windows) | {r['held_out_nll_fp32']:.4f} |
 | held-out loss, random weights of the same shape | {r['held_out_nll_random_weights']:.2f} (ppl {math.exp(r['held_out_nll_random_weights']):,.0f}) |
 | MTP greedy acceptance (1 draft token) | {acc['rate']:.1%} ({acc['accepted']}/{acc['drafted']}; {acc['prompts']} held-out prompts of {acc['prompt_tokens']} tokens, {acc['new_tokens']} new tokens each) |
 

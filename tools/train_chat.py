@@ -49,6 +49,7 @@ CHAT_EVAL_SAMPLES = 32  # held-out exchanges (each in both modes) in the final c
 CHAT_PROBE_SAMPLES = 8  # ... in the periodic one
 FORMAT = V4  # the demo checkpoint is a DeepseekV4ForCausalLM: the V4 chat format
 DATA_CACHE = "data-seq{seq}-think{share}-close{close}.pt"  # beside --state: the tokenised samples for one row length
+BEFORE_CACHE = "before-seq{seq}.json"  # beside --state: the start's evaluation (minutes on loaded cores; a restart reuses it)
 SIZING_STEPS = 5  # with --max-minutes: steps timed before the run's length is fixed
 COPIED_FILES = ("generation_config.json", "eval/held_out_windows.safetensors")
 
@@ -177,8 +178,13 @@ def main() -> None:
         step, cursor, log, before, spent, total = (state[k] for k in ("step", "cursor", "log", "before", "seconds",
                                                                       "total"))
         print(f"resumed from {args.state} at step {step}", flush=True)
+    before_cache = args.state.with_name(BEFORE_CACHE.format(seq=args.seq))
+    if before is None and before_cache.exists():
+        before = json.loads(before_cache.read_text())
+        print(f"before (from {before_cache}): {json.dumps(before)}", flush=True)
     if before is None:
         before = evaluate(model, windows, held, full=True)
+        before_cache.write_text(json.dumps({k: v for k, v in before.items() if "per_window" not in k}))
         print(f"before: {json.dumps({k: v for k, v in before.items() if 'per_window' not in k})}", flush=True)
     t0 = time.perf_counter() - spent
     deadline = args.max_minutes * 60 if args.max_minutes > 0 else float("inf")
