@@ -132,7 +132,7 @@ ROWS = [
         "type": "yarn", "factor": -16.0, "beta_fast": 32.0, "beta_slow": 1.0,
         "original_max_position_embeddings": 4096}}))], {}, DATA, "config field 'rope_scaling.factor': -16.0"),
     ("config-eos-out-of-vocab", lambda t: GEN + ["--model", str(_model_with(t, {"eos_token_id": 99999}))], {}, DATA,
-     "config field 'eos_token_id': 99999 must be below vocab_size=4096"),
+     "config field 'eos_token_id': 99999 must be below vocab_size=4108"),
     ("no-tokenizer", lambda t: GEN + ["--model", str(_model_with(t, files=()))], {}, DATA, "no tokenizer.json"),
     ("generation-config-nan", lambda t: GEN + ["--model", str(_model_with(t, generation_config='{"temperature": NaN}'))],
      {}, DATA, "generation_config.json: temperature: nan is not allowed"),
