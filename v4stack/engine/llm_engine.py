@@ -67,10 +67,11 @@ class _Tracked:
     new_logprobs: list[dict[int, Logprob]] = field(default_factory=list)
 
 
-def engine_model_config(model_dir: str | Path):
-    """The ModelConfig of a checkpoint the engine can serve; a DeepSeek-V4.1 checkpoint is refused with a
-    one-line ParameterError (its model runs one sequence on its own state, outside the engine's paged cache)."""
-    from v4stack.config.family import is_v41, read_config_json
+def engine_model_config(model_dir: str | Path, allow_v41: bool = False):
+    """The config of a checkpoint this engine can serve. A DeepSeek-V4.1 checkpoint (its model runs one sequence
+    on its own state, outside the engine's paged cache) is refused with a one-line ParameterError, unless
+    ``allow_v41`` (``v4stack generate`` drives it with ``SequenceGenerator``), which returns its V41Config."""
+    from v4stack.config.family import is_v41, parse_config, read_config_json
     from v4stack.config.model_config import ConfigError, ModelConfig
 
     try:
@@ -78,9 +79,11 @@ def engine_model_config(model_dir: str | Path):
     except (ConfigError, OSError):
         raw = None  # ModelConfig.from_file below names what is wrong with the file
     if isinstance(raw, dict) and is_v41(raw):
-        raise check.ParameterError("--model", str(model_dir), "a DeepSeek-V4 checkpoint: the engine (generate, "
-                                   "serve) does not run DeepSeek-V4.1 yet; check-golden and the Python API "
-                                   "(load_model, DeepseekV41.forward) do")
+        if allow_v41:
+            return parse_config(raw)
+        raise check.ParameterError("--model", str(model_dir), "a DeepSeek-V4 checkpoint: the batched engine "
+                                   "(serve) does not run DeepSeek-V4.1 yet; generate, check-golden and the Python "
+                                   "API (load_model, DeepseekV41.forward) do")
     return ModelConfig.from_file(model_dir)
 
 
