@@ -232,6 +232,8 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, default=2048)
     ap.add_argument("--quick", action="store_true", help="1 run, 8 new tokens, 512-token prefill")
     ap.add_argument("--keep", type=Path, default=None, help="write/keep the checkpoint (and GGUF) here")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="an existing official-layout checkpoint instead of the real-shape one (e.g. the demo model)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--task", help=argparse.SUPPRESS)
@@ -241,16 +243,19 @@ def main() -> None:
     if a.quick:
         a.runs, a.new, a.prefill = 1, 8, 512
     from v4stack.platforms.threads import choose_threads
+    from v4stack.config.model_config import ModelConfig
     from v4stack.modelio.writer import tiny_config, write_checkpoint
 
     a.threads = a.threads or choose_threads()
     engines = [e.strip() for e in a.engines.split(",") if e.strip()]
-    cfg = tiny_config(**_bench_config())
     with tempfile.TemporaryDirectory(prefix="v4compare-") as tmp:
         home = a.keep or Path(tmp)
-        ckpt = home / "ckpt"
-        if not (ckpt / "config.json").exists():
-            write_checkpoint(ckpt, cfg, seed=0)
+        if a.model:
+            ckpt, cfg = a.model, ModelConfig.from_file(a.model)
+        else:
+            ckpt, cfg = home / "ckpt", tiny_config(**_bench_config())
+            if not (ckpt / "config.json").exists():
+                write_checkpoint(ckpt, cfg, seed=0)
         gguf = None
         if "llama.cpp" in engines:
             why = llama_available()
@@ -267,7 +272,7 @@ def main() -> None:
             engines.remove("transformers")
         bandwidth = measure_bandwidth()
         load = os.getloadavg()[0]
-        print(f"checkpoint: bench/decode_bench.py BENCH_CONFIG; {a.threads} threads, load average {load:.1f}, "
+        print(f"checkpoint: {a.model or 'bench/decode_bench.py BENCH_CONFIG'}; {a.threads} threads, load average {load:.1f}, "
               f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; medians of {a.runs} runs")
         rows = {}
         for engine in engines:
