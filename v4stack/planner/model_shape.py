@@ -333,7 +333,7 @@ def _draft_extra_tensors(m: ModelShape, l: LayerShape) -> list[TensorSpec]:
         r = m.dspark_markov_rank
         ts += [TensorSpec(p + "norm", (D,), "bf16", "draft"),
                TensorSpec(p + "markov_head.embed|head", (m.vocab, r), "bf16", "draft", count=2),
-               TensorSpec(p + "confidence_head.proj", (1, D + r), "fp32", "draft")]
+               TensorSpec(p + "confidence_head.proj", (1, D + r), "bf16", "draft")]
     return ts
 
 
