@@ -230,6 +230,7 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--streams", type=int, default=16)
     ap.add_argument("--prefill", type=int, default=2048)
+    ap.add_argument("--tasks", default="decode,streams,prefill", help="which figures to take (default all three)")
     ap.add_argument("--quick", action="store_true", help="1 run, 8 new tokens, 512-token prefill")
     ap.add_argument("--keep", type=Path, default=None, help="write/keep the checkpoint (and GGUF) here")
     ap.add_argument("--model", type=Path, default=None,
@@ -277,7 +278,7 @@ def main() -> None:
         rows = {}
         for engine in engines:
             res = {}
-            for task in ("decode", "streams", "prefill"):
+            for task in [t.strip() for t in a.tasks.split(",") if t.strip()]:
                 runs = []
                 for _ in range(a.runs):
                     try:
