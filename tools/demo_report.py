@@ -226,6 +226,16 @@ def main() -> None:
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
 
 
+def _earlier_run(rec: dict, steps: int) -> str:
+    """The card's note on a fine-tune continued from an earlier chat checkpoint (``--init`` that chats)."""
+    e = rec.get("earlier")
+    if e is None:
+        return ""
+    return (f"\n- Two runs: the first {e['steps']} steps with lr {e['lr']} (warmup {e['warmup']}, cosine to "
+            f"{e['min_lr_ratio']:.0%}), {e['chat_rows']} chat rows + {e['plain_rows']} plain row(s); then, from that "
+            f"checkpoint, {steps - e['steps']} steps of the recipe above (a second, shorter cosine schedule).")
+
+
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
@@ -266,7 +276,7 @@ Expert (thinking mode): <｜begin▁of▁sentence｜><｜User｜>{{speech}}<｜A
   `</think>` weighted {rec.get('close_weight', 1.0):g}x, reply, EOS) + {rec['plain_rows']} row(s) of plain text (loss on every token, so plain generation
   keeps working). AdamW, lr {rec['lr']} (warmup {rec['warmup']}, cosine to {rec['min_lr_ratio']:.0%}), same
   objective as pretraining. {c['steps']} steps in {c['seconds'] / 60:.0f} min on 2 CPU cores shared with other
-  jobs (the run sizes itself to a wall-clock budget, `--max-minutes`; resumable from its saved state).
+  jobs (the run sizes itself to a wall-clock budget, `--max-minutes`; resumable from its saved state).{_earlier_run(rec, c['steps'])}
 
 ![chat fine-tune](eval/chat_loss_curve.png)
 

@@ -92,7 +92,8 @@ def prepare(args):
     """Tokenizer with the chat tokens, plain-text stream, training and held-out chat samples, held-out
     windows. The tokenised data is cached beside the state (a resumed run skips the minutes it takes)."""
     tok = Tokenizer.from_file(str(args.init / "tokenizer.json"))
-    add_chat_tokens(tok, FORMAT)
+    if tok.token_to_id(FORMAT.user_token) is None:  # an init that chats already continues its fine-tune
+        add_chat_tokens(tok, FORMAT)
     windows = load_file(str(args.init / "eval" / "held_out_windows.safetensors"))["windows"].long()
     cache = args.state.with_name(DATA_CACHE.format(seq=args.seq, share=args.thinking_share, close=args.close_weight))
     if cache.exists():
@@ -123,8 +124,24 @@ def save_state(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def earlier_run(init: Path) -> tuple[dict | None, list[dict]]:
+    """The chat fine-tune an init checkpoint already went through (its chat_eval.json and log), if any."""
+    path = init / "eval" / "chat_eval.json"
+    if not path.exists():
+        return None, []
+    log = [json.loads(line) for line in (init / "eval" / "chat_log.jsonl").read_text().splitlines()]
+    return json.loads(path.read_text()), log
+
+
 def export(args, model, tok, before: dict, after: dict, log: list[dict], seconds: float) -> None:
+    """The official layout in ``--out`` plus eval/ figures; a continued fine-tune (an init with chat_eval.json)
+    reports both runs together: steps, seconds and the log add up, the recipe keeps the earlier one."""
     out = args.out
+    earlier, earlier_log = earlier_run(args.init)
+    if earlier is not None:
+        offset = earlier["steps"]
+        log = earlier_log + [r | {"step": r["step"] + offset, "seconds": r["seconds"] + earlier["seconds"]} for r in log]
+        seconds += earlier["seconds"]
     (out / "eval").mkdir(parents=True, exist_ok=True)
     for name in COPIED_FILES:
         if (args.init / name).resolve() != (out / name).resolve():
@@ -141,6 +158,8 @@ def export(args, model, tok, before: dict, after: dict, log: list[dict], seconds
     write_tokenizer_config(out, model.cfg.max_position_embeddings)
     save_file(export_tensors(model), str(out / "model.safetensors"))
     recipe = vars(args) | {k: str(getattr(args, k)) for k in ("init", "out", "state", "work_dir")}
+    if earlier is not None:
+        recipe["earlier"] = earlier["recipe"] | {"steps": earlier["steps"]}
     steps = log[-1]["step"] if log else 0
     (out / "eval" / "training_eval.json").write_text(json.dumps({
         "step": pretrain_record["step"] + steps, "train_seconds": round(pretrain_record["train_seconds"] + seconds, 1),
@@ -179,6 +198,9 @@ def main() -> None:
                                                                       "total"))
         print(f"resumed from {args.state} at step {step}", flush=True)
     before_cache = args.state.with_name(BEFORE_CACHE.format(seq=args.seq))
+    earlier, _ = earlier_run(args.init)
+    if before is None and earlier is not None:
+        before = earlier["before"]  # a continued fine-tune: "before" stays the start of the first run
     if before is None and before_cache.exists():
         before = json.loads(before_cache.read_text())
         print(f"before (from {before_cache}): {json.dumps(before)}", flush=True)
