@@ -84,7 +84,7 @@ def add_parser(sub) -> None:
 def _where() -> str:
     state = "present" if GOLDEN_HOME.is_dir() else "absent"
     return (f"the golden data must be in ../shared/golden/v4 relative to the repository ({GOLDEN_HOME}, "
-            f"{state}), or pass the path of a case directory")
+            f"{state}; V4.1 cases in ../shared/golden/v41), or pass the path of a case directory")
 
 
 def find_cases(given: list[Path], modes: tuple[str, ...]) -> list[Path]:

@@ -48,6 +48,8 @@ class SequenceGenerator:
 
         config = config or EngineConfig()
         platform = get_platform(config.platform)
+        # The platform's reference table on purpose: its fast table is validated against V4's golden cases only,
+        # and the reference ops compute every numerics mode (fast's quantisation points included), only slower.
         model = load_model(model_dir, Numerics.from_name(config.numerics), ops=platform.op_table(),
                            device=platform.device(), progress=False, engram=config.engram)
         return cls(model, Tokenizer(model_dir), config)
