@@ -25,7 +25,7 @@ from v4stack.engine.config import DEFAULT_CPU_CACHE_BYTES, DEFAULT_CPU_CACHE_FRA
 from v4stack.engine.detokenizer import Detokenizer
 from v4stack.engine.model_runner import ModelRunner, StepResult
 from v4stack.engine.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
-from v4stack.engine.request import FinishReason, Request
+from v4stack.engine.request import FinishReason, Request, stop_decision
 from v4stack.engine.sampling_params import SamplingParams
 from v4stack.engine.scheduler import Scheduler, SchedulerOutput
 from v4stack.engine.structured import StructuredBackend
@@ -301,17 +301,11 @@ class LLMEngine:
         t.cumulative_logprob += lp.logprob
 
     def _check_stop(self, t: _Tracked, token: int) -> None:
-        req, p = t.request, t.request.params
         stop_str = t.detok.add(token) if t.detok is not None else None
-        if req.num_output_tokens >= p.min_tokens:
-            if req.eos_token_id is not None and token == req.eos_token_id:
-                return self.scheduler.finish(req, FinishReason.STOP)
-            if token in p.stop_token_ids:
-                return self.scheduler.finish(req, FinishReason.STOP, stop_reason=token)
-            if stop_str is not None:
-                return self.scheduler.finish(req, FinishReason.STOP, stop_reason=stop_str)
-        if req.num_output_tokens >= req.max_tokens:
-            self.scheduler.finish(req, FinishReason.LENGTH)
+        decision = stop_decision(t.request, token, stop_str)
+        if decision is not None:
+            reason, stop_reason = decision
+            self.scheduler.finish(t.request, reason, stop_reason=stop_reason)
 
     # ---- outputs ----------------------------------------------------------------------------------------
     def _completion(self, t: _Tracked) -> CompletionOutput:

@@ -100,3 +100,20 @@ class Request:
         if start >= n:
             return self.output_token_ids[start - n:end - n]
         return self.prompt_token_ids[start:] + self.output_token_ids[:end - n]
+
+
+def stop_decision(req: Request, token: int, stop_str: str | None) -> tuple[FinishReason, Any] | None:
+    """The stop rules for a request's newest ``token`` (already appended to its outputs), with ``stop_str``
+    the stop string the detokeniser just matched (None: none): (reason, stop_reason) when it ends, else None.
+    EOS, stop token ids and stop strings count only once ``min_tokens`` are out; ``max_tokens`` always."""
+    p = req.params
+    if req.num_output_tokens >= p.min_tokens:
+        if req.eos_token_id is not None and token == req.eos_token_id:
+            return FinishReason.STOP, None
+        if token in p.stop_token_ids:
+            return FinishReason.STOP, token
+        if stop_str is not None:
+            return FinishReason.STOP, stop_str
+    if req.num_output_tokens >= req.max_tokens:
+        return FinishReason.LENGTH, None
+    return None

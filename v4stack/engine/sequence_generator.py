@@ -18,7 +18,7 @@ from v4stack.config import validation as check
 from v4stack.config.numerics import Numerics
 from v4stack.engine.config import EngineConfig
 from v4stack.engine.detokenizer import Detokenizer
-from v4stack.engine.request import FinishReason, Request
+from v4stack.engine.request import FinishReason, Request, stop_decision
 from v4stack.engine.sampler import Sampler
 from v4stack.engine.sampling_params import SamplingParams
 
@@ -74,20 +74,11 @@ class SequenceGenerator:
         while True:
             token = self.sampler(logits.cpu(), [req])[0].token_id
             req.output_token_ids.append(token)
-            reason = self._finish_reason(req, token, detok.add(token))
+            decision = stop_decision(req, token, detok.add(token))
+            reason = decision[0] if decision is not None else None
             if reason is not None:
                 detok.flush()
                 yield GeneratedPiece(token, detok.take_new_text(True), reason)
                 return
             yield GeneratedPiece(token, detok.take_new_text(False))
             logits = self.model(state, torch.tensor([token])).logits
-
-    @staticmethod
-    def _finish_reason(req: Request, token: int, stop_str: str | None) -> FinishReason | None:
-        """The engine's stop rules (``LLMEngine._check_stop``) for the newest token."""
-        p = req.params
-        if req.num_output_tokens >= p.min_tokens:
-            if (req.eos_token_id is not None and token == req.eos_token_id) or token in p.stop_token_ids \
-                    or stop_str is not None:
-                return FinishReason.STOP
-        return FinishReason.LENGTH if req.num_output_tokens >= req.max_tokens else None
