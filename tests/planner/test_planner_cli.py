@@ -6,6 +6,7 @@ import json
 import pytest
 
 from v4stack.cli.plan import add_parser, run
+from v4stack.config.validation import ParameterError
 from v4stack.planner import memory as mem
 from v4stack.planner.calibration import HOLDOUT_BOUND, PUBLISHED, fitted, validate
 from v4stack.planner.plan import make_plan, parse_tokens
@@ -48,7 +49,11 @@ def test_short_verdict_names_the_binding_constraint_and_the_smallest_fitting_cou
     n = p.devices_needed
     assert f"needs {n} x h200" in p.verdict
     assert make_plan("v4-pro", "h200", n).fits                 # the suggested count really fits
-    assert not make_plan("v4-pro", "h200", n - 1).fits and not make_plan("v4-pro", "h200", n - 1, tp=1).fits
+    for tp in (None, 1):                                        # one fewer, under both layout rules
+        try:
+            assert not make_plan("v4-pro", "h200", n - 1, tp=tp).fits
+        except ParameterError:                                  # a split the model cannot take (tp=7 of 128 heads)
+            assert tp is None and 128 % (n - 1)
     assert json.loads(p.to_json())["tpot_ms"] is None          # no latency for a layout that cannot run
 
 
@@ -139,3 +144,18 @@ def test_memory_budget_adds_up():
     used = p.weights_bytes_per_device + p.engram_device_bytes + p.kv_bytes_per_device + p.workspace_bytes + p.reserve_bytes
     assert p.spare_bytes == pytest.approx(p.usable_bytes - used)
     assert p.usable_bytes == pytest.approx(112e9 * mem.MEMORY_UTILIZATION)
+
+
+@pytest.mark.parametrize("devices, tp, dp, ep, bad", [
+    (10**20, None, None, None, "tp"),  # all-TP attention over more chips than V4-Flash's 64 heads
+    (3, None, None, None, "tp"),       # 3 does not divide 64 heads
+    (512, None, 8, None, "ep"),        # EP defaults to the 512 devices: more ranks than the 256 routed experts
+])
+def test_plan_refuses_a_split_the_model_cannot_take(devices, tp, dp, ep, bad):
+    with pytest.raises(ParameterError, match=f"^{bad}: "):
+        make_plan("v4-flash", "h200", devices, tp=tp, dp=dp, ep=ep)
+
+
+def test_plan_takes_the_largest_splits_the_model_allows():
+    p = make_plan("v4-flash", "h200", 256, dp=4)                # tp 64 = every head on its own rank, ep 256
+    assert (p.tp, p.dp, p.ep) == (64, 4, 256)

@@ -83,6 +83,17 @@ class Parallel:
         return self.ep if self.ep > 1 else self.tp
 
 
+def check_split(m: ModelShape, par: Parallel) -> None:
+    """Refuse (ParameterError) a split the model cannot take: TP shards the attention heads, so tp must divide
+    them (each rank whole heads, as vLLM and SGLang require); EP spreads the routed experts, so no more ranks
+    than experts. Without this a huge --devices is priced as if every chip held a sliver of a head."""
+    if par.tp > m.n_heads or m.n_heads % par.tp:
+        raise check.ParameterError("tp", par.tp, f"a divisor of the model's {m.n_heads} attention heads "
+                                   "(add --dp for more devices)")
+    if m.n_routed and par.ep > m.n_routed:
+        raise check.ParameterError("ep", par.ep, f"at most the model's {m.n_routed} routed experts")
+
+
 def tensor_bytes(t: TensorSpec, quant: str, block: int) -> int:
     """Stored bytes of one tensor (times ``t.count``) under a deployment quantisation.
 

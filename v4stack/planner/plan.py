@@ -125,6 +125,7 @@ def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *
     check.integer("spec_tokens", spec_tokens, 0)
     check.choice("arrival", arrival, ARRIVALS)
     par = mem.Parallel.make(devices, tp, dp, ep)
+    mem.check_split(m, par)
     quant = quant or default_quant(chip)
     kv_dtype = kv_dtype or mem.default_kv_dtype(m)
     if spec_tokens and acceptance is None:

@@ -59,7 +59,8 @@ def layouts_for(n: int, d: Deployment, base: mem.Parallel) -> list[mem.Parallel]
     """The planner's layouts on ``n`` devices. Flags the user gave are kept (tp wins over dp) and the rest
     default as in ``Parallel.make`` (tp = n / dp, ep = n); with no tp/dp given, two rules: all-TP attention
     (``Parallel.make(n)``) and more DP replicas of the current attention group (tp = base.tp, dp = n / tp),
-    which also spreads the sequences and so the KV cache. Layouts whose flags do not divide ``n`` are skipped."""
+    which also spreads the sequences and so the KV cache. Layouts whose flags do not divide ``n``, or that the model
+    cannot take (``memory.check_split``), are skipped."""
     if d.tp is not None or d.dp is not None:
         rules = [(d.tp, None if d.tp is not None else d.dp)]
     else:
@@ -68,7 +69,8 @@ def layouts_for(n: int, d: Deployment, base: mem.Parallel) -> list[mem.Parallel]
     for tp, dp in rules:
         try:
             par = mem.Parallel.make(n, tp, dp, d.ep)
-        except ValueError:
+            mem.check_split(d.model, par)
+        except ValueError:  # includes ParameterError: a split the model cannot take
             continue
         if par not in out:
             out.append(par)
