@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from v4stack.model.indexer import topk_lower_index_on_ties
+from v4stack.ops.reference.indexer import topk_lower_index_on_ties
 from v4stack.model.rope import RopeSpec, Rotary, inverse_frequencies
 from v4stack.ops.reference import attention, gemm, hadamard, mixing, quant
 from v4stack.weights.formats import quantize_fp4_weight, quantize_fp8_weight

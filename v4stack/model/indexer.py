@@ -16,7 +16,6 @@ from v4stack.model.compressor import Compressor
 from v4stack.model.compute import INDEX_QUANT_BLOCK, Compute
 from v4stack.model.linear import DENSE, FP8, Linear
 from v4stack.model.rope import Rotary
-from v4stack.ops.reference.indexer import topk_lower_index_on_ties  # noqa: F401 (historical import path)
 
 # Elements of the [queries, H_I, N] product one scoring pass may materialise (64 MiB in fp32). A long prefill
 # chunk is scored a slice of queries at a time so its activations stay bounded; each query's scores and top-k

@@ -14,14 +14,12 @@ The modules hold the checkpoint tensors; the math is the op table's ``route`` an
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from v4stack.config.model_config import ModelConfig
 from v4stack.model.compute import Compute
 from v4stack.model.linear import FP4, FP8, Linear
-from v4stack.ops.reference.indexer import topk_lower_index_on_ties  # noqa: F401 (historical import path)
-from v4stack.ops.reference.moe import expert_forward, gate_scores
+from v4stack.ops.reference.moe import expert_forward
 
 
 class Gate(nn.Module):
@@ -36,10 +34,6 @@ class Gate(nn.Module):
             self.register_buffer("tid2eid", torch.empty(cfg.vocab_size, cfg.num_experts_per_tok, dtype=torch.int64))
         else:
             self.register_buffer("bias", torch.empty(cfg.n_routed_experts, dtype=torch.float32))
-
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """x [T, D] -> routing scores [T, E] fp32 (before the selection bias; the training balance term)."""
-        return gate_scores(F.linear(x.float(), self.weight.float()), self.score_func)
 
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, D], token_ids [T] -> (weights [T, k] fp32, expert ids [T, k] int64)."""

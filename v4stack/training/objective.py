@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from v4stack.model.batch import ForwardBatch
 from v4stack.model.moe import Gate
 from v4stack.model.transformer import DeepseekV4
+from v4stack.ops.reference.moe import gate_scores
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def _watch_routers(model: DeepseekV4, loads: dict, balance: list) -> list:
                 n_exp = mod.bias.numel()
                 counts = torch.bincount(experts.flatten(), minlength=n_exp).float()
                 loads[name] = loads.get(name, 0) + counts
-                scores = mod.scores(args[0])  # [T, E], differentiable
+                scores = gate_scores(F.linear(args[0].float(), mod.weight.float()), mod.score_func)  # [T, E]
                 share = counts / counts.sum()
                 balance.append(n_exp * (share * (scores / scores.sum(-1, keepdim=True)).mean(0)).sum())
             hooks.append(module.register_forward_hook(hook))

@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from v4stack.model.compute import INDEX_QUANT_BLOCK, Compute
-from v4stack.model.indexer import Indexer, topk_lower_index_on_ties
+from v4stack.model.indexer import Indexer
 from v4stack.model.linear import DENSE, FP8, Linear
 from v4stack.model.norm import RMSNorm
 from v4stack.model.rope import Rotary
+from v4stack.ops.reference.indexer import topk_lower_index_on_ties
 
 
 def select_candidate_blocks(scores: torch.Tensor, visible: torch.Tensor, topk_blocks: int,
