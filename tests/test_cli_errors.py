@@ -47,7 +47,7 @@ def _model_with(tmp: Path, config_edit=None, files=("tokenizer.json", "tokenizer
 
 
 def _v41_model(tmp: Path) -> Path:
-    """A DeepSeek-V4.1 model folder (config.json only: serve refuses it before tokenizer and weights)."""
+    """A DeepSeek-V4.1 model folder (config.json only: refused before tokenizer and weights)."""
     from v4stack.modelio.writer import tiny_v41_config
 
     d = tmp / "v41"
@@ -250,7 +250,8 @@ ROWS = [
     # ---- check-chat
     ("chat-show-neg", lambda t: ["check-chat", str(t / "x.jsonl"), "--show", "-1"], {}, USAGE, "--show: '-1'"),
     ("chat-file-missing", lambda t: ["check-chat", str(t / "x.jsonl")], {}, DATA, "x.jsonl: no such file"),
-    ("serve-v41-refused", lambda t: ["serve", str(_v41_model(t))], {}, USAGE, "does not run DeepSeek-V4.1"),
+    ("serve-v41-mtp-refused", lambda t: ["serve", str(_v41_model(t)), "--enable-mtp"], {}, USAGE,
+     "enable_mtp: True is not allowed (expected off for DeepSeek-V4.1"),
     ("gen-engram-tier", GEN + ["--engram", "gpu"], {}, USAGE, "--engram: invalid choice"),
     ("gen-engram-cache-zero", GEN + ["--engram-cache-mb", "0"], {}, USAGE, "--engram-cache-mb"),
 ]

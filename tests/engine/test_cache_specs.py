@@ -35,3 +35,40 @@ def test_v4_flash_pools():
     assert specs.bytes_per_token == 21 * (1024 + 256) / 4 + 20 * 1024 / 128 == 6880
     assert len(specs.pool("c4").layers) == 21 and len(specs.pool("c128").layers) == 20
     assert len(specs.pool("window").layers) == 43 and specs.pool("mtp_window").layers == (43,)
+
+
+V41_CONFIGS = {"v4.1-flash": ROOT / "v4stack/planner/presets/v4.1-flash.json"}
+
+
+@pytest.mark.parametrize("name", [*V41_CONFIGS, "tiny"])
+def test_v41_bytes_per_token_and_state_equal_the_planners(name, tmp_path):
+    from v4stack.cache.specs import v41_cache_specs
+    from v4stack.config.family import parse_config
+    from v4stack.modelio.writer import tiny_v41_config
+
+    if name == "tiny":
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(tiny_v41_config()))
+        ref = str(path)
+    else:
+        path, ref = V41_CONFIGS[name], name
+    cfg = parse_config(json.loads(path.read_text()))
+    specs = v41_cache_specs(cfg, torch.bfloat16)
+    plan = make_plan(ref, "cpu", 1, context=cfg.max_position_embeddings, kv_dtype="bf16")
+    assert specs.bytes_per_token == plan.kv_bytes_per_token
+    assert specs.state_bytes_per_sequence == plan.kv_fixed_bytes_per_sequence["compressor_state"]
+    assert specs.tail_bytes_per_block == 0  # no compressor tails: every group closes at a block boundary
+
+
+def test_v41_flash_pools():
+    from v4stack.cache.specs import v41_cache_specs
+    from v4stack.config.family import parse_config
+
+    cfg = parse_config(json.loads(V41_CONFIGS["v4.1-flash"].read_text()))
+    specs = v41_cache_specs(cfg, torch.bfloat16)
+    sources = {r: [s for s in cfg.kv_source_layer_ids if cfg.compress_ratio(s) == r] for r in (1, 2)}
+    # per kv source: entries (2 B x head_dim) and index keys (2 B x index_head_dim), one per r tokens
+    want = sum(len(v) * (2 * cfg.head_dim + 2 * cfg.index_head_dim) / r for r, v in sources.items())
+    assert specs.bytes_per_token == want
+    assert {p.name for p in specs.pools} == {"window"} | {f"c{r}" for r, v in sources.items() if v}
+    assert specs.pool("window").layers == tuple(range(cfg.num_hidden_layers))

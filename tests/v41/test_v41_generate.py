@@ -1,6 +1,6 @@
-"""``v4stack generate`` on a DeepSeek-V4.1 checkpoint: the sequence generator's greedy tokens are the model's own
-greedy drive (prefill, then one token per step on its state, as the golden runner drives it), on the device and
-disk Engram tiers; the CLI (host tier) streams that text."""
+"""``v4stack generate`` on a DeepSeek-V4.1 checkpoint runs through the engine (``LLMEngine.from_model_dir``, as
+for V4): its greedy tokens are the model's own greedy drive (prefill, then one token per step on its state, as
+the golden runner drives it), on the device and disk Engram tiers; the CLI (host tier) streams that text."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import torch
 from v4stack.cli.main import main
 from v4stack.config.engram_placement import EngramPlacement
 from v4stack.engine.config import EngineConfig, SchedulerConfig
-from v4stack.engine.request import FinishReason
+from v4stack.engine.llm_engine import LLMEngine
 from v4stack.engine.sampling_params import SamplingParams
-from v4stack.engine.sequence_generator import SequenceGenerator
 from v4stack.engine.tokenizer import Tokenizer
 from v4stack.modelio.loader import load_model
 from v4stack.modelio.writer import write_v41_checkpoint
@@ -45,12 +44,14 @@ def test_greedy_equals_the_models_own_drive(ckpt, expected, tier, chunk):
     ids, want = expected
     config = EngineConfig(numerics="reference", scheduler=SchedulerConfig(max_num_batched_tokens=chunk),
                           engram=EngramPlacement(tier, cache_bytes=1 << 14))
-    gen = SequenceGenerator.from_model_dir(ckpt, config)
-    pieces = list(gen.generate(ids, SamplingParams(temperature=0.0, max_tokens=NEW, ignore_eos=True)))
-    assert [p.token_id for p in pieces] == want
-    assert pieces[-1].finish_reason == FinishReason.LENGTH and all(p.finish_reason is None for p in pieces[:-1])
-    tok = Tokenizer(ckpt)
-    assert "".join(p.text for p in pieces) == tok.decode(want)
+    engine = LLMEngine.from_model_dir(ckpt, config)
+    engine.add_request("g", ids, SamplingParams(temperature=0.0, max_tokens=NEW, ignore_eos=True))
+    outs = []
+    while engine.has_unfinished():
+        outs.extend(engine.step())
+    assert [t for o in outs for t in o.outputs[0].token_ids_delta] == want
+    assert outs[-1].outputs[0].finish_reason == "length" and all(o.outputs[0].finish_reason is None for o in outs[:-1])
+    assert "".join(o.outputs[0].text_delta for o in outs) == Tokenizer(ckpt).decode(want)
 
 
 def test_cli_generate_streams_the_greedy_text(ckpt, expected, capsys):

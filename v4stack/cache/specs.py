@@ -1,4 +1,4 @@
-"""What the V4 hybrid attention caches, as typed specs per layer kind (model_spec.md §5.1).
+"""What the V4 and V4.1 hybrid attentions cache, as typed specs per layer kind (model_spec.md §5.1).
 
 Knows: which layers keep which rows, their widths and dtypes, and how many tokens one cached entry covers.
 Does not know: blocks in use, requests, or tensors (``cache.tensors`` allocates from these specs; the engine's
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from v4stack.config.model_config import ModelConfig
+from v4stack.config.v41_config import V41Config
 
 TOKEN_ALIGN = 128  # block sizes are multiples of the largest compression ratio (and of the 128-token window)
 CSA_RATIO, HCA_RATIO = 4, 128
@@ -151,4 +152,26 @@ def cache_specs(cfg: ModelConfig, dtype: torch.dtype, block_size: int = TOKEN_AL
     if hca:
         pools.append(PoolSpec("c128", hca, (TensorSpec("kv", d, dtype, block_size // HCA_RATIO),)))
         states.append(StateSpec("c128", hca, HCA_RATIO, d))
+    return CacheSpecs(block_size, dtype, tuple(pools), tuple(states))
+
+
+def v41_cache_specs(cfg: V41Config, dtype: torch.dtype, block_size: int = TOKEN_ALIGN) -> CacheSpecs:
+    """The pools of a V4.1 model (CSA2): the window of every backbone layer, and per compress ratio r of its kv
+    sources (Full layers) one whole-sequence group ``c{r}`` holding each source's B/r compressed entries [d] and
+    index keys [d_I]; Reuse and Reindex layers read their source's rows and cache nothing of their own. State:
+    the open group of each ratio-r > 1 source, r fp32 (kv, score) rows [d] (no overlap in V4.1; ratio 1 keeps
+    none). At a block boundary every group is closed (r divides 128), so the rows a resuming request needs are
+    all in blocks: no compressor tails. DSpark's stage windows are not here (the engine does not draft yet)."""
+    d, di, n = cfg.head_dim, cfg.index_head_dim, cfg.num_hidden_layers
+    pools = [PoolSpec("window", tuple(range(n)), (TensorSpec("kv", d, dtype, block_size),), cfg.sliding_window)]
+    states = []
+    for r in sorted({cfg.compress_ratio(s) for s in cfg.kv_source_layer_ids}):
+        if TOKEN_ALIGN % r:
+            raise ValueError(f"compress ratio {r} does not divide the block alignment {TOKEN_ALIGN}")
+        sources = tuple(s for s in cfg.kv_source_layer_ids if cfg.compress_ratio(s) == r)
+        per = block_size // r
+        pools.append(PoolSpec(f"c{r}", sources, (TensorSpec("kv", d, dtype, per),
+                                                 TensorSpec("index_keys", di, dtype, per))))
+        if r > 1:
+            states.append(StateSpec(f"c{r}", sources, r, d))
     return CacheSpecs(block_size, dtype, tuple(pools), tuple(states))

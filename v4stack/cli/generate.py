@@ -13,7 +13,6 @@ from v4stack.config.default_model import default_model_dir
 from v4stack.cli.engine_args import add_engine_args, engine_config_from_args
 from v4stack.config.v41_config import V41Config
 from v4stack.engine.llm_engine import LLMEngine, engine_model_config
-from v4stack.engine.sequence_generator import SequenceGenerator
 from v4stack.engine.sampling_params import SamplingParams, checkpoint_sampling_defaults
 from v4stack.engine.tokenizer import Tokenizer
 
@@ -48,7 +47,7 @@ def sampling_from_args(args, model_dir: Path) -> SamplingParams:
 def preflight(model_dir: Path, prompt: str, max_tokens: int, max_model_len: int | None) -> tuple[object, list[int]]:
     """(config, the prompt's token ids), after refusing (ContextLengthError, one line with the numbers) a prompt +
     max_tokens beyond the context limit; reads config.json and the tokenizer only, no weights."""
-    cfg = engine_model_config(model_dir, allow_v41=True)
+    cfg = engine_model_config(model_dir)
     limit = check.context_limit(cfg.max_position_embeddings, max_model_len, "--max-model-len")
     prompt_ids = Tokenizer(model_dir).encode(prompt)
     check.check_context(len(prompt_ids), max_tokens, limit)
@@ -60,8 +59,6 @@ def run(args) -> int:
     sampling = sampling_from_args(args, model_dir)
     cfg, prompt_ids = preflight(model_dir, args.prompt, args.max_tokens, args.max_model_len)
     config = engine_config_from_args(args)
-    if isinstance(cfg, V41Config):
-        return _run_sequence(args, model_dir, prompt_ids, sampling, config)
     t0 = time.perf_counter()
     engine = LLMEngine.from_model_dir(model_dir, config)
     load_s = time.perf_counter() - t0
@@ -92,27 +89,7 @@ def run(args) -> int:
     prefill_s = (t_first or t_end) - t_start
     decode_rate = (n - 1) / (t_end - t_first) if t_first and n > 1 and t_end > t_first else 0.0
     print(f"[{model_dir.name}] load {load_s:.2f}s | prompt {len(prompt_ids)} tok, prefill {prefill_s:.2f}s"
-          f" | {n} tok generated, decode {decode_rate:.1f} tok/s | finish: {done.finish_reason}", file=sys.stderr)
+          f" | {n} tok generated, decode {decode_rate:.1f} tok/s | finish: {done.finish_reason}"
+          + (f" | engram {config.engram.tier}" if isinstance(cfg, V41Config) else ""), file=sys.stderr)
     return 0 if done.finish_reason != "error" else 1
 
-
-def _run_sequence(args, model_dir: Path, prompt_ids: list[int], sampling: SamplingParams, config) -> int:
-    """A DeepSeek-V4.1 checkpoint: one sequence on the model's own state (``SequenceGenerator``), streamed."""
-    t0 = time.perf_counter()
-    generator = SequenceGenerator.from_model_dir(model_dir, config)
-    load_s = time.perf_counter() - t0
-    t_start = time.perf_counter()
-    t_first, n, reason = None, 0, None
-    for piece in generator.generate(prompt_ids, sampling):
-        if t_first is None:
-            t_first = time.perf_counter()
-            print(args.prompt, end="", flush=True)
-        print(piece.text, end="", flush=True)
-        n, reason = n + 1, piece.finish_reason
-    t_end = time.perf_counter()
-    print()
-    decode_rate = (n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0
-    print(f"[{model_dir.name}] load {load_s:.2f}s | prompt {len(prompt_ids)} tok, prefill {t_first - t_start:.2f}s"
-          f" | {n} tok generated, decode {decode_rate:.1f} tok/s | finish: {reason.value} | engram "
-          f"{config.engram.tier}", file=sys.stderr)
-    return 0

@@ -67,10 +67,9 @@ class _Tracked:
     new_logprobs: list[dict[int, Logprob]] = field(default_factory=list)
 
 
-def engine_model_config(model_dir: str | Path, allow_v41: bool = False):
-    """The config of a checkpoint this engine can serve. A DeepSeek-V4.1 checkpoint (its model runs one sequence
-    on its own state, outside the engine's paged cache) is refused with a one-line ParameterError, unless
-    ``allow_v41`` (``v4stack generate`` drives it with ``SequenceGenerator``), which returns its V41Config."""
+def engine_model_config(model_dir: str | Path):
+    """The parsed config of a checkpoint (``ModelConfig`` for V4, ``V41Config`` for V4.1; both run in this engine),
+    read before any weights so that a bad file is refused with one line."""
     from v4stack.config.family import is_v41, parse_config, read_config_json
     from v4stack.config.model_config import ConfigError, ModelConfig
 
@@ -79,12 +78,27 @@ def engine_model_config(model_dir: str | Path, allow_v41: bool = False):
     except (ConfigError, OSError):
         raw = None  # ModelConfig.from_file below names what is wrong with the file
     if isinstance(raw, dict) and is_v41(raw):
-        if allow_v41:
-            return parse_config(raw)
-        raise check.ParameterError("--model", str(model_dir), "a DeepSeek-V4 checkpoint: the batched engine "
-                                   "(serve) does not run DeepSeek-V4.1 yet; generate, check-golden and the Python "
-                                   "API (load_model, DeepseekV41.forward) do")
+        return parse_config(raw)
     return ModelConfig.from_file(model_dir)
+
+
+def check_mtp(cfg, enable_mtp: bool) -> None:
+    """Refuse ``enable_mtp`` for a DeepSeek-V4.1 model with one line (before any weights load, when called with
+    the parsed config): the engine does not run its DSpark head yet."""
+    from v4stack.config.v41_config import V41Config
+
+    if enable_mtp and isinstance(cfg, V41Config):
+        raise check.ParameterError("enable_mtp", True, "off for DeepSeek-V4.1: the engine does not run its DSpark "
+                                   "head yet (speculative decoding); DeepseekV41.draft drafts on a hand-driven state")
+
+
+def engine_op_table(platform, numerics: Numerics, cfg):
+    """The op table a model runs with: the platform's table for the numerics mode. For DeepSeek-V4.1 the
+    platform's reference table on purpose: the fast table is validated against V4's golden cases only, and the
+    reference ops compute every numerics mode (fast's quantisation points included), only slower."""
+    from v4stack.config.v41_config import V41Config
+
+    return platform.op_table() if isinstance(cfg, V41Config) else platform.op_table(numerics)
 
 
 def size_cache(specs: CacheSpecs, config: EngineConfig, available_bytes: int) -> tuple[dict[str, int], int]:
@@ -126,6 +140,7 @@ class LLMEngine:
         self.model, self.tokenizer = model, tokenizer
         self.config = config = config or EngineConfig()
         self.max_model_len = check.context_limit(model.cfg.max_position_embeddings, config.max_model_len)
+        check_mtp(model.cfg, config.enable_mtp)
         specs = model.cache_specs(config.cache.block_size, prefix_tails=config.cache.enable_prefix_caching,
                                   with_mtp=config.enable_mtp)
         if available_bytes is None:
@@ -152,10 +167,11 @@ class LLMEngine:
         from v4stack.modelio.loader import load_model
 
         config = config or EngineConfig()
-        engine_model_config(model_dir)  # refuse what the engine cannot run before reading weights
+        cfg = engine_model_config(model_dir)  # refuse a bad config before reading weights
+        check_mtp(cfg, config.enable_mtp)
         platform = get_platform(config.platform)
         numerics = Numerics.from_name(config.numerics)
-        model = load_model(model_dir, numerics, ops=platform.op_table(numerics),
+        model = load_model(model_dir, numerics, ops=engine_op_table(platform, numerics, cfg),
                            device=platform.device(), progress=False, engram=config.engram)
         return cls(model, Tokenizer(model_dir), config, platform.memory_info().free_bytes)
 

@@ -20,7 +20,7 @@ import torch
 from v4stack.cache.tensors import CacheTensors
 from v4stack.engine.sampler import SampledToken, Sampler
 from v4stack.engine.scheduler import SchedulerOutput
-from v4stack.model import DeepseekV4, ForwardBatch
+from v4stack.model import DeepseekV4, ForwardBatch  # or DeepseekV41: the same forward(batch, logit_rows)
 
 
 @dataclass
@@ -57,6 +57,9 @@ class ModelRunner:
                 sample_rows.append(row - 1)
         batch = ForwardBatch.from_cache(self.tensors, [e.request.cache for e in entries], starts,
                                         torch.tensor(ids, dtype=torch.long), lengths)
+        if self.model.history_tokens:  # V4.1 Engram: the ids its n-grams reach before each chunk
+            h = self.model.history_tokens
+            batch.history = [e.request.token_ids_between(max(0, e.start - h), e.start) for e in entries]
         out = self.model(batch, logit_rows=torch.tensor(sample_rows, dtype=torch.long))
         samplers = [e for e in entries if e.samples]
         result = StepResult()

@@ -62,6 +62,8 @@ class ForwardBatch:
     # when set, CSA attention calls indexer_probe((layer, seq), q [S, H, d], entries [N, d], scores [S, N]):
     # its queries, compressed entries and the indexer's scores, for the indexer's training loss
     indexer_probe: Callable | None = None
+    # token ids just before each span (at most the model's ``history_tokens``): V4.1's Engram hashing reads them
+    history: list[list[int]] | None = None
 
     @classmethod
     def build(cls, states: list[SequenceState], chunks: list[torch.Tensor], is_mtp: bool = False,

@@ -61,6 +61,8 @@ class ModelOutput:
 
 
 class DeepseekV4(nn.Module):
+    history_tokens = 0  # token ids before a chunk its forward reads (V4.1's Engram reads some; V4 none)
+
     def __init__(self, cfg: ModelConfig, numerics: Numerics | None = None, ops: OpTable | None = None) -> None:
         super().__init__()
         self.cfg = cfg

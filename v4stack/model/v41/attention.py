@@ -89,34 +89,29 @@ class V41Attention(Attention):
         positions = torch.arange(start, start + x.shape[0], device=x.device)
         qr, q = self.queries(x, positions)
         kv = self.window_rows(x, positions)
-        prior = state.window.get(self.layer_id, kv[:0])
+        prior = state.prior_window(self.layer_id, kv)
         entries = chosen = None
         if self.ratio:
             if self.role == FULL:
                 self._extend_source(x, start, state)
-            entries = state.entries[self.kv_source]
+            entries = state.source(self.kv_source)[0]
             if self.indexer is not None:
                 chosen = self._select(x, qr, positions, state, shared)
                 shared.topk[self.layer_id] = chosen
             else:
                 chosen = shared.topk[self.index_source]
         o = self.attend_window(q, kv, prior, positions, entries, chosen)
-        state.window[self.layer_id] = torch.cat([prior, kv])[-(self.window - 1):].detach()
+        state.keep_window(self.layer_id, prior, kv, self.window - 1)
         return self._project_out(self.rotary.apply(o, positions, inverse=True))
 
     def _extend_source(self, x: torch.Tensor, start: int, state: V41State) -> None:
         """Compress the new tokens; append finished entries and their index keys to this source's rows."""
         latent = self.compressor.advance(x, start, state, self.layer_id)
-        have = state.entries.get(self.layer_id)
-        first = 0 if have is None else have.shape[0]
-        new_entries = self.finish_entries(latent, first)
-        new_keys = self.indexer.keys(latent, first)
-        state.entries[self.layer_id] = new_entries if have is None else torch.cat([have, new_entries])
-        old_keys = state.index_keys.get(self.layer_id)
-        state.index_keys[self.layer_id] = new_keys if old_keys is None else torch.cat([old_keys, new_keys])
+        first = state.num_entries(self.layer_id)
+        state.extend_source(self.layer_id, self.finish_entries(latent, first), self.indexer.keys(latent, first))
 
     def _select(self, x, qr, positions, state: V41State, shared: CSA2Shared) -> torch.Tensor:
-        keys = state.index_keys[self.kv_source]
+        keys = state.source(self.kv_source)[1]
         scores = self.indexer.scores(self.indexer.queries(qr, positions), self.indexer.head_weights(x), keys,
                                      positions)
         visible = (positions + 1) // self.ratio

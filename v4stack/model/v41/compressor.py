@@ -15,7 +15,7 @@ from torch import nn
 from v4stack.model.compute import Compute
 from v4stack.model.linear import DENSE, Linear
 from v4stack.model.norm import RMSNorm
-from v4stack.model.v41.state import V41State
+from v4stack.model.v41.state import V41State  # or PagedV41State: the same storage methods
 
 
 class V41Compressor(nn.Module):
@@ -35,13 +35,13 @@ class V41Compressor(nn.Module):
         if r == 1:
             return self.norm(self.wkv(x))
         kv, score = self.wkv(x.float()), self.wgate(x.float())  # fp32 [S, d]
-        if layer_id in state.open_rows:
-            prev_kv, prev_score = state.open_rows[layer_id]
-            kv, score = torch.cat([prev_kv, kv]), torch.cat([prev_score, score])
+        kept = state.open_group(layer_id)
+        if kept is not None:
+            kv, score = torch.cat([kept[0], kv]), torch.cat([kept[1], score])
         first = start_pos - (start_pos % r)  # position of kv's first row
         n_done = (start_pos + x.shape[0]) // r - first // r
         keep = n_done * r
-        state.open_rows[layer_id] = (kv[keep:].detach(), score[keep:].detach())
+        state.keep_open_group(layer_id, kv[keep:], score[keep:])
         if n_done == 0:
             return x.new_empty(0, self.head_dim, dtype=c.dtype)
         groups_kv = kv[:keep].view(n_done, r, -1)

@@ -4,7 +4,9 @@
     -> for each layer: [Engram] -> [record mean_streams for DSpark] -> V41Block (single-pass mHC)
     -> collapse with the last pre_f -> norm -> fp32 head
 
-Hand-driven: one sequence per call, any chunk length from its current position (``V41State``). The module
+Hand-driven: one sequence per call, any chunk length from its current position (``V41State``). The engine:
+``forward(batch: ForwardBatch)`` runs each sequence of the batch on the paged cache (``PagedV41State``), one
+after another through the same layers (the per-token maths is not yet batched across sequences). The module
 tree's buffer names are the official checkpoint names (``modelio.inventory``); the DSpark stages live under
 ``mtp.{k}`` (``dspark.DSparkHead``).
 """
@@ -16,14 +18,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from v4stack.cache.specs import CacheSpecs, v41_cache_specs
 from v4stack.config.numerics import Numerics
 from v4stack.config.v41_config import V41Config
+from v4stack.model.batch import ForwardBatch
 from v4stack.model.compute import Compute
 from v4stack.model.norm import RMSNorm
 from v4stack.model.transformer import Embedding, Head
 from v4stack.model.v41.block import V41Block, one_hot_mix
 from v4stack.model.v41.dspark import DraftOutput, DSparkHead
 from v4stack.model.v41.engram_hash import NgramHasher, check_table_sizes
+from v4stack.model.v41.paged import PagedV41State
 from v4stack.model.v41.state import CSA2Shared, V41State
 from v4stack.ops.table import OpTable, reference_ops
 
@@ -78,6 +83,38 @@ class DeepseekV41(nn.Module):
     def new_state(self) -> V41State:
         return V41State()
 
+    @property
+    def history_tokens(self) -> int:
+        """Token ids before a chunk that its forward reads (Engram n-grams reach N-1 positions back)."""
+        return self.cfg.engram.max_ngram_size - 1 if self.cfg.engram is not None else 0
+
+    def cache_specs(self, block_size: int | None = None, prefix_tails: bool = False,
+                    with_mtp: bool = False) -> CacheSpecs:
+        """The engine's pools for this model (``v41_cache_specs``). V4.1 needs no compressor tails for prefix
+        hits (every group is closed at a block boundary), so ``prefix_tails`` adds nothing; the engine does not
+        run the DSpark head, so ``with_mtp`` is refused (the engine refuses enable_mtp first, ``check_mtp``)."""
+        if with_mtp:
+            raise ValueError("with_mtp: DeepSeek-V4.1 has no MTP window in the engine's cache (its DSpark head keeps "
+                             "its own windows on a hand-driven state)")
+        extra = {} if block_size is None else {"block_size": block_size}
+        return v41_cache_specs(self.cfg, self.compute.dtype, **extra)
+
+    def forward_batch(self, batch: ForwardBatch, logit_rows: torch.Tensor | None = None) -> V41Output:
+        """The engine's forward: every sequence of ``batch`` (its blocks allocated, ``batch.history`` holding the
+        token ids before each span) advanced on the paged cache. Logits of the flat rows ``logit_rows`` (default:
+        each sequence's last row), in row order; hidden streams are not returned (no MTP block here)."""
+        rows = batch.last_token_rows() if logit_rows is None else logit_rows.cpu()
+        ratios = {s: self.cfg.compress_ratio(s) for s in self.cfg.kv_source_layer_ids}
+        logits = []
+        for i, span in enumerate(batch.spans):
+            mine = rows[(rows >= span.begin) & (rows < span.end)] - span.begin
+            prior = torch.tensor(batch.history[i] if batch.history else [], dtype=torch.long)
+            history = self.hasher.compress(prior) if self.hasher is not None else prior
+            state = PagedV41State(batch.cache, i, ratios, history)
+            out = self.forward(state, batch.token_ids[span.begin:span.end], logit_rows=mine)
+            logits.append(out.logits)
+        return V41Output(logits=torch.cat(logits), main_hidden=None)
+
     def set_token_map(self, cmap: torch.Tensor) -> None:
         """The Engram compressed token map of this checkpoint's tokenizer (required before a forward)."""
         self.hasher = NgramHasher(self.cfg.engram, cmap)
@@ -125,10 +162,13 @@ class DeepseekV41(nn.Module):
             raise RuntimeError("this checkpoint has no DSpark head (no dspark_* keys in its config)")
 
     @torch.inference_mode()
-    def forward(self, state: V41State, token_ids: torch.Tensor, logit_rows: torch.Tensor | None = None,
-                record: bool = False) -> V41Output:
+    def forward(self, state: V41State | PagedV41State | ForwardBatch, token_ids: torch.Tensor | None = None,
+                logit_rows: torch.Tensor | None = None, record: bool = False) -> V41Output:
         """Run the next chunk of ``state`` (token ids [S] at positions state.num_tokens..) and advance it.
-        Logits for ``logit_rows`` (default: the last token). ``record`` keeps per-layer outputs and top-k."""
+        Logits for ``logit_rows`` (default: the last token). ``record`` keeps per-layer outputs and top-k.
+        A ``ForwardBatch`` (the engine's model runner) goes to ``forward_batch``."""
+        if isinstance(state, ForwardBatch):
+            return self.forward_batch(state, logit_rows)
         cfg = self.cfg
         if token_ids.dim() != 1 or token_ids.numel() == 0:
             raise ValueError("token_ids must be a non-empty 1-D tensor")
