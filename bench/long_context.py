@@ -1,31 +1,28 @@
-"""A long prompt through the engine: peak resident memory beside the planner's estimate for the same config.
+"""A long prompt through the engine: the serving process's resident memory beside the planner's estimate.
 
 A random checkpoint with V4-Flash's layer schedule (43 layers: 2 window, 21 CSA, 20 HCA, + MTP; head_dim 512,
 indexer 64 x 128, but a small width) takes one prompt of ``--tokens`` tokens, prefilled in chunks of
-``--chunk`` tokens, then decodes a few tokens. Printed: the process's peak RSS (ru_maxrss) and its parts as
-the planner models them: weights + KV for the context (``v4stack plan``'s ``kv_bytes_per_token``, scaled to
-the cache dtype) + the fixed per-sequence state + one chunk's workspace, plus what the engine holds beyond
-that (window blocks, the Python/torch runtime measured before loading).
+``--chunk`` tokens, then decodes a few tokens. The checkpoint is written by a separate process (or taken from
+``--checkpoint``), so its fp32 masters are not in the measured RSS. Printed: RSS after import, after load and at
+every step (current, and the step's own peak where the kernel can reset the high-water mark), then the planner's
+terms for the same config and chunk (``v4stack plan``: weights + KV for the context + compressor state + one chunk's
+workspace + the fast mode's prepared weights) beside the measured peak.
 
-    PYTHONPATH=. .venv/bin/python bench/long_context.py [--tokens 32768] [--chunk 2048]
+    PYTHONPATH=. .venv/bin/python bench/long_context.py [--tokens 32768] [--chunk 1024] [--numerics fast]
+        [--probe]   # also the deterministic activation peak of every step (engine/activation_probe.py; slower)
+        [--trim]    # glibc malloc_trim(0) after every step, to see what the allocator holds
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-
-import torch
-
-from v4stack.config.model_config import ModelConfig
-from v4stack.engine.config import CacheConfig, EngineConfig, SchedulerConfig
-from v4stack.engine.llm_engine import LLMEngine
-from v4stack.engine.sampling_params import SamplingParams
-from v4stack.planner.plan import make_plan
-from v4stack.modelio.writer import tiny_config, write_checkpoint
 
 MIB = 1 << 20
 FLASH_SCHEDULE = (0, 0) + (4, 128) * 20 + (4, 0)  # 43 layers + the MTP block (model_spec s2.1)
@@ -34,61 +31,133 @@ CONFIG = dict(vocab_size=4096, hidden_size=256, num_hidden_layers=43, compress_r
               index_n_heads=64, index_head_dim=128, index_topk=512, sliding_window=128, n_routed_experts=8,
               num_experts_per_tok=2, moe_intermediate_size=128, num_hash_layers=3, hc_mult=4, hc_sinkhorn_iters=20,
               max_position_embeddings=1 << 20)
+PAGE = resource.getpagesize()
+DECODED = 8  # tokens decoded after the prompt
+
+
+def rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
 
 
 def rss_peak() -> int:
+    """High-water RSS since the last :func:`reset_peak` (VmHWM), else since start (ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's RSS high-water mark (``clear_refs`` 5); False where not permitted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def write_random_checkpoint(directory: Path) -> None:
+    """Run in a child process: the writer's fp32 masters never enter the measured process."""
+    from v4stack.modelio.writer import tiny_config, write_checkpoint
+    write_checkpoint(directory, tiny_config(**CONFIG), seed=0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=32768)
-    ap.add_argument("--chunk", type=int, default=2048)
-    ap.add_argument("--numerics", default="fp32")
+    ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--numerics", default="fast")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--progress", action="store_true", help="print tokens done and peak RSS after every step")
+    ap.add_argument("--checkpoint", type=Path, help="use this random checkpoint instead of writing one")
+    ap.add_argument("--write-only", type=Path, help=argparse.SUPPRESS)  # the child process's entry
+    ap.add_argument("--probe", action="store_true", help="deterministic activation peak of every step")
+    ap.add_argument("--trim", action="store_true", help="malloc_trim(0) after every step")
+    ap.add_argument("--progress", action="store_true", help="print every step (default: every 8th and the last)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    baseline = rss_peak()
+    if args.write_only:
+        write_random_checkpoint(args.write_only)
+        return
     with tempfile.TemporaryDirectory(prefix="v4long-") as tmp:
-        directory = write_checkpoint(Path(tmp) / "ckpt", tiny_config(**CONFIG), seed=0)
-        cfg = ModelConfig.from_file(directory)
-        total = args.tokens + 8
-        engine = LLMEngine.from_model_dir(directory, EngineConfig(
-            numerics=args.numerics, scheduler=SchedulerConfig(max_num_seqs=1, max_num_batched_tokens=args.chunk),
-            cache=CacheConfig(memory_bytes=8 << 30, enable_prefix_caching=False)))
-        loaded = rss_peak()
-        prompt = torch.randint(3, cfg.vocab_size, (args.tokens,), generator=torch.Generator().manual_seed(0)).tolist()
-        t0 = time.perf_counter()
-        engine.add_request("long", prompt, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
-        steps = 0
-        while engine.has_unfinished():
+        directory = args.checkpoint
+        if directory is None:
+            directory = Path(tmp) / "ckpt"
+            subprocess.run([sys.executable, __file__, "--write-only", str(directory)], check=True)
+        run(args, directory)
+
+
+def run(args, directory: Path) -> None:
+    before_import = rss_now()
+    import torch
+
+    from v4stack.engine.activation_probe import ActivationProbe
+    from v4stack.engine.config import CacheConfig, EngineConfig, SchedulerConfig
+    from v4stack.engine.llm_engine import LLMEngine
+    from v4stack.engine.sampling_params import SamplingParams
+    from v4stack.ops.fast.prepare import prepared_bytes
+    from v4stack.planner.plan import make_plan
+
+    torch.set_num_threads(args.threads)
+    imported = rss_now()
+    engine = LLMEngine.from_model_dir(directory, EngineConfig(
+        numerics=args.numerics, scheduler=SchedulerConfig(max_num_seqs=1, max_num_batched_tokens=args.chunk),
+        cache=CacheConfig(memory_bytes=8 << 30, enable_prefix_caching=False)))
+    loaded = rss_now()
+    libc = ctypes.CDLL("libc.so.6") if args.trim else None
+    total = args.tokens + DECODED
+    prompt = torch.randint(3, engine.model.cfg.vocab_size, (args.tokens,),
+                           generator=torch.Generator().manual_seed(0)).tolist()
+    print(f"RSS before import {before_import / MIB:.1f} MiB, after import {imported / MIB:.1f}, "
+          f"after load {loaded / MIB:.1f} (numerics {args.numerics}, {args.threads} threads)", flush=True)
+    t0 = time.perf_counter()
+    engine.add_request("long", prompt, SamplingParams(temperature=0, max_tokens=DECODED, ignore_eos=True))
+    steps, peak, worst_probe = 0, loaded, (0, "")
+    while engine.has_unfinished():
+        per_step = reset_peak()
+        if args.probe:
+            with ActivationProbe() as probe:
+                engine.step()
+            worst_probe = max(worst_probe, (probe.peak_bytes, probe.peak_op))
+        else:
             engine.step()
-            steps += 1
-            if args.progress:
-                req = engine.scheduler.running[0] if engine.scheduler.running else None
-                done = req.num_computed_tokens if req is not None else total
-                print(f"  step {steps}: {done} tokens in the cache, {time.perf_counter() - t0:.0f} s, "
-                      f"peak RSS {rss_peak() / MIB:.0f} MiB", flush=True)
-        wall = time.perf_counter() - t0
-        peak = rss_peak()
-        plan = make_plan(str(directory / "config.json"), "cpu", 1, context=total, kv_dtype="bf16")
-        scale = torch.empty((), dtype=engine.model.compute.dtype).element_size() / 2  # planner: bf16 cache
-        kv_bytes = plan.kv_bytes_per_token * total * scale
-        fixed = plan.kv_fixed_bytes_per_sequence["compressor_state"]
-        window = sum(3 * p.bytes_per_block
-                     for p in engine.tensors.specs.pools if p.sliding_window is not None)
-        estimate = plan.weights_bytes_per_device + kv_bytes + fixed + plan.workspace_bytes
-    print(f"prompt {args.tokens} tokens in chunks of {args.chunk} + 8 decoded, numerics {args.numerics}: "
+        if libc is not None:
+            libc.malloc_trim(0)
+        steps += 1
+        step_peak = rss_peak()
+        peak = max(peak, step_peak)
+        req = engine.scheduler.running[0] if engine.scheduler.running else None
+        done = req.num_computed_tokens if req is not None else total
+        if args.progress or steps % 8 == 0 or req is None:
+            probed = f", activations {probe.peak_bytes / MIB:.1f} MiB at {probe.peak_op}" if args.probe else ""
+            print(f"  step {steps}: {done} tokens cached, {time.perf_counter() - t0:.0f} s, RSS {rss_now() / MIB:.1f}"
+                  f" MiB, {'step peak' if per_step else 'peak so far'} {step_peak / MIB:.1f} MiB{probed}", flush=True)
+    wall = time.perf_counter() - t0
+    peak = max(peak, rss_peak())
+    plan = make_plan(str(directory / "config.json"), "cpu", 1, context=total, kv_dtype="bf16")
+    scale = torch.empty((), dtype=engine.model.compute.dtype).element_size() / 2  # planner: bf16 cache
+    kv_bytes = plan.kv_bytes_per_token * total * scale
+    fixed = plan.kv_fixed_bytes_per_sequence["compressor_state"]
+    window = sum(3 * p.bytes_per_block for p in engine.tensors.specs.pools if p.sliding_window is not None)
+    terms = {"weights": plan.weights_bytes_per_device, "prepared weights": prepared_bytes(engine.model),
+             f"KV (bf16 x{scale:g})": kv_bytes, "compressor state": fixed, "workspace": plan.workspace_bytes}
+    estimate = sum(terms.values())
+    overhead = imported
+    print(f"prompt {args.tokens} tokens in chunks of {args.chunk} + {DECODED} decoded, numerics {args.numerics}: "
           f"{wall:.1f} s, {steps} steps")
-    print(f"planner (bf16 KV x{scale:g} for this cache dtype): weights {plan.weights_bytes_per_device / MIB:.1f} MiB"
-          f" + KV {kv_bytes / MIB:.1f} MiB + compressor state {fixed / MIB:.1f} MiB + workspace "
-          f"{plan.workspace_bytes / MIB:.1f} MiB = {estimate / MIB:.1f} MiB")
-    print(f"engine beyond the planner: window blocks held (3 per window group) {window / MIB:.1f} MiB; "
-          f"process before loading {baseline / MIB:.1f} MiB")
-    print(f"peak RSS {peak / MIB:.1f} MiB (after load {loaded / MIB:.1f} MiB) = planner estimate "
-          f"{estimate / MIB:.1f} + {(peak - estimate) / MIB:.1f} MiB "
-          f"({(peak - estimate - baseline) / MIB:.1f} MiB beyond the runtime baseline)")
+    if args.probe:
+        print(f"largest step activations (probe) {worst_probe[0] / MIB:.1f} MiB at {worst_probe[1]}; "
+              f"planner workspace {plan.workspace_bytes / MIB:.1f} MiB")
+    print("planner: " + " + ".join(f"{k} {v / MIB:.1f}" for k, v in terms.items()) + f" = {estimate / MIB:.1f} MiB")
+    print(f"stated overhead: Python/torch runtime after import {overhead / MIB:.1f} MiB; engine beyond the planner: "
+          f"window blocks held (3 per window group) {window / MIB:.1f} MiB")
+    verdict = "within" if peak <= estimate + overhead else "ABOVE"
+    print(f"peak RSS {peak / MIB:.1f} MiB (after load {loaded / MIB:.1f}) vs planner + overhead "
+          f"{(estimate + overhead) / MIB:.1f} MiB: {verdict} ({(peak - estimate - overhead) / MIB:+.1f} MiB)")
 
 
 if __name__ == "__main__":

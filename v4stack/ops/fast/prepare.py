@@ -62,3 +62,9 @@ def prepare_model(model: torch.nn.Module) -> int:
             module.prepared = module.weight.float().contiguous()
             added += module.prepared.nbytes
     return added
+
+
+def prepared_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the prepared weights attached to ``model`` (0 before :func:`prepare_model` or in the exact modes)."""
+    return sum(value.nbytes for module in model.modules() for name, value in vars(module).items()
+               if name.startswith(PREPARED) and isinstance(value, torch.Tensor))
