@@ -183,8 +183,8 @@ def measure_bandwidth(samples: int = 5) -> float:
 
 def weight_bytes_per_token(cfg, engine: str) -> float:
     """Bytes of weights one batch-1 decode step reads, in each engine's storage: every tensor but the embedding
-    table, routed experts at top-k / E. v4stack fast reads its fp32 prepared copies (dense weights as stored),
-    reference the checkpoint bytes, fp32/transformers fp32 everywhere, llama.cpp Q8_0 for FP8 (8.5 bits), MXFP4
+    table, routed experts at top-k / E. v4stack fast reads the checkpoint bytes through ops.fast.lowbit (but its
+    bf16 wo_a blocks and fp32 router copies), reference the checkpoint bytes, fp32/transformers fp32 everywhere, llama.cpp Q8_0 for FP8 (8.5 bits), MXFP4
     for FP4 (4.25 bits) and the rest at 2 bytes."""
     import torch
 
@@ -200,7 +200,8 @@ def weight_bytes_per_token(cfg, engine: str) -> float:
             n *= s
         fp4 = dtype == torch.int8
         params = n * 2 if fp4 else n
-        stored = {"reference": n * dtype.itemsize, "fast": params * (2 if dtype == torch.bfloat16 and "compressor" not in name and "head" not in name else 4),
+        fast = params * 2 if "wo_a" in name else params * 4 if name.endswith("gate.weight") else n * dtype.itemsize
+        stored = {"reference": n * dtype.itemsize, "fast": fast,
                   "llama.cpp": params * (4.25 / 8 if fp4 else 8.5 / 8 if dtype == torch.float8_e4m3fn else 2)}
         bytes_ = stored.get(engine, params * 4)
         total += bytes_ * (share if ".experts." in name else 1)

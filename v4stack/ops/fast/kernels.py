@@ -28,25 +28,36 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "v4stack" / "kernels"
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL | None:
+def compile_library(source_path: Path, cflags: tuple[str, ...], stem: str) -> ctypes.CDLL | None:
+    """``source_path`` compiled with ``cflags`` into the cache (keyed by source and flags) and loaded, or None when
+    no C compiler is present, compilation fails, or ``V4STACK_NO_C_KERNELS=1``."""
     if os.environ.get("V4STACK_NO_C_KERNELS") == "1":
         return None
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
         return None
-    source = SOURCE.read_bytes()
-    tag = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"fast_kernels_{tag}.so"
+    source = source_path.read_bytes()
+    tag = hashlib.sha256(source + " ".join(cflags).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"{stem}_{tag}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = Path(tmp) / target.name
-            done = subprocess.run([compiler, *CFLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True)
+            done = subprocess.run([compiler, *cflags, str(source_path), "-o", str(built), "-lm"], capture_output=True)
             if done.returncode != 0:
                 return None
             os.replace(built, target)  # atomic: concurrent processes never load a half-written file
-    lib = ctypes.CDLL(str(target))
+    try:
+        return ctypes.CDLL(str(target))
+    except OSError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    lib = compile_library(SOURCE, CFLAGS, "fast_kernels")
+    if lib is None:
+        return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.act_quant.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
     lib.hc_sinkhorn_normalise.argtypes = [ptr, i64, i64, i64, ctypes.c_float]

@@ -1,14 +1,15 @@
 """Fast linears: the activation is FP8-quantised exactly like the reference (same e4m3 values, same power-of-two
-scales), then one GEMM against the prepared dense weight in the compute dtype (fp32 accumulation inside the
-GEMM) replaces the reference's per-block exact sums. Differences from the reference are accumulation order only."""
+scales), then one GEMM with fp32 accumulation replaces the reference's per-block exact sums: on the checkpoint
+bytes directly (``ops.fast.lowbit``) or, without the C kernels, on the prepared dense fp32 copy. Differences from
+the reference are accumulation order only."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from v4stack.ops.fast import kernels
-from v4stack.ops.fast.prepare import PREPARED
+from v4stack.ops.fast import kernels, lowbit
+from v4stack.ops.fast.prepare import LOWBIT, PREPARED, dense_copy
 from v4stack.ops.reference import layers as reference_layers
 from v4stack.ops.reference.layers import DENSE
 from v4stack.ops.reference.quant import FP8_AMAX_FLOOR, quant_dequant_fp8
@@ -32,17 +33,46 @@ def act_quant(x: torch.Tensor, block: int, dtype: torch.dtype) -> torch.Tensor:
     return (codes.to(dtype) * scale.to(dtype)).flatten(-2)
 
 
-def linear(layer, x: torch.Tensor) -> torch.Tensor:
-    """``ops.reference.layers.linear``'s contract on the layer's prepared weight (reference path when the layer has
-    none, e.g. a model whose weights were not prepared)."""
+def project(layer, xq: torch.Tensor) -> torch.Tensor | None:
+    """The layer's GEMM on an activation already quantised (or rounded) as its compute wants: xq [..., in] ->
+    fp32 [..., out], from the checkpoint bytes (direct kernel) or the prepared copy; None when the layer has
+    neither (not prepared)."""
+    if getattr(layer, LOWBIT, False):
+        flat = xq.reshape(-1, xq.shape[-1])
+        y = lowbit.matmul(flat, layer.fmt, layer.weight, getattr(layer, "scale", None), layer.compute.weight_block)
+        if y is not None:
+            return y.view(*xq.shape[:-1], y.shape[-1])
+        weight = dense_copy(layer, torch.float32)  # a tensor the kernel refused (e.g. moved off the CPU): exact
+        return F.linear(xq.to(weight.dtype), weight).float()
     weight = getattr(layer, PREPARED, None)
     if weight is None:
-        return reference_layers.linear(layer, x)
+        return None
+    return F.linear(xq.to(weight.dtype), weight).float()
+
+
+def linear(layer, x: torch.Tensor) -> torch.Tensor:
+    """``ops.reference.layers.linear``'s contract on the layer's prepared weight (reference path when the layer was
+    not prepared, e.g. a model whose weights were not prepared)."""
     c = layer.compute
     if layer.fmt == DENSE:
-        return F.linear(x.to(weight.dtype), weight)
+        dtype = torch.float32 if layer.dense_compute_fp32 else c.dtype
+        if getattr(layer, LOWBIT, False) or hasattr(layer, PREPARED):
+            return project(layer, x.to(dtype)).to(dtype)  # x rounded to the compute dtype like the reference
+        return reference_layers.linear(layer, x)
+    if not (getattr(layer, LOWBIT, False) or hasattr(layer, PREPARED)):
+        return reference_layers.linear(layer, x)
     xq = act_quant(x, c.act_block, c.dtype) if c.quant else x.to(c.dtype)
-    return F.linear(xq.to(weight.dtype), weight).to(c.dtype)  # fp32 accumulation, one rounding to c.dtype
+    return project(layer, xq).to(c.dtype)  # fp32 accumulation, one rounding to c.dtype
+
+
+def lm_head(head, x: torch.Tensor) -> torch.Tensor:
+    """``ops.reference.layers.lm_head``'s contract (fp32 logits [n, V]) reading the bf16 head weight directly, so
+    no fp32 copy of [V, D] is made; the reference head where the kernel cannot take it."""
+    if head.weight.dtype == torch.bfloat16 and x.dim() == 2:
+        y = lowbit.matmul(x.float(), DENSE, head.weight, None, 0)
+        if y is not None:
+            return y
+    return reference_layers.lm_head(head, x)
 
 
 def grouped_output(wo_a, o: torch.Tensor, groups: int, rank: int) -> torch.Tensor:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4stack.ops.fast.linear import act_quant
+from v4stack.ops.fast.linear import act_quant, project
+from v4stack.ops.fast.prepare import LOWBIT
 from v4stack.ops.reference import moe as reference_moe
 from v4stack.ops.reference.moe import gate_scores, swiglu
 
@@ -30,23 +31,28 @@ def route(gate, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def _expert_rows(expert, xq: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """xq [n, D] (already quantised) -> [n, D] in the compute dtype, on the expert's fused w1|w3 and its w2."""
+    """xq [n, D] (already quantised) -> [n, D] in the compute dtype, on the expert's fused w1|w3 (fallback copy)
+    or its w1 and w3 read directly, then its w2."""
     c = expert.compute
-    w13 = expert.prepared_w13
-    h = F.linear(xq.to(w13.dtype), w13).to(c.dtype).float()  # [n, 2I], rounded like the reference's w1/w3 outputs
-    inter = h.shape[-1] // 2
-    h = swiglu(h[:, :inter], h[:, inter:], expert.limit)
+    w13 = getattr(expert, "prepared_w13", None)
+    if w13 is not None:
+        h = F.linear(xq.to(w13.dtype), w13).to(c.dtype).float()  # [n, 2I], rounded like the reference's outputs
+        inter = h.shape[-1] // 2
+        gate, up = h[:, :inter], h[:, inter:]
+    else:
+        gate, up = (project(w, xq).to(c.dtype).float() for w in (expert.w1, expert.w3))
+    h = swiglu(gate, up, expert.limit)
     if weights is not None:
         h = weights * h
     h = h.to(c.dtype)  # the reference rounds the hidden activation to the compute dtype before w2
     hq = act_quant(h, c.act_block, c.dtype) if c.quant else h
-    w2 = expert.w2.prepared
-    return F.linear(hq.to(w2.dtype), w2).to(c.dtype)
+    return project(expert.w2, hq).to(c.dtype)
 
 
 def moe_experts(moe, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """``ops.reference.moe.moe_experts``'s contract: routed + shared experts, [T, D] in x.dtype."""
-    if getattr(moe.shared_experts, "prepared_w13", None) is None:
+    shared = moe.shared_experts
+    if getattr(shared, "prepared_w13", None) is None and not getattr(shared.w1, LOWBIT, False):
         return reference_moe.moe_experts(moe, x, weights, experts)
     c = moe.compute
     xq = act_quant(x, c.act_block, c.dtype) if c.quant else x.to(c.dtype)

@@ -8,8 +8,8 @@ from v4stack.ops.table import OpTable, reference_ops
 
 
 def prepare_weights(model) -> None:
-    """The fast table's ``prepare_weights``: dense compute-dtype copies of the quantised weights (see
-    ``ops.fast.prepare`` for the memory cost)."""
+    """The fast table's ``prepare_weights``: checkpoint bytes read directly where the C kernels are, dense copies
+    otherwise (see ``ops.fast.prepare`` for the memory cost)."""
     prepare_model(model)
 
 
@@ -17,6 +17,6 @@ def fast_ops(base: OpTable | None = None) -> OpTable:
     """``base`` (default: the reference table) with the fast entries; the narrow exact GEMMs stay reachable for
     any layer that was not prepared."""
     return (base or reference_ops()).with_overrides(
-        linear=linear.linear, grouped_output=linear.grouped_output, route=moe.route, moe_experts=moe.moe_experts,
+        linear=linear.linear, lm_head=linear.lm_head, grouped_output=linear.grouped_output, route=moe.route, moe_experts=moe.moe_experts,
         sparse_attention=attention.sparse_attention, index_scores=attention.index_scores, rms_norm=norm.rms_norm,
         hc_split_sinkhorn=mixing.hc_split_sinkhorn, prepare_weights=prepare_weights)

@@ -1,0 +1,115 @@
+"""The direct low-bit GEMMs (ops.fast.lowbit, csrc/lowbit_gemm.c) against the exact dequantised weight, on odd
+shapes, every code and extreme scales; the torch fallback without the kernel; prepared_bytes against
+prepare_model."""
+
+import pytest
+import torch
+
+from v4stack.config.numerics import Numerics
+from v4stack.ops.fast import lowbit, prepare
+from v4stack.ops.fast.prepare import LOWBIT, prepared_bytes, prepare_model
+from v4stack.weights.formats import dequant_fp4_weight, dequant_fp8_weight
+
+E4M3_NAN = (0x7F, 0xFF)
+SCALE_RANGE = (90, 160)  # ue8m0 bytes 2^-37 .. 2^33: far from fp32 overflow, through tiny products
+
+
+def _fp8(n, k, block, g):
+    codes = torch.randint(0, 256, (n, k), generator=g, dtype=torch.uint8)
+    for nan in E4M3_NAN:
+        codes[codes == nan] = 0x7E  # every finite code, subnormals included
+    scale = torch.randint(*SCALE_RANGE, (-(-n // block), -(-k // block)), generator=g, dtype=torch.uint8)
+    return codes.view(torch.float8_e4m3fn), scale.view(torch.float8_e8m0fnu)
+
+
+def _fp4(n, k, g):
+    packed = torch.randint(0, 256, (n, k // 2), generator=g, dtype=torch.uint8).view(torch.int8)
+    scale = torch.randint(*SCALE_RANGE, (n, k // 32), generator=g, dtype=torch.uint8).view(torch.float8_e8m0fnu)
+    return packed, scale
+
+
+def _close(y, want):
+    err = (y - want).abs().max().item()
+    bound = 1e-5 * want.abs().max().item() + 1e-30
+    assert err <= bound, (err, bound)
+
+
+pytestmark = pytest.mark.skipif(not lowbit.available(), reason="no C compiler: the torch fallback is tested below")
+
+SHAPES = [(1, 1, 16), (1, 13, 40), (2, 129, 384), (3, 7, 17), (5, 257, 640), (16, 33, 257), (17, 9, 96),
+          (40, 70, 130)]  # M, N, K: odd everything, one row, both sides of DECODE_ROWS
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("block", [128, 16, 24])
+def test_fp8_matches_the_exact_dequantised_product(m, n, k, block):
+    g = torch.Generator().manual_seed(m * 1000 + n + k + block)
+    w, s = _fp8(n, k, block, g)
+    dense = dequant_fp8_weight(w, s, block)
+    x = torch.randn(m, k, generator=g)
+    assert torch.equal(lowbit.dequant("fp8", w, s, block, 0, n, k), dense)
+    _close(lowbit.matmul(x, "fp8", w, s, block), x @ dense.t())
+    if n > 3:  # a row slice whose first row is inside a scale block
+        _close(lowbit.matmul(x, "fp8", w, s, block, row0=3, rows=n - 3), x @ dense[3:].t())
+
+
+@pytest.mark.parametrize("m,n,k", [(m, n, k) for m, n, k in SHAPES if k % 32 == 0] + [(1, 5, 32), (3, 11, 96)])
+def test_fp4_matches_the_exact_dequantised_product(m, n, k):
+    g = torch.Generator().manual_seed(m * 1000 + n + k)
+    w, s = _fp4(n, k, g)
+    dense = dequant_fp4_weight(w, s)
+    x = torch.randn(m, k, generator=g)
+    assert torch.equal(lowbit.dequant("fp4", w, s, 0, 0, n, k), dense)
+    _close(lowbit.matmul(x, "fp4", w, s, 0), x @ dense.t())
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_bf16_matches_the_fp32_product(m, n, k):
+    g = torch.Generator().manual_seed(m + n + k)
+    w = (torch.randn(n, k, generator=g) * 10.0 ** torch.randint(-20, 20, (n, k), generator=g)).bfloat16()
+    x = torch.randn(m, k, generator=g).bfloat16()
+    _close(lowbit.matmul(x, "dense", w, None, 0), x.float() @ w.float().t())
+
+
+def test_bad_inputs_get_a_clear_answer():
+    w, s = _fp8(8, 32, 16, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="columns"):
+        lowbit.matmul(torch.randn(2, 31), "fp8", w, s, 16)
+    assert lowbit.matmul(torch.randn(2, 32), "dense", torch.randn(8, 32), None, 0) is None  # fp32: not a kernel's
+    assert lowbit.supports("fp4", torch.zeros(4, 24, dtype=torch.int8)) is False  # K = 48: not whole scale blocks
+
+
+def _expected_bytes(model, kernels):
+    from v4stack.ops.reference.layers import FP8
+
+    total = 0
+    for module in model.modules():
+        if hasattr(module, "fmt") and hasattr(module, "compute") and module.fmt in ("fp8", "fp4", "dense"):
+            numel = module.weight.numel() * (2 if module.fmt == "fp4" else 1)
+            role = prepare.LINEAR_FP32 if module.dense_compute_fp32 else prepare.LINEAR
+            total += prepared_bytes(module.fmt, numel, role, stored=module.weight.dtype,
+                                    compute=module.compute.dtype, kernels=kernels)
+        if hasattr(module, "wo_a") and hasattr(module, "cfg"):
+            total += prepared_bytes(FP8, module.wo_a.weight.numel(), prepare.GROUPED_OUTPUT,
+                                    compute=module.wo_a.compute.dtype, kernels=kernels)
+        if hasattr(module, "route_scale") and hasattr(module, "weight"):
+            total += prepared_bytes("dense", module.weight.numel(), prepare.ROUTER, kernels=kernels)
+    return total
+
+
+def test_prepared_bytes_is_what_prepare_model_adds_with_and_without_kernels(tiny_checkpoint, monkeypatch):
+    from v4stack.model import ForwardBatch
+    from v4stack.modelio.loader import load_model
+
+    model = load_model(tiny_checkpoint, Numerics.fast_kernels(), progress=False)
+    direct = prepare_model(model)
+    assert direct == _expected_bytes(model, kernels=True)
+    ids = torch.arange(3, 12)
+    a = model(ForwardBatch.build([model.new_state()], [ids])).logits
+    monkeypatch.setattr(lowbit, "available", lambda: False)  # a machine without a C compiler
+    copies = prepare_model(model)
+    assert copies == _expected_bytes(model, kernels=False) and copies > direct
+    wq = model.layers[0].attn.wq_a
+    assert not hasattr(wq, LOWBIT) and torch.equal(wq.prepared, wq.dense_weight(torch.float32))
+    b = model(ForwardBatch.build([model.new_state()], [ids])).logits  # the torch fallback runs and agrees
+    assert (a - b).abs().max() < 0.05, (a - b).abs().max()

@@ -1,0 +1,169 @@
+/* y[M, N] = x[M, K] @ W^T with W read in its checkpoint format (loaded with ctypes by v4stack/ops/fast/lowbit.py):
+ *   FMT_BF16: W uint16 [N, K] (bf16 bits)
+ *   FMT_FP8:  W uint8 [N, K] e4m3 bytes + ue8m0 scale [ceil(N/b), ceil(K/b)] (block b x b)
+ *   FMT_FP4:  W uint8 [N, K/2] e2m1 nibble pairs (low nibble = even column) + ue8m0 scale [N, K/32]
+ * x fp32 [M, K], y fp32 [M, N]; fp32 accumulation. Each weight is dequantised once per call into a small fp32
+ * panel of PANEL rows (exact: e4m3/e2m1 x power-of-two scale), then multiplied against every row of x, so the
+ * weight bytes are read once per call whatever M is. Panels are split over OpenMP threads (count passed in).
+ * AVX-512 where the compiler targets it (-march=native), plain C otherwise. No fast-math. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define LOWBIT_AVX512 1
+#endif
+
+enum { FMT_BF16 = 0, FMT_FP8 = 1, FMT_FP4 = 2 };
+#define PANEL 8         /* weight rows per panel: 8 independent accumulators at M = 1 hide the FMA latency */
+#define MROWS 2         /* activation rows per micro-tile: 2 x 8 accumulators = 16 of the 32 vector registers */
+#define FP4_BLOCK 32    /* e2m1 values per ue8m0 scale along K */
+#define UE8M0_BIAS 127
+
+static const float E2M1[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                               -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+static inline float bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* ue8m0 byte -> 2^(e - 127); e = 0 is the fp32 subnormal 2^-127. */
+static inline float ue8m0(uint8_t e) { return e ? bits_to_f32((uint32_t)e << 23) : bits_to_f32(0x00400000u); }
+
+/* e4m3fn byte -> float (finite codes): sign, 4 exponent bits (bias 7), 3 mantissa bits, subnormal step 2^-9. */
+static inline float e4m3_scalar(uint8_t b) {
+    int e = (b >> 3) & 15, m = b & 7;
+    float v = e ? ldexpf(1.0f + m / 8.0f, e - 7) : ldexpf((float)m, -9);
+    return (b & 0x80) ? -v : v;
+}
+
+/* Row n (global index row0 + n) of W -> fp32 [K] in out. */
+static void dequant_row(int fmt, const uint8_t *w, const uint8_t *scale, int64_t row, int64_t K, int64_t block,
+                        float *out) {
+    if (fmt == FMT_BF16) {
+        const uint16_t *r = (const uint16_t *)w + row * K;
+        int64_t k = 0;
+#ifdef LOWBIT_AVX512
+        for (; k + 16 <= K; k += 16) {
+            __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(r + k)));
+            _mm512_storeu_ps(out + k, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+        }
+#endif
+        for (; k < K; k++) out[k] = bits_to_f32((uint32_t)r[k] << 16);
+    } else if (fmt == FMT_FP8) {
+        const uint8_t *r = w + row * K;
+        const uint8_t *srow = scale + (row / block) * ((K + block - 1) / block);
+        int64_t k = 0;
+#ifdef LOWBIT_AVX512
+        /* e4m3 -> fp16 by bit placement (sign to bit 15, exponent|mantissa to bits 7..13) is the value x 2^-8;
+         * the fp16 -> fp32 conversion is exact, then x 2^8 and x the block scale (both exact). */
+        const __m512 two8 = _mm512_set1_ps(256.0f);
+        for (int64_t b0 = 0; b0 < K; b0 += block) { /* one scale per block: no division per vector */
+            int64_t end = b0 + block < K ? b0 + block : K;
+            const __m512 s = _mm512_set1_ps(ue8m0(srow[b0 / block]));
+            for (k = b0; k + 16 <= end; k += 16) {
+                __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(r + k)));
+                __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8),
+                                            _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7));
+                _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtph_ps(h), two8), s));
+            }
+            for (; k < end; k++) out[k] = e4m3_scalar(r[k]) * ue8m0(srow[b0 / block]);
+        }
+#endif
+        for (; k < K; k++) out[k] = e4m3_scalar(r[k]) * ue8m0(srow[k / block]);
+    } else { /* FMT_FP4 */
+        const uint8_t *r = w + row * (K / 2);
+        const uint8_t *srow = scale + row * (K / FP4_BLOCK);
+        int64_t k = 0;
+#ifdef LOWBIT_AVX512
+        const __m512 lut = _mm512_loadu_ps(E2M1);
+        const __m512i even = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const __m512i odd = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        for (; k + FP4_BLOCK <= K; k += FP4_BLOCK) { /* 16 bytes = 32 values = one scale block */
+            __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(r + k / 2)));
+            __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)), lut); /* columns 2i */
+            __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);                   /* columns 2i+1 */
+            __m512 s = _mm512_set1_ps(ue8m0(srow[k / FP4_BLOCK]));
+            _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_permutex2var_ps(lo, even, hi), s));
+            _mm512_storeu_ps(out + k + 16, _mm512_mul_ps(_mm512_permutex2var_ps(lo, odd, hi), s));
+        }
+#endif
+        for (; k < K; k++) {
+            uint8_t byte = r[k / 2];
+            out[k] = E2M1[(k & 1) ? byte >> 4 : byte & 15] * ue8m0(srow[k / FP4_BLOCK]);
+        }
+    }
+}
+
+/* y[m0 .. m0+mr, n0 .. n0+nr] = x rows . panel rows (panel fp32 [nr, K]); mr <= MROWS, nr <= PANEL. */
+static inline __attribute__((always_inline)) void tile(const float *x, int64_t K, const float *panel, float *y,
+                                                       int64_t N, int64_t m0, int mr, int64_t n0, int nr) {
+#ifdef LOWBIT_AVX512
+    __m512 acc[MROWS][PANEL];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) acc[i][j] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k < K; k += 16) {
+        __mmask16 mask = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        __m512 xv[MROWS];
+        for (int i = 0; i < mr; i++) xv[i] = _mm512_maskz_loadu_ps(mask, x + (m0 + i) * K + k);
+        for (int j = 0; j < nr; j++) {
+            __m512 wv = _mm512_maskz_loadu_ps(mask, panel + j * K + k);
+            for (int i = 0; i < mr; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) y[(m0 + i) * N + n0 + j] = _mm512_reduce_add_ps(acc[i][j]);
+#else
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            const float *xr = x + (m0 + i) * K, *wr = panel + j * K;
+            float s = 0.0f;
+            for (int64_t k = 0; k < K; k++) s += xr[k] * wr[k];
+            y[(m0 + i) * N + n0 + j] = s;
+        }
+#endif
+}
+
+/* Constant mr / nr so the accumulators stay in registers; edges take the same code with fewer rows. */
+static void panel_gemm(const float *x, int64_t M, int64_t K, const float *panel, float *y, int64_t N, int64_t n0,
+                       int nr) {
+    for (int64_t m0 = 0; m0 < M; m0 += MROWS) {
+        int mr = M - m0 >= MROWS ? MROWS : (int)(M - m0);
+        if (nr == PANEL) {
+            if (mr == MROWS) tile(x, K, panel, y, N, m0, MROWS, n0, PANEL);
+            else tile(x, K, panel, y, N, m0, 1, n0, PANEL);
+        } else {
+            tile(x, K, panel, y, N, m0, mr, n0, nr);
+        }
+    }
+}
+
+/* The entry point. Returns 0, or -1 when a per-thread panel cannot be allocated (the caller falls back). */
+int lowbit_gemm(const float *x, int64_t M, int64_t K, const void *w, const uint8_t *scale, int fmt, int64_t N,
+                int64_t block, int64_t row0, float *y, int nthreads) {
+    int failed = 0;
+    int64_t panels = (N + PANEL - 1) / PANEL;
+#pragma omp parallel num_threads(nthreads) reduction(|: failed)
+    {
+        float *panel = (float *)malloc(sizeof(float) * PANEL * (size_t)K);
+        if (!panel) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < panels; p++) {
+            if (!panel) continue;
+            int64_t n0 = p * PANEL;
+            int nr = N - n0 >= PANEL ? PANEL : (int)(N - n0);
+            for (int j = 0; j < nr; j++) dequant_row(fmt, (const uint8_t *)w, scale, row0 + n0 + j, K, block,
+                                                     panel + j * K);
+            panel_gemm(x, M, K, panel, y, N, n0, nr);
+        }
+        free(panel);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Rows [row0, row0 + rows) of W -> fp32 out [rows, K] (the prefill path's tile for torch's GEMM). */
+void lowbit_dequant(const void *w, const uint8_t *scale, int fmt, int64_t K, int64_t block, int64_t row0,
+                    int64_t rows, float *out, int nthreads) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t n = 0; n < rows; n++) dequant_row(fmt, (const uint8_t *)w, scale, row0 + n, K, block, out + n * K);
+}
