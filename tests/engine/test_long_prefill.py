@@ -53,3 +53,32 @@ def test_engine_prefill_with_sliced_scoring_gives_identical_logits(model):
             del ix.select
     assert out == ref
     assert all(torch.equal(a, b) for a, b in zip(rec.logits["p"], rec2.logits["p"]))
+
+
+@pytest.mark.parametrize("numerics", [Numerics.reference(), Numerics.exact_fp32()])
+def test_index_queries_in_row_slices_equal_one_pass(numerics, monkeypatch):
+    from v4stack.model import indexer as indexer_module
+
+    indexer = _indexers(load_model(golden_case("flash_like"), numerics, progress=False))[0]
+    qr = torch.randn(37, indexer.wq_b.in_features, generator=torch.Generator().manual_seed(1))
+    positions = torch.arange(100, 137)
+    whole = indexer.queries(qr.to(numerics.compute_dtype), positions)
+    monkeypatch.setattr(indexer_module, "QUANT_BUDGET", 5 * indexer.n_heads * indexer.head_dim)  # 5 rows a slice
+    assert torch.equal(indexer.queries(qr.to(numerics.compute_dtype), positions), whole)
+
+
+def test_fast_attention_in_query_slices_equals_one_pass():
+    from v4stack.ops.fast.attention import sparse_attention
+
+    g = torch.Generator().manual_seed(2)
+    s, heads, d, n = 40, 2, 64, 90
+    q = torch.randn(s, heads, d, generator=g).bfloat16()
+    kv = torch.randn(n, d, generator=g).bfloat16()
+    idx = torch.stack([torch.randperm(n, generator=g)[:24] for _ in range(s)])
+    idx[:, 20:] = -1
+    sink = torch.randn(heads, generator=g)
+    for round_probs in (True, False):
+        whole = sparse_attention(q, kv, idx, sink, d ** -0.5, round_probs)
+        for rows in (1, 7):
+            sliced = sparse_attention(q, kv, idx, sink, d ** -0.5, round_probs, budget=rows * heads * (n + 1))
+            assert torch.equal(sliced, whole), (round_probs, rows)

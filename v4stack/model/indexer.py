@@ -21,6 +21,11 @@ from v4stack.model.rope import Rotary
 # chunk is scored a slice of queries at a time so its activations stay bounded; each query's scores and top-k
 # do not depend on the other queries, so the slicing does not change the result.
 SCORE_BUDGET = 1 << 24
+# Elements of index queries [rows, H_I, 128] rotated and FP4-simulated at once. The Hadamard sums in fp64 and the
+# FP4 simulation makes about eight fp32 temporaries of its input (272 MiB for a 1,024-token chunk at 64 x 128);
+# both work row by row (exact fp64 sums; FP4 blocks of 32 along the last dim), so slicing the rows changes nothing
+# and bounds the temporaries to ~8 x 8 B x QUANT_BUDGET (64 MiB), whatever the chunk.
+QUANT_BUDGET = 1 << 20
 
 
 class Indexer(nn.Module):
@@ -38,9 +43,13 @@ class Indexer(nn.Module):
         """qr [T, q_lora] -> index queries [T, H_I, head_dim] (roped, rotated, FP4-simulated)."""
         c = self.compute
         q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))
-        q = c.ops.hadamard_rotate(self.rotary.apply(q, positions))
-        if c.quant:
-            q = c.ops.quant_dequant_fp4(q, INDEX_QUANT_BLOCK).to(c.dtype)
+        q = self.rotary.apply(q, positions)
+        rows = max(1, QUANT_BUDGET // (self.n_heads * self.head_dim))
+        out = torch.empty(q.shape, dtype=c.dtype if c.quant else q.dtype, device=q.device)
+        for i in range(0, q.shape[0], rows):  # per-row ops: slicing bounds their fp64/fp32 temporaries
+            part = c.ops.hadamard_rotate(q[i:i + rows])
+            out[i:i + rows] = c.ops.quant_dequant_fp4(part, INDEX_QUANT_BLOCK) if c.quant else part
+        q = out
         return q
 
     def head_weights(self, x: torch.Tensor) -> torch.Tensor:

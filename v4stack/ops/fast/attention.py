@@ -13,22 +13,29 @@ import torch
 
 from v4stack.ops.reference.indexer import _hidden
 
-QUERY_CHUNK = 512  # queries per GEMM; bounds the [chunk, H, N] score temporary
+QUERY_CHUNK = 512  # queries per GEMM at most
+# Elements of one [queries, H, N] score temporary of sparse_attention (8 MiB in fp32). The dense form scores every
+# key row, so at a long context N (window + chunk + all compressed entries) the query slice shrinks to keep the ~10
+# temporaries of the kernel-order weights (fp32 and int64) near 100 MiB whatever the prompt; each query's output
+# depends on its own row only, so the slicing does not change it.
+SCORE_ELEMENTS = 1 << 21
 KERNEL_BLOCK = 64  # index-list slots per step of the official kernel's online softmax
 
 
 def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink: torch.Tensor, scale: float,
-                     round_probs: bool) -> torch.Tensor:
+                     round_probs: bool, budget: int = SCORE_ELEMENTS) -> torch.Tensor:
     """``ops.reference.attention.sparse_attention``'s contract: q [S, H, d], kv [N, d], idx [S, K] (-1 empty),
-    sink [H] -> o [S, H, d] in q.dtype."""
+    sink [H] -> o [S, H, d] in q.dtype; queries go in slices whose [rows, H, N] scores hold <= ``budget``
+    elements (at least one query)."""
     s_len, heads, d = q.shape
     n = kv.shape[0]
+    step = max(1, min(QUERY_CHUNK, budget // (heads * (n + 1))))
     kvf = kv.float()
     kvd = kv.double() if round_probs else kvf  # bf16 products summed exactly in fp64, rounded once: the kernel's q.k
     sink = sink.float()[None, :]
     out = torch.empty_like(q)
-    for start in range(0, s_len, QUERY_CHUNK):
-        stop = min(start + QUERY_CHUNK, s_len)
+    for start in range(0, s_len, step):
+        stop = min(start + step, s_len)
         rows, ids = stop - start, idx[start:stop]
         where = torch.where(ids >= 0, ids, n).long()  # column n swallows the -1 padding
         qs = q[start:stop].to(kvd.dtype).reshape(rows * heads, d)
