@@ -99,7 +99,7 @@ def run(args, directory: Path) -> None:
     from v4stack.engine.config import CacheConfig, EngineConfig, SchedulerConfig
     from v4stack.engine.llm_engine import LLMEngine
     from v4stack.engine.sampling_params import SamplingParams
-    from v4stack.ops.fast.prepare import prepared_bytes
+    from v4stack.ops.fast.prepare import attached_bytes
     from v4stack.planner.plan import make_plan
 
     torch.set_num_threads(args.threads)
@@ -143,7 +143,7 @@ def run(args, directory: Path) -> None:
     kv_bytes = plan.kv_bytes_per_token * total * scale
     fixed = plan.kv_fixed_bytes_per_sequence["compressor_state"]
     window = sum(3 * p.bytes_per_block for p in engine.tensors.specs.pools if p.sliding_window is not None)
-    terms = {"weights": plan.weights_bytes_per_device, "prepared weights": prepared_bytes(engine.model),
+    terms = {"weights": plan.weights_bytes_per_device, "prepared weights": attached_bytes(engine.model),
              f"KV (bf16 x{scale:g})": kv_bytes, "compressor state": fixed, "workspace": plan.workspace_bytes}
     estimate = sum(terms.values())
     overhead = imported

@@ -85,12 +85,12 @@ def test_thread_choice_leaves_busy_cores_alone(monkeypatch):
     assert choose_threads(cores=2, load=9.0) == 3
 
 
-def test_prepared_bytes_counts_what_prepare_model_adds(tiny_checkpoint):
+def test_attached_bytes_counts_what_prepare_model_adds(tiny_checkpoint):
     from v4stack.modelio.loader import load_model
-    from v4stack.ops.fast.prepare import prepare_model, prepared_bytes
+    from v4stack.ops.fast.prepare import attached_bytes, prepare_model
 
     ref = load_model(tiny_checkpoint, Numerics.reference(), progress=False)
-    assert prepared_bytes(ref) == 0  # the exact modes keep only the checkpoint tensors
+    assert attached_bytes(ref) == 0  # the exact modes keep only the checkpoint tensors
     fast = load_model(tiny_checkpoint, Numerics.fast_kernels(), progress=False)
     added = prepare_model(fast)  # idempotent: rebuilds the same copies and reports their bytes
-    assert added > 0 and prepared_bytes(fast) == added
+    assert added > 0 and attached_bytes(fast) == added

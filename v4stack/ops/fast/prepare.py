@@ -107,7 +107,7 @@ def prepare_model(model: torch.nn.Module) -> int:
     return added
 
 
-def prepared_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the prepared weights attached to ``model`` (0 before :func:`prepare_model` or in the exact modes)."""
+def attached_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the prepared weights attached to ``model`` (measured; ``prepared_bytes`` predicts them per weight) (0 before :func:`prepare_model` or in the exact modes)."""
     return sum(value.nbytes for module in model.modules() for name, value in vars(module).items()
                if name.startswith(PREPARED) and isinstance(value, torch.Tensor))
