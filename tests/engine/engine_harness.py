@@ -44,3 +44,25 @@ def run_to_end(engine, prompts: dict[str, list[int]], params: SamplingParams) ->
 def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     assert len(a) == len(b)
     return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+
+PREEMPTION_BLOCKS = 5  # whole-sequence blocks of the preemption tests: prompts of ~250, ~250 and ~125 tokens fit
+# at admission (2 + 2 + 1 blocks), but each grows across a block boundary while decoding, so the newest running
+# request is preempted and recomputed
+
+
+def run_with_preemption(model, prompts: dict[str, list[int]], params: SamplingParams, want: dict, tol: float):
+    """Run ``prompts`` in a cache of PREEMPTION_BLOCKS blocks (fp32, no prefix caching); check that something was
+    preempted and that each request's tokens equal ``want[rid][0]`` and its last logits rows ``want[rid][1]``
+    within ``tol`` (a preempted request is sampled again at the steps it had done before), nothing left held."""
+    from v4stack.engine.config import CacheConfig
+
+    config = EngineConfig(numerics="fp32", cache=CacheConfig(num_blocks=PREEMPTION_BLOCKS,
+                                                             enable_prefix_caching=False))
+    engine, rec = make_engine(model, config)
+    outs = run_to_end(engine, prompts, params)
+    assert engine.stats.num_preemptions > 0
+    for rid, (tokens, logits) in want.items():
+        assert outs[rid].outputs[0].token_ids == tokens, rid
+        assert max_diff(rec.logits[rid][-len(logits):], logits) <= tol, rid
+    assert engine.cache.held_blocks() == {g: 0 for g in engine.cache.pools}

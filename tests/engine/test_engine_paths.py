@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tests.conftest import golden_case
-from tests.engine.engine_harness import make_engine, max_diff, run_to_end
+from tests.engine.engine_harness import make_engine, max_diff, run_to_end, run_with_preemption
 from v4stack.config.numerics import Numerics
-from v4stack.engine.config import CacheConfig, EngineConfig, SchedulerConfig
+from v4stack.engine.config import EngineConfig, SchedulerConfig
 from v4stack.engine.sampling_params import SamplingParams
 from v4stack.modelio.loader import load_model
 
@@ -68,22 +68,12 @@ def test_chunked_prefill_of_any_size_matches(model, prompts, alone, chunk):
 
 
 def test_preemption_and_recompute_match(model):
-    # 5 blocks per whole-sequence pool: the three prompts fit at admission (2 + 2 + 1 blocks), but each
-    # grows across a block boundary while decoding, so the newest running request is preempted
     prompts = random_prompts((250, 252, 124), 3)
     alone = {}
     for rid, ids in prompts.items():
         engine, rec = make_engine(model)
         alone[rid] = (run_to_end(engine, {rid: ids}, GREEDY)[rid].outputs[0].token_ids, rec.logits[rid])
-    config = EngineConfig(numerics="fp32", cache=CacheConfig(num_blocks=5, enable_prefix_caching=False))
-    engine, rec = make_engine(model, config)
-    outs = run_to_end(engine, prompts, GREEDY)
-    assert engine.stats.num_preemptions > 0
-    for rid, (tokens, logits) in alone.items():
-        assert outs[rid].outputs[0].token_ids == tokens, rid
-        # a preempted request is sampled again at the steps it had done before: compare the last rows
-        assert max_diff(rec.logits[rid][-len(logits):], logits) <= FP32_TOL, rid
-    assert engine.cache.held_blocks() == {g: 0 for g in engine.cache.pools}
+    run_with_preemption(model, prompts, GREEDY, alone, FP32_TOL)
 
 
 @pytest.mark.parametrize("mtp", [False, True], ids=["no_mtp", "mtp"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.engine.engine_harness import make_engine, max_diff, run_to_end
+from tests.engine.engine_harness import make_engine, max_diff, run_to_end, run_with_preemption
 from v4stack.config.engram_placement import EngramPlacement
 from v4stack.config.numerics import Numerics
 from v4stack.config.validation import ParameterError
@@ -95,19 +95,9 @@ def test_chunked_prefill_of_several_sizes_matches(model, prompts, expected, chun
 
 
 def test_preemption_and_recompute_match(model):
-    # 5 blocks per whole-sequence pool: the three prompts fit at admission (2 + 2 + 1 blocks), but each grows
-    # across a block boundary while decoding, so the newest running request is preempted and recomputed
     prompts = random_prompts((254, 253, 125), 3)
-    want = {rid: hand_drive(model, ids) for rid, ids in prompts.items()}
-    config = EngineConfig(numerics="fp32", cache=CacheConfig(num_blocks=5, enable_prefix_caching=False))
-    engine, rec = make_engine(model, config)
-    outs = run_to_end(engine, prompts, GREEDY)
-    assert engine.stats.num_preemptions > 0
-    for rid, (tokens, logits) in want.items():
-        assert outs[rid].outputs[0].token_ids == tokens, rid
-        # a preempted request is sampled again at the steps it had done before: compare the last rows
-        assert max_diff(rec.logits[rid][-len(logits):], logits) <= FP32_TOL, rid
-    assert engine.cache.held_blocks() == {g: 0 for g in engine.cache.pools}
+    run_with_preemption(model, prompts, GREEDY, {rid: hand_drive(model, ids) for rid, ids in prompts.items()},
+                        FP32_TOL)
 
 
 def test_reference_numerics_through_the_engine_are_bit_identical(ckpt, prompts):
