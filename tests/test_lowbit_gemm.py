@@ -7,7 +7,7 @@ import torch
 
 from v4stack.config.numerics import Numerics
 from v4stack.ops.fast import lowbit, prepare
-from v4stack.ops.fast.prepare import LOWBIT, prepare_model, prepared_bytes, weight_prepared_bytes
+from v4stack.ops.fast.prepare import LOWBIT, attached_bytes, prepare_model, prepared_bytes
 from v4stack.weights.formats import dequant_fp4_weight, dequant_fp8_weight
 
 E4M3_NAN = (0x7F, 0xFF)
@@ -87,13 +87,13 @@ def _expected_bytes(model, kernels):
         if hasattr(module, "fmt") and hasattr(module, "compute") and module.fmt in ("fp8", "fp4", "dense"):
             numel = module.weight.numel() * (2 if module.fmt == "fp4" else 1)
             role = prepare.LINEAR_FP32 if module.dense_compute_fp32 else prepare.LINEAR
-            total += weight_prepared_bytes(module.fmt, numel, role, stored=module.weight.dtype,
+            total += prepared_bytes(module.fmt, numel, role, stored=module.weight.dtype,
                                     compute=module.compute.dtype, kernels=kernels)
         if hasattr(module, "wo_a") and hasattr(module, "cfg"):
-            total += weight_prepared_bytes(FP8, module.wo_a.weight.numel(), prepare.GROUPED_OUTPUT,
+            total += prepared_bytes(FP8, module.wo_a.weight.numel(), prepare.GROUPED_OUTPUT,
                                     compute=module.wo_a.compute.dtype, kernels=kernels)
         if hasattr(module, "route_scale") and hasattr(module, "weight"):
-            total += weight_prepared_bytes("dense", module.weight.numel(), prepare.ROUTER, kernels=kernels)
+            total += prepared_bytes("dense", module.weight.numel(), prepare.ROUTER, kernels=kernels)
     return total
 
 
@@ -103,12 +103,12 @@ def test_prepared_bytes_is_what_prepare_model_adds_with_and_without_kernels(tiny
 
     model = load_model(tiny_checkpoint, Numerics.fast_kernels(), progress=False)
     direct = prepare_model(model)
-    assert direct == _expected_bytes(model, kernels=True) == prepared_bytes(model)
+    assert direct == _expected_bytes(model, kernels=True) == attached_bytes(model)
     ids = torch.arange(3, 12)
     a = model(ForwardBatch.build([model.new_state()], [ids])).logits
     monkeypatch.setattr(lowbit, "available", lambda: False)  # a machine without a C compiler
     copies = prepare_model(model)
-    assert copies == _expected_bytes(model, kernels=False) == prepared_bytes(model) and copies > direct
+    assert copies == _expected_bytes(model, kernels=False) == attached_bytes(model) and copies > direct
     wq = model.layers[0].attn.wq_a
     assert not hasattr(wq, LOWBIT) and torch.equal(wq.prepared, wq.dense_weight(torch.float32))
     b = model(ForwardBatch.build([model.new_state()], [ids])).logits  # the torch fallback runs and agrees

@@ -1,8 +1,8 @@
 """Weights prepared once after load, in the layout the fast entries read (attributes beside the checkpoint
 buffers, so ``state_dict`` and the reference path are untouched).
 
-Memory cost, on top of the checkpoint tensors (``weight_prepared_bytes`` states it per weight and format, for a
-planner; ``prepared_bytes(model)`` counts what a prepared model holds; a test ties both to ``prepare_model``):
+Memory cost, on top of the checkpoint tensors (``prepared_bytes`` states it per weight and format, for a
+planner; ``attached_bytes(model)`` counts what a prepared model holds; a test ties both to ``prepare_model``):
 
 - with the C kernels (``ops.fast.lowbit``, any machine with a C compiler): FP8, FP4 and bf16 linears, the
   experts and the head are read in their checkpoint bytes, so they cost **nothing**; what remains is the router's
@@ -27,11 +27,11 @@ PREPARED = "prepared"  # attribute name of a module's prepared weight
 LOWBIT = "lowbit_direct"  # attribute set True on a linear whose checkpoint bytes the C kernel reads directly
 PREPARED_DTYPE = torch.float32  # of the FP8 / FP4 weights' copies (fallback path)
 FP32_BYTES = 4
-# roles of ``weight_prepared_bytes``: a plain linear, a dense linear applied in fp32, the grouped wo_a blocks, the router
+# roles of ``prepared_bytes``: a plain linear, a dense linear applied in fp32, the grouped wo_a blocks, the router
 LINEAR, LINEAR_FP32, GROUPED_OUTPUT, ROUTER = "linear", "linear_fp32", "grouped_output", "router"
 
 
-def weight_prepared_bytes(fmt: str, numel: int, role: str = LINEAR, *, stored: torch.dtype = torch.bfloat16,
+def prepared_bytes(fmt: str, numel: int, role: str = LINEAR, *, stored: torch.dtype = torch.bfloat16,
                    compute: torch.dtype = torch.bfloat16, kernels: bool | None = None) -> int:
     """Bytes ``prepare_model`` adds for one weight of ``numel`` elements in checkpoint format ``fmt`` ("fp8",
     "fp4", "dense" with dtype ``stored``), used as ``role``, with the C kernels present or not (default: this
@@ -108,6 +108,7 @@ def prepare_model(model: torch.nn.Module) -> int:
 
 
 def attached_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the prepared weights attached to ``model`` (measured; ``prepared_bytes`` predicts them per weight) (0 before :func:`prepare_model` or in the exact modes)."""
+    """Bytes of the prepared weights attached to ``model`` (measured; ``prepared_bytes`` predicts them per weight;
+    0 before :func:`prepare_model` or in the exact modes)."""
     return sum(value.nbytes for module in model.modules() for name, value in vars(module).items()
                if name.startswith(PREPARED) and isinstance(value, torch.Tensor))
