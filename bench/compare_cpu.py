@@ -52,26 +52,20 @@ def worker_v4stack(ckpt: Path, mode: str, task: str, a) -> dict:
     import torch
 
     from v4stack.config.numerics import Numerics
-    from v4stack.model import ForwardBatch
+    from v4stack.model.decode_loop import prefill_then_decode, v4_forward
     from v4stack.modelio.loader import load_model
 
     model = load_model(ckpt, Numerics.from_name(mode), progress=False)
     gen = torch.Generator().manual_seed(0)
     if task == "prefill":
         ids = torch.randint(3, model.cfg.vocab_size, (a.prefill,), generator=gen)
-        t0 = time.perf_counter()
-        model(ForwardBatch.build([model.new_state()], [ids]))
-        return {"tok_s": a.prefill / (time.perf_counter() - t0)}
+        prefill = next(prefill_then_decode(v4_forward(model, [model.new_state()]), [ids], 1))
+        return {"tok_s": a.prefill / prefill.seconds}
     batch = 1 if task == "decode" else a.streams
-    states = [model.new_state() for _ in range(batch)]
     prompts = torch.randint(3, model.cfg.vocab_size, (batch, a.prompt), generator=gen)
-    nxt = model(ForwardBatch.build(states, list(prompts))).logits.argmax(-1)
-    nxt = model(ForwardBatch.build(states, list(nxt[:, None]))).logits.argmax(-1)  # warm-up step
-    steps = []
-    for _ in range(a.new):
-        t0 = time.perf_counter()
-        nxt = model(ForwardBatch.build(states, list(nxt[:, None]))).logits.argmax(-1)
-        steps.append(time.perf_counter() - t0)
+    forward = v4_forward(model, [model.new_state() for _ in range(batch)])
+    # the prefill and one warm-up step are not timed
+    steps = [s.seconds for s in prefill_then_decode(forward, list(prompts), a.new + 2)][2:]
     return {"tok_s": batch / statistics.median(steps), "step_s": statistics.median(steps)}
 
 

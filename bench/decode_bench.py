@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from v4stack.config.numerics import Numerics
-from v4stack.model import ForwardBatch
+from v4stack.model.decode_loop import prefill_then_decode, v4_forward
 from v4stack.modelio.writer import tiny_config, write_checkpoint
 from v4stack.modelio.loader import load_model
 
@@ -49,21 +49,11 @@ def describe(cfg) -> str:
 def bench_v4stack(directory: Path, numerics: Numerics, prompts: torch.Tensor, new_tokens: int):
     """-> (prefill s, per-step decode s [new_tokens], generated ids [B, 1 + new_tokens])."""
     model = load_model(directory, numerics, progress=False)
-    states = [model.new_state() for _ in range(prompts.shape[0])]
-    t0 = time.perf_counter()
-    logits = model(ForwardBatch.build(states, list(prompts))).logits
-    prefill_s = time.perf_counter() - t0
-    nxt = logits.argmax(-1)
-    logits = model(ForwardBatch.build(states, list(nxt[:, None]))).logits  # warm-up step (untimed)
-    out = [nxt]
-    nxt = logits.argmax(-1)
-    steps = []
-    for _ in range(new_tokens):
-        out.append(nxt)
-        t0 = time.perf_counter()
-        nxt = model(ForwardBatch.build(states, list(nxt[:, None]))).logits.argmax(-1)
-        steps.append(time.perf_counter() - t0)
-    return prefill_s, steps, torch.stack(out, 1)
+    forward = v4_forward(model, [model.new_state() for _ in range(prompts.shape[0])])
+    # the prefill, one untimed warm-up step, then new_tokens timed steps
+    steps = list(prefill_then_decode(forward, list(prompts), new_tokens + 2))
+    ids = torch.stack([s.tokens for s in steps[:-1]], 1)  # the last step's tokens were never fed back
+    return steps[0].seconds, [s.seconds for s in steps[2:]], ids
 
 
 def bench_transformers(directory: Path, prompts: torch.Tensor, new_tokens: int):

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from v4stack.config.engram_placement import BYTES_PER_MIB, EngramPlacement, row_bytes
+from v4stack.model.decode_loop import prefill_then_decode
 from v4stack.modelio.loader import load_model
 from v4stack.modelio.writer import tiny_v41_config, write_v41_checkpoint
 
@@ -31,12 +31,14 @@ RUNS = (("device", True), ("host", True), ("host", False), ("disk", True), ("dis
 def drive(model, prompt: torch.Tensor, chunk: int, decode: int) -> tuple[torch.Tensor, float]:
     """Chunked prefill then greedy decode -> (logits of every step [n, V], seconds)."""
     state, logits = model.new_state(), []
-    t0 = time.perf_counter()
-    for begin in range(0, prompt.numel(), chunk):
-        logits.append(model(state, prompt[begin:begin + chunk]).logits)
-    for _ in range(decode):
-        logits.append(model(state, logits[-1].argmax(-1)).logits)
-    return torch.cat(logits), time.perf_counter() - t0
+
+    def forward(pieces: list[torch.Tensor]):
+        out = model(state, pieces[0])
+        logits.append(out.logits)  # every forward's, prefill chunks included
+        return out
+
+    seconds = sum(s.seconds for s in prefill_then_decode(forward, [prompt], decode + 1, chunk=chunk))
+    return torch.cat(logits), seconds
 
 
 def main() -> None:

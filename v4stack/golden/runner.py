@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from v4stack.config.numerics import Numerics
 from v4stack.model import DeepseekV4, ForwardBatch, SequenceState
+from v4stack.model.decode_loop import prefill_then_decode, v4_forward
 from v4stack.modelio.loader import load_model
 from v4stack.weights.checkpoint import CheckpointError, read_header
 
@@ -173,13 +174,8 @@ class GoldenRunner:
 
     def greedy(self, steps: int) -> torch.Tensor:
         """Free-running greedy continuation of the prompt (prefill path)."""
-        state = self.model.new_state()
-        logits = self.model(ForwardBatch.build([state], [self.golden["prompt_ids"]])).logits[0]
-        out = []
-        for _ in range(steps):
-            out.append(int(logits.argmax()))
-            logits = self.model(ForwardBatch.build([state], [torch.tensor([out[-1]])])).logits[0]
-        return torch.tensor(out)
+        forward = v4_forward(self.model, [self.model.new_state()])
+        return torch.cat([s.tokens for s in prefill_then_decode(forward, [self.golden["prompt_ids"]], steps)])
 
 
 class _SideSequence:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from v4stack.model.batch import ForwardBatch
+from v4stack.model.decode_loop import prefill_then_decode, v4_forward
 from v4stack.model.transformer import DeepseekV4
 
 
@@ -70,17 +71,13 @@ def mtp_greedy_acceptance(model: DeepseekV4, prompts: list[torch.Tensor], new_to
     model's own greedy choice at the next step equals it. Returns the counts over all prompts."""
     accepted = drafted = 0
     for prompt in prompts:
-        state = model.new_state()
-        out = model(ForwardBatch.build([state], [prompt]), logit_rows=torch.arange(prompt.numel()))
-        token = int(out.logits[-1].argmax())
-        # MTP sees, at every prompt row t, the id of row t+1; the last row's next id is the first greedy token
-        next_ids = torch.cat([prompt[1:], torch.tensor([token])])
-        draft = int(model.mtp_forward(ForwardBatch.build([state], [next_ids], is_mtp=True), out.hidden).argmax())
-        for _ in range(new_tokens - 1):
-            out = model(ForwardBatch.build([state], [torch.tensor([token])]))
-            token = int(out.logits[-1].argmax())
-            accepted += int(draft == token)
-            drafted += 1
-            draft = int(model.mtp_forward(ForwardBatch.build([state], [torch.tensor([token])], is_mtp=True),
-                                          out.hidden).argmax())
+        state, draft = model.new_state(), None
+        for step in prefill_then_decode(v4_forward(model, [state]), [prompt], new_tokens):
+            if draft is not None:
+                accepted += int(draft == int(step.tokens[0]))
+                drafted += 1
+            # MTP sees, at every row t, the id of row t+1: the prompt's own next ids, then the greedy token
+            next_ids = torch.cat([prompt[1:], step.tokens]) if step.index == 0 else step.tokens
+            draft = int(model.mtp_forward(ForwardBatch.build([state], [next_ids], is_mtp=True),
+                                          step.output.hidden).argmax())
     return Acceptance(accepted, drafted)
