@@ -63,6 +63,13 @@ class CacheView:
         spec = self.tensors.specs.pool(group)
         return next(t.entries_per_block for t in spec.tensors if t.name == name)
 
+    @property
+    def decode(self) -> "DecodeView":
+        """The forward's 1-token spans as padded slot tensors (``cache.decode_view``), built once."""
+        from v4stack.cache.decode_view import DecodeView  # it builds on this module
+
+        return self._memoised("decode", lambda: DecodeView(self))
+
     # ---- raw window rows --------------------------------------------------------------------------
     def window_write_slots(self) -> torch.Tensor:
         """[T] slot of each new token's raw row, in flat token order."""

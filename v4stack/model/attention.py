@@ -20,6 +20,7 @@ from v4stack.config.model_config import ModelConfig
 from v4stack.model.batch import ForwardBatch, SeqSpan
 from v4stack.model.compressor import Compressor
 from v4stack.model.compute import KV_QUANT_BLOCK, Compute
+from v4stack.model.decode_attention import attend_decode
 from v4stack.model.indexer import Indexer
 from v4stack.model.linear import FP8, Linear
 from v4stack.model.norm import RMSNorm
@@ -52,6 +53,10 @@ def window_indices(positions: torch.Tensor, first_row_pos: int, window: int) -> 
 
 
 class Attention(nn.Module):
+    # 1-token spans go through ``model.decode_attention`` (one batched op); False: the per-sequence ``_attend``
+    # for every span (the definition the batched path is tested against)
+    batched_decode = True
+
     def __init__(self, cfg: ModelConfig, layer_id: int, compute: Compute) -> None:
         super().__init__()
         self.cfg, self.compute, self.layer_id = cfg, compute, layer_id
@@ -103,10 +108,18 @@ class Attention(nn.Module):
             extras["iq"] = self.indexer.queries(qr, pos)
             extras["iw"] = self.indexer.head_weights(x)
             extras["icomp"] = self.indexer.compressor.project(x)
-        o = torch.empty_like(q)
-        for seq, span in enumerate(batch.spans):
-            o[span.begin:span.end] = self._attend(q, kv, window, extras, seq, span, pos[span.begin:span.end],
-                                                  batch, (layer, seq))
+        decode = view.decode if self.batched_decode and batch.indexer_probe is None else None
+        if decode is not None and decode.every_row:  # a pure decode step: one batched op, no loop
+            o = attend_decode(self, q, extras, batch, layer)
+        else:
+            o = torch.empty_like(q)
+            batched = set(decode.seqs) if decode is not None else set()
+            for seq, span in enumerate(batch.spans):
+                if seq not in batched:
+                    o[span.begin:span.end] = self._attend(q, kv, window, extras, seq, span,
+                                                          pos[span.begin:span.end], batch, (layer, seq))
+            if batched:  # the decode rows of a mixed step (prefill chunks above)
+                o[decode.rows] = attend_decode(self, q[decode.rows], extras, batch, layer)
         o = self.rotary.apply(o, pos, inverse=True)
         return self._project_out(o)
 

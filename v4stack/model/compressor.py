@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from v4stack.cache.decode_view import DecodeRings
 from v4stack.cache.view import StateRing
 from v4stack.model.compute import INDEX_QUANT_BLOCK, KV_QUANT_BLOCK, Compute
 from v4stack.model.linear import DENSE, Linear
@@ -74,6 +75,27 @@ class Compressor(nn.Module):
         if entries is None:
             return kv.new_empty(0, self.head_dim, dtype=self.compute.dtype)
         return self._finish(entries, torch.arange(first_group, end_group, device=kv.device) * r)
+
+    def advance_decode(self, kv: torch.Tensor, score: torch.Tensor,
+                       rings: DecodeRings) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``advance`` for one new token of each of B decode sequences at once: kv, score [B, coff*d] ->
+        (the entries closed now [n, d] in the compute dtype, the b of their sequences [n]), or None when no group
+        closes. Same values as ``advance`` per sequence: the ring holds the rows ``advance`` would read."""
+        r, d = self.ratio, self.head_dim
+        rings.write(kv, score + self.ape[rings.positions % r])
+        if self.overlap:
+            rings.keep_tails(d)
+        done, closed = rings.completing(r)
+        if not closed:
+            return None
+        group_kv, group_score = rings.read_groups(r, 2 if self.overlap else 1)  # [n, (1|2) r, coff*d]
+        if self.overlap:  # channels [:d] of the previous group, [d:] of the closed one; group 0 has no previous
+            first = torch.tensor([g == 0 for g in closed], device=kv.device)[:, None, None]
+            group_kv = torch.cat([group_kv[:, :r, :d].masked_fill(first, 0.0), group_kv[:, r:, d:]], dim=1)
+            group_score = torch.cat([group_score[:, :r, :d].masked_fill(first, float("-inf")),
+                                     group_score[:, r:, d:]], dim=1)
+        pooled = self.compute.ops.compress_pool(group_kv, group_score)
+        return self._finish(pooled, torch.tensor(closed, device=kv.device) * r), done
 
     def _pool(self, kv, score, base, first, end):
         """Softmax-pool groups first..end-1 -> fp32 [end-first, d], or None when no group completes."""

@@ -31,6 +31,7 @@ class OpTable:
     quant_dequant_fp4_e4m3_scale: Callable = quant.quant_dequant_fp4_e4m3_scale  # V4.1 compressed KV
     hadamard_rotate: Callable = hadamard.hadamard_rotate
     sparse_attention: Callable = attention.sparse_attention
+    decode_attention: Callable = attention.decode_attention  # every decode row of a step in one call
     hc_split_sinkhorn: Callable = mixing.hc_split_sinkhorn
     hc_collapse: Callable = mixing.hc_collapse
     hc_expand: Callable = mixing.hc_expand
@@ -42,6 +43,7 @@ class OpTable:
     compress_pool: Callable = compress.compress_pool
     index_scores: Callable = indexer.index_scores
     index_topk: Callable = indexer.index_topk
+    decode_index_scores: Callable = indexer.decode_index_scores
     route: Callable = moe.route
     moe_experts: Callable = moe.moe_experts
     linear: Callable = layers.linear

@@ -82,6 +82,53 @@ def _kernel_order_weights(scores: torch.Tensor, where: torch.Tensor, n: int,
     return weights, denom
 
 
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sink: torch.Tensor, scale: float,
+                     round_probs: bool) -> torch.Tensor:
+    """``ops.reference.attention.decode_attention``'s contract, every row in one batched GEMM pair: q [B, H, d],
+    keys [B, K, d] in index-list order, valid [B, K] -> o [B, H, d]. The keys arrive gathered in list order, so
+    the kernel's 64-slot blocks are plain reshapes (no scatter as in ``sparse_attention``)."""
+    batch, heads, _ = q.shape
+    slots = keys.shape[1]
+    kvf = keys.float()
+    kvd = keys.double() if round_probs else kvf  # the kernel's exact q.k (see sparse_attention)
+    scores = torch.bmm(q.to(kvd.dtype), kvd.transpose(1, 2)).float().mul_(scale)  # [B, H, K]
+    scores.masked_fill_(~valid[:, None, :], float("-inf"))
+    sink = sink.float()[None, :]
+    if round_probs:
+        numer, denom = _blocked_weights(scores, sink)
+    else:
+        peak = scores.amax(-1, keepdim=True)  # finite: slot 0 is valid
+        numer = torch.exp(scores - peak)
+        denom = numer.sum(-1) + torch.exp(sink - peak.squeeze(-1))
+    return (torch.bmm(numer, kvf) / denom[..., None]).to(q.dtype)
+
+
+def _blocked_weights(scores: torch.Tensor, sink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_kernel_order_weights`` for scores [B, H, K] whose column k is list slot k -> (weights, denominators)."""
+    batch, heads, slots = scores.shape
+    nblocks = -(-slots // KERNEL_BLOCK)
+    padded = torch.nn.functional.pad(scores, (0, nblocks * KERNEL_BLOCK - slots), value=float("-inf"))
+    running = torch.cummax(padded.view(batch, heads, nblocks, KERNEL_BLOCK).amax(-1), dim=2).values  # m_b
+    final = running[..., -1:]  # M [B, H, 1]
+    col_max = running.repeat_interleave(KERNEL_BLOCK, dim=2)[..., :slots]
+    col_max = torch.where(torch.isfinite(col_max), col_max, final)  # blocks before the first valid slot
+    probs = torch.exp(scores - col_max)
+    rescale = torch.exp(col_max - final)
+    weights = probs.to(torch.bfloat16).float() * rescale
+    denom = (probs * rescale).sum(-1) + torch.exp(sink - final.squeeze(-1))
+    return weights, denom
+
+
+def decode_index_scores(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,
+                        ratio: int) -> torch.Tensor:
+    """``ops.reference.indexer.decode_index_scores``'s contract as one batched GEMM in q.dtype: q [B, H, d],
+    weights [B, H], keys [B, N, d], positions [B] -> fp32 [B, N], -inf where not yet visible."""
+    per_head = torch.bmm(q, keys.to(q.dtype).transpose(1, 2)).relu_()  # [B, H, N]
+    out = (per_head * weights.unsqueeze(-1)).sum(dim=1).float()  # the reference's rounding
+    hidden = torch.arange(keys.shape[1], device=q.device)[None, :] >= ((positions + 1) // ratio)[:, None]
+    return out.masked_fill_(hidden, float("-inf"))
+
+
 def index_scores(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,
                  ratio: int) -> torch.Tensor:
     """``ops.reference.indexer.index_scores``'s contract: ReLU(q k^T) [S, H, N] as one GEMM in q.dtype, then the

@@ -17,6 +17,8 @@ def fast_ops(base: OpTable | None = None) -> OpTable:
     """``base`` (default: the reference table) with the fast entries; the narrow exact GEMMs stay reachable for
     any layer that was not prepared."""
     return (base or reference_ops()).with_overrides(
-        linear=linear.linear, lm_head=linear.lm_head, grouped_output=linear.grouped_output, route=moe.route, moe_experts=moe.moe_experts,
-        sparse_attention=attention.sparse_attention, index_scores=attention.index_scores, rms_norm=norm.rms_norm,
+        linear=linear.linear, lm_head=linear.lm_head, grouped_output=linear.grouped_output, route=moe.route,
+        moe_experts=moe.moe_experts, sparse_attention=attention.sparse_attention,
+        index_scores=attention.index_scores, decode_attention=attention.decode_attention,
+        decode_index_scores=attention.decode_index_scores, rms_norm=norm.rms_norm,
         hc_split_sinkhorn=mixing.hc_split_sinkhorn, prepare_weights=prepare_weights)

@@ -31,6 +31,17 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink:
     return out
 
 
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sink: torch.Tensor, scale: float,
+                     round_probs: bool) -> torch.Tensor:
+    """One query per sequence over its own gathered keys: q [B, H, d], keys [B, K, d] (slot k of row b is entry k
+    of b's index list; masked slots must hold finite values), valid [B, K] bool (slot 0 valid), sink [H] ->
+    o [B, H, d] in q.dtype. Defined as ``sparse_attention`` of each row over its keys, in list order."""
+    order = torch.arange(keys.shape[1], device=keys.device)
+    idx = torch.where(valid, order[None, :], torch.full_like(order, -1)[None, :])
+    return torch.cat([sparse_attention(q[b:b + 1], keys[b], idx[b:b + 1], sink, scale, round_probs)
+                      for b in range(q.shape[0])])
+
+
 def _attend(q, kv, idx, sink, scale, round_probs):
     valid = idx >= 0  # [S, K]
     keys = kv[idx.clamp_min(0).long()]  # [S, K, d]

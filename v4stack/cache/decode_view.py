@@ -1,0 +1,182 @@
+"""The decode rows of one forward, addressed all at once: slot tensors [B, K] for every 1-token span.
+
+A forward's spans of one token (a decode step, or a 1-token chunk) are attended in one batched op
+(``model.decode_attention``) instead of a Python loop per sequence. ``DecodeView`` turns their block tables into
+padded slot tensors once per forward (memoised in the ``CacheView``, shared by every layer of a group):
+
+  B decode sequences (index b), at positions p_b, their new token at flat row rows[b]
+  window slot j          position max(0, p_b - W + 1) + j, valid while <= p_b   (index-list order: oldest first)
+  entry j of ratio r     valid while j < (p_b + 1) // r                          (the entries visible to p_b)
+  ring row of p_b        state_slot * rows + p_b % rows
+
+Invalid slots are clamped onto some allocated row (their content is garbage: the consumer masks them).
+Same slot rules as ``cache.view`` (its docstring); the engine and the scheduler are unaware of this view.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from v4stack.cache.specs import CSA_RATIO
+from v4stack.cache.view import NO_BLOCK, CacheView, StateRing
+
+
+class DecodeView:
+    """The 1-token spans of ``view``'s forward. ``seqs``: their sequence indices (batch order b)."""
+
+    def __init__(self, view: CacheView) -> None:
+        self.view = view
+        self.seqs = [i for i, sp in enumerate(view.spans) if sp.num_tokens == 1]
+        self.pos_list = [view.spans[i].start_pos for i in self.seqs]
+        self.device = view.tensors.device
+        self.positions = torch.tensor(self.pos_list, dtype=torch.long, device=self.device)  # [B]
+        self.rows = torch.tensor([view.spans[i].begin for i in self.seqs], dtype=torch.long, device=self.device)
+        self.every_row = len(self.seqs) == sum(sp.num_tokens for sp in view.spans)  # a pure decode step
+        self._memo: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def _memoised(self, key, make):
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def _table(self, group: str) -> torch.Tensor:
+        """[B, max blocks] block table of every decode sequence in ``group`` (NO_BLOCK padding)."""
+        def make():
+            tables = [self.view.seqs[i].block_tables[group] for i in self.seqs]
+            width = max(1, max(len(t) for t in tables))
+            return torch.tensor([t + [NO_BLOCK] * (width - len(t)) for t in tables], dtype=torch.long,
+                                device=self.device)
+        return self._memoised(("table", group), make)
+
+    def slots(self, group: str, ids: torch.Tensor, per_block: int) -> torch.Tensor:
+        """ids [B, K] (row positions or entry ids of each decode sequence; any value where masked) -> pool slots
+        [B, K]: table[id // per_block] * per_block + id % per_block, clamped into the pool where masked."""
+        table = self._table(group)
+        ids = ids.clamp_min(0)
+        blocks = table.gather(1, (ids // per_block).clamp_max(table.shape[1] - 1))
+        return blocks.clamp_min(0) * per_block + ids % per_block
+
+    # ---- raw window rows --------------------------------------------------------------------------
+    def window(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slots, valid) [B, width] of the raw rows each decode query attends (its own included, as the
+        reference index list orders them: positions max(0, p-W+1) .. p, then padding)."""
+        def make():
+            g = self.view.window_group
+            lo = (self.positions - width + 1).clamp_min(0)
+            pos = lo[:, None] + torch.arange(width, device=self.device)[None, :]
+            valid = pos <= self.positions[:, None]
+            slots = self.slots(g, pos, self.view.block_size)
+            self._check(g, pos, valid, self.view.block_size)
+            return slots, valid
+        return self._memoised(("window", width), make)
+
+    def _check(self, group: str, ids: torch.Tensor, valid: torch.Tensor, per_block: int) -> None:
+        table = self._table(group)
+        blocks = table.gather(1, (ids.clamp_min(0) // per_block).clamp_max(table.shape[1] - 1))
+        if bool(((blocks < 0) & valid).any()):
+            raise RuntimeError(f"a decode row reaches a block of pool group {group!r} that is not allocated")
+
+    # ---- compressed entries -----------------------------------------------------------------------
+    def visible_entries(self, group: str, ratio: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slots, valid) [B, N] of entries 0..N-1 of a ratio-``ratio`` pool, N = the most any decode sequence
+        sees, valid j < (p_b + 1) // ratio."""
+        def make():
+            n = max((p + 1) // ratio for p in self.pos_list)
+            ids = torch.arange(n, device=self.device)[None, :].expand(len(self), -1)
+            valid = ids < ((self.positions + 1) // ratio)[:, None]
+            per = self.view.entries_per_block(group)
+            self._check(group, ids, valid, per)
+            return self.slots(group, ids, per), valid
+        return self._memoised(("entries", group, ratio), make)
+
+    def completing(self, ratio: int) -> tuple[torch.Tensor, list[int]]:
+        """Decode sequences whose token closes a compression group: (their b [n], the groups they close)."""
+        def make():
+            done = [b for b, p in enumerate(self.pos_list) if (p + 1) % ratio == 0]
+            return torch.tensor(done, dtype=torch.long, device=self.device), [(self.pos_list[b] + 1) // ratio - 1
+                                                                              for b in done]
+        return self._memoised(("completing", ratio), make)
+
+    def new_entry_slots(self, group: str, ratio: int) -> torch.Tensor:
+        """[n] pool slots of the entries the completing sequences close now."""
+        def make():
+            done, groups = self.completing(ratio)
+            ids = torch.tensor(groups, dtype=torch.long, device=self.device)[:, None]
+            per = self.view.entries_per_block(group)
+            table = self._table(group)[done]
+            return (table.gather(1, ids // per) * per + ids % per)[:, 0]
+        return self._memoised(("new_entries", group, ratio), make)
+
+    # ---- compressor rings -------------------------------------------------------------------------
+    def ring_rows(self, state: str) -> torch.Tensor:
+        """[B] ring row of each decode position in state ``state``."""
+        def make():
+            rows = self._state_rows(state)
+            slot = torch.tensor([self.view.seqs[i].state_slot for i in self.seqs], dtype=torch.long,
+                                device=self.device)
+            return slot * rows + self.positions % rows
+        return self._memoised(("ring", state), make)
+
+    def group_rows(self, state: str, ratio: int, groups: int) -> torch.Tensor:
+        """[n, groups * ratio] ring rows of the last ``groups`` groups (oldest first) of each completing sequence,
+        ending with the group it closes now (rows of positions before 0 point at the ring's start: masked)."""
+        def make():
+            rows = self._state_rows(state)
+            done, closed = self.completing(ratio)
+            slot = torch.tensor([self.view.seqs[self.seqs[b]].state_slot for b in done.tolist()], dtype=torch.long,
+                                device=self.device)
+            first = (torch.tensor(closed, dtype=torch.long, device=self.device) - groups + 1) * ratio
+            pos = (first[:, None] + torch.arange(groups * ratio, device=self.device)[None, :]).clamp_min(0)
+            return slot[:, None] * rows + pos % rows
+        return self._memoised(("groups", state, ratio, groups), make)
+
+    def block_enders(self) -> list[int]:
+        """The b of decode sequences whose token is the last of a cache block."""
+        return self._memoised("enders", lambda: [b for b, p in enumerate(self.pos_list)
+                                                 if (p + 1) % self.view.block_size == 0])
+
+    def _state_rows(self, state: str) -> int:
+        return next(s.rows for s in self.view.tensors.specs.states if s.name == state)
+
+
+class DecodeRings:
+    """The compressor ring ``state`` of one layer for every decode sequence (batched ``StateRing``)."""
+
+    def __init__(self, decode: DecodeView, state: str, layer: int, tail_prefix: str | None = None) -> None:
+        self.decode, self.state, self.layer, self.tail_prefix = decode, state, layer, tail_prefix
+        self.kv, self.score = decode.view.tensors.state(state, layer)
+
+    @property
+    def positions(self) -> torch.Tensor:
+        return self.decode.positions
+
+    def write(self, kv: torch.Tensor, score: torch.Tensor) -> None:
+        """Store each decode position's raw row (kv, score [B, width] fp32)."""
+        rows = self.decode.ring_rows(self.state)
+        self.kv.index_copy_(0, rows, kv.detach())
+        self.score.index_copy_(0, rows, score.detach())
+
+    def completing(self, ratio: int) -> tuple[torch.Tensor, list[int]]:
+        return self.decode.completing(ratio)
+
+    def read_groups(self, ratio: int, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """kv, score [n, groups * ratio, width] of the completing sequences' last ``groups`` groups."""
+        rows = self.decode.group_rows(self.state, ratio, groups)
+        n = rows.shape[0]
+        return (self.kv.index_select(0, rows.flatten()).view(n, rows.shape[1], -1),
+                self.score.index_select(0, rows.flatten()).view(n, rows.shape[1], -1))
+
+    def keep_tails(self, width: int) -> None:
+        """Prefix caching: a decode token that ends a block keeps the ring rows of its last 4 positions in the
+        c4 block's tail (``StateRing.keep_tails``; rare, so per sequence)."""
+        view = self.decode.view
+        if self.tail_prefix is None or not view.has_tails():
+            return
+        for b in self.decode.block_enders():
+            p = self.decode.pos_list[b]
+            ring = StateRing(view, self.state, self.layer, self.decode.seqs[b], self.tail_prefix)
+            kv, score = ring.read(p + 1 - CSA_RATIO, p + 1)
+            ring.keep_tails(kv, score, p + 1 - CSA_RATIO, width)
