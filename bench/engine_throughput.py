@@ -77,12 +77,17 @@ def main() -> None:
     ap.add_argument("--numerics", default="reference,fp32")
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: v4stack's load-aware choice; 2 threads on a busy 2-core box collapse)")
     ap.add_argument("--quick", action="store_true", help="concurrency 1 and 16, 8 new tokens")
     ap.add_argument("--skip-transformers", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.concurrency, args.new_tokens = [1, 16], 8
+    if args.threads is None:
+        from v4stack.platforms.threads import choose_threads
+
+        args.threads = choose_threads()
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix="v4engine-") as tmp:
