@@ -33,6 +33,11 @@ def act_quant(x: torch.Tensor, block: int, dtype: torch.dtype) -> torch.Tensor:
     return (codes.to(dtype) * scale.to(dtype)).flatten(-2)
 
 
+def _prepared(layer) -> bool:
+    """Whether ``prepare_model`` readied the layer: read directly by the C kernel, or given a dense copy."""
+    return getattr(layer, LOWBIT, False) or hasattr(layer, PREPARED)
+
+
 def project(layer, xq: torch.Tensor) -> torch.Tensor | None:
     """The layer's GEMM on an activation already quantised (or rounded) as its compute wants: xq [..., in] ->
     fp32 [..., out], from the checkpoint bytes (direct kernel) or the prepared copy; None when the layer has
@@ -56,10 +61,10 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor:
     c = layer.compute
     if layer.fmt == DENSE:
         dtype = torch.float32 if layer.dense_compute_fp32 else c.dtype
-        if getattr(layer, LOWBIT, False) or hasattr(layer, PREPARED):
+        if _prepared(layer):
             return project(layer, x.to(dtype)).to(dtype)  # x rounded to the compute dtype like the reference
         return reference_layers.linear(layer, x)
-    if not (getattr(layer, LOWBIT, False) or hasattr(layer, PREPARED)):
+    if not _prepared(layer):
         return reference_layers.linear(layer, x)
     xq = act_quant(x, c.act_block, c.dtype) if c.quant else x.to(c.dtype)
     return project(layer, xq).to(c.dtype)  # fp32 accumulation, one rounding to c.dtype

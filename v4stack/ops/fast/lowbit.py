@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from v4stack.ops.fast.kernels import compile_library
+from v4stack.ops.fast.kernels import CFLAGS, compile_library
 from v4stack.ops.reference.layers import DENSE, FP4, FP8
 from v4stack.weights.formats import FP4_BLOCK
 
 SOURCE = Path(__file__).with_name("csrc") / "lowbit_gemm.c"
-BASE_CFLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11")
 OPENMP_CFLAG = "-fopenmp"  # torch's wheel ships libgomp.so.1: the same soname, so one thread pool in the process
 FORMAT_CODE = {DENSE: 0, FP8: 1, FP4: 2}  # the C enum
 DECODE_ROWS = 16  # measured (bench/lowbit_bench.py, 1 thread): the C kernel wins up to here, torch's tiled GEMM above
@@ -33,8 +32,8 @@ PREFILL_TILE_ROWS = 2048  # weight rows per dequantised tile: 8 MiB of fp32 at K
 
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
-    lib = compile_library(SOURCE, (*BASE_CFLAGS, OPENMP_CFLAG), "lowbit_gemm") or compile_library(
-        SOURCE, BASE_CFLAGS, "lowbit_gemm")  # no OpenMP: the pragmas are ignored, one thread
+    lib = compile_library(SOURCE, (*CFLAGS, OPENMP_CFLAG), "lowbit_gemm") or compile_library(
+        SOURCE, CFLAGS, "lowbit_gemm")  # no OpenMP: the pragmas are ignored, one thread
     if lib is None:
         return None
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
