@@ -82,3 +82,43 @@ def test_fast_attention_in_query_slices_equals_one_pass():
         for rows in (1, 7):
             sliced = sparse_attention(q, kv, idx, sink, d ** -0.5, round_probs, budget=rows * heads * (n + 1))
             assert torch.equal(sliced, whole), (round_probs, rows)
+
+
+def _attention_case(n: int, s: int = 32, heads: int = 2, d: int = 64, slots: int = 48, seed: int = 3, listed: int | None = None):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(s, heads, d, generator=g).bfloat16()
+    kv = torch.randn(n, d, generator=g).bfloat16()
+    idx = torch.stack([torch.randperm(listed or n, generator=g)[:slots] for _ in range(s)])  # rows of kv[:listed]
+    idx[:4, slots - 10:] = -1  # some rows with empty slots
+    return q, kv, idx, torch.randn(heads, generator=g), d ** -0.5
+
+
+@pytest.mark.parametrize("round_probs", [True, False])
+def test_fast_attention_in_context_slices_matches_one_slice_and_the_reference(round_probs):
+    """Scores and weights do not depend on the key slice (exact per slot); only P.V's fp32 sum order does."""
+    from v4stack.ops.fast.attention import sparse_attention
+    from v4stack.ops.reference.attention import sparse_attention as reference
+
+    q, kv, idx, sink, scale = _attention_case(300)
+    whole = sparse_attention(q, kv, idx, sink, scale, round_probs, key_slice=300).float()
+    want = reference(q, kv, idx, sink, scale, round_probs).float()
+    bf16_ulp = 2.0 ** -8 * want.abs().clamp_min(2.0 ** -6)  # one bf16 step of each output
+    assert ((whole - want).abs() <= bf16_ulp).all()
+    for key_slice in (1, 7, 64, 299):
+        sliced = sparse_attention(q, kv, idx, sink, scale, round_probs, key_slice=key_slice).float()
+        assert ((sliced - whole).abs() <= bf16_ulp).all(), key_slice
+
+
+def test_fast_attention_activations_do_not_grow_with_the_context():
+    """The same queries and index lists over 2,048 and 16,384 key rows: the probe's peak is the slices' (the old
+    dense form upcast all N rows to fp32 and fp64, 8x more at the longer context)."""
+    from v4stack.engine.activation_probe import ActivationProbe
+    from v4stack.ops.fast.attention import sparse_attention
+
+    peaks = []
+    for n in (2048, 16384):
+        q, kv, idx, sink, scale = _attention_case(n, d=512, listed=2048)  # the same lists, any context
+        with torch.inference_mode(), ActivationProbe() as probe:
+            sparse_attention(q, kv, idx, sink, scale, True, key_slice=1024)
+        peaks.append(probe.peak_bytes)
+    assert peaks[1] <= peaks[0] * 1.01, peaks

@@ -1,10 +1,12 @@
 """Fast sparse attention and indexer scoring: whole-tensor GEMMs instead of gathers and per-block loops.
 
-``sparse_attention`` scores each query against every row of ``kv`` with one GEMM and masks the rows its index
-list does not name (V4 index lists hold no repeats, so this is the gather's softmax); the probabilities get the
-reference's bf16 rounding before P.V, with one global max per row instead of the kernel's running max per block
-of 64 (a different, equally valid rounding point). In decode ``kv`` is the sequence's window plus its compressed
-entries, so the dense form costs about what the gather would; in prefill it avoids an [S, K, d] gathered copy.
+``sparse_attention`` scores each query against the rows of ``kv`` with one GEMM per context slice (``KEY_SLICE``
+rows) instead of one gather per query, keeps the scores of the slots its index list names (V4 index lists hold no
+repeats, so this is the gather's softmax), computes the official kernel's weights from them in list order (running
+max per block of 64 slots, numerators rounded to bf16 before P.V) and accumulates P.V slice by slice. Its memory
+is bounded by the query and key slices, not by the context: at a 32K prompt ``kv`` (window + chunk + compressed
+entries) holds ~9,300 rows per CSA layer, and a 1M prompt ~262,000. In decode ``kv`` is the sequence's window plus
+its compressed entries, so the dense form costs about what the gather would.
 """
 
 from __future__ import annotations
@@ -14,72 +16,65 @@ import torch
 from v4stack.ops.reference.indexer import _hidden
 
 QUERY_CHUNK = 512  # queries per GEMM at most
-# Elements of one [queries, H, N] score temporary of sparse_attention (8 MiB in fp32). The dense form scores every
-# key row, so at a long context N (window + chunk + all compressed entries) the query slice shrinks to keep the ~10
-# temporaries of the kernel-order weights (fp32 and int64) near 100 MiB whatever the prompt; each query's output
-# depends on its own row only, so the slicing does not change it.
+# Elements of one [queries, H, key slice] score block of sparse_attention (8 MiB in fp32). The dense form scores
+# every key row, but a context slice of KEY_SLICE rows at a time: the ~8 score-sized temporaries of a slice (fp64
+# GEMM output, fp32 scores, the gather of the listed slots, the weights scattered back) stay near 64 MiB whatever
+# the prompt, and the key rows are upcast (fp32, fp64) one slice at a time, never the whole context.
 SCORE_ELEMENTS = 1 << 21
+# Key rows (columns of the score block) per context slice: 2,048 x 512 dims is 8 MiB in fp64.
+KEY_SLICE = 2048
 KERNEL_BLOCK = 64  # index-list slots per step of the official kernel's online softmax
 
 
 def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink: torch.Tensor, scale: float,
-                     round_probs: bool, budget: int = SCORE_ELEMENTS) -> torch.Tensor:
+                     round_probs: bool, budget: int = SCORE_ELEMENTS, key_slice: int = KEY_SLICE) -> torch.Tensor:
     """``ops.reference.attention.sparse_attention``'s contract: q [S, H, d], kv [N, d], idx [S, K] (-1 empty),
-    sink [H] -> o [S, H, d] in q.dtype; queries go in slices whose [rows, H, N] scores hold <= ``budget``
-    elements (at least one query)."""
+    sink [H] -> o [S, H, d] in q.dtype.
+
+    Queries go in slices of at most ``budget // (H * key_slice)`` rows (at least one), keys in context slices of
+    ``key_slice`` rows. Two passes over the context per query slice: (1) one GEMM per key slice scores it and the
+    scores of the listed slots are gathered into list order [rows, H, K]; the kernel-order weights of the listed
+    slots then come out of those K scores alone (as in ``decode_attention``); (2) the weights are scattered back
+    per key slice and P.V accumulates one GEMM per slice in fp32. Memory is bounded by the slices, not by N."""
     s_len, heads, d = q.shape
-    n = kv.shape[0]
-    step = max(1, min(QUERY_CHUNK, budget // (heads * (n + 1))))
-    kvf = kv.float()
-    kvd = kv.double() if round_probs else kvf  # bf16 products summed exactly in fp64, rounded once: the kernel's q.k
+    n, slots = kv.shape[0], idx.shape[1]
+    cols = max(1, min(key_slice, n))
+    step = max(1, min(QUERY_CHUNK, budget // (heads * cols)))
+    exact = torch.float64 if round_probs else torch.float32  # bf16 products summed exactly in fp64, rounded once
     sink = sink.float()[None, :]
     out = torch.empty_like(q)
     for start in range(0, s_len, step):
         stop = min(start + step, s_len)
-        rows, ids = stop - start, idx[start:stop]
-        where = torch.where(ids >= 0, ids, n).long()  # column n swallows the -1 padding
-        qs = q[start:stop].to(kvd.dtype).reshape(rows * heads, d)
-        scores = (qs @ kvd.T).float().view(rows, heads, n) * scale
+        rows, ids = stop - start, idx[start:stop].long()
+        valid = ids >= 0
+        qs = q[start:stop].to(exact).reshape(rows * heads, d)
+        listed = torch.full((rows, heads, slots), float("-inf"), device=q.device)  # scores in list order
+        for c0 in range(0, n, cols):
+            c1 = min(c0 + cols, n)
+            inside = valid & (ids >= c0) & (ids < c1)
+            if not bool(inside.any()):
+                continue
+            scores = (qs @ kv[c0:c1].to(exact).T).float().view(rows, heads, c1 - c0) * scale
+            local = (ids - c0).clamp(0, c1 - c0 - 1)[:, None, :].expand(-1, heads, -1)
+            listed = torch.where(inside[:, None, :], scores.gather(2, local), listed)
         if round_probs:
-            numer, denom = _kernel_order_weights(scores, where, n, sink)
+            weights, denom = _blocked_weights(listed, sink)
         else:
-            allowed = torch.zeros(rows, n + 1, dtype=torch.bool, device=q.device).scatter_(1, where, True)
-            scores.masked_fill_(~allowed[:, None, :n], float("-inf"))
-            peak = scores.amax(-1, keepdim=True)  # finite: every row names at least its own position
-            numer = torch.exp(scores - peak)
-            denom = numer.sum(-1) + torch.exp(sink - peak.squeeze(-1))  # [rows, H]
-        o = (numer.view(rows * heads, n) @ kvf).view(rows, heads, d) / denom[..., None]
-        out[start:stop] = o.to(q.dtype)
+            peak = listed.amax(-1, keepdim=True)  # finite: every row names at least its own position
+            weights = torch.exp(listed - peak)
+            denom = weights.sum(-1) + torch.exp(sink - peak.squeeze(-1))  # [rows, H]
+        o = torch.zeros(rows * heads, d, dtype=torch.float32, device=q.device)
+        for c0 in range(0, n, cols):
+            c1 = min(c0 + cols, n)
+            inside = valid & (ids >= c0) & (ids < c1)
+            if not bool(inside.any()):
+                continue
+            width = c1 - c0
+            where = torch.where(inside, ids - c0, width)[:, None, :].expand(-1, heads, -1)  # column width: others
+            dense = torch.zeros(rows, heads, width + 1, device=q.device).scatter_(2, where, weights)
+            o.addmm_(dense[..., :width].reshape(rows * heads, width), kv[c0:c1].float())
+        out[start:stop] = (o.view(rows, heads, d) / denom[..., None]).to(q.dtype)
     return out
-
-
-def _kernel_order_weights(scores: torch.Tensor, where: torch.Tensor, n: int,
-                          sink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official kernel's rounding in dense form. The kernel walks the index list in blocks of 64 with a running
-    max m_b and rounds each numerator e^(s - m_b) to bf16; rescaled to the final max M that is key weight
-    bf16(e^(s_j - m_b(j))) e^(m_b(j) - M) and denominator sum_j e^(s_j - m_b(j)) e^(m_b(j) - M) + e^(sink - M).
-    scores [S, H, N] fp32 (all columns), where [S, K] column per list slot (n = padding) -> (weights [S, H, N],
-    denominators [S, H])."""
-    rows, heads, _ = scores.shape
-    slots = where.shape[1]
-    nblocks = -(-slots // KERNEL_BLOCK)
-    block_of = torch.full((rows, n + 1), -1, dtype=torch.long, device=scores.device)  # list block of each column
-    block_of.scatter_(1, where, torch.arange(slots, device=scores.device).expand(rows, -1) // KERNEL_BLOCK)
-    block_of = block_of[:, :n]
-    listed = block_of >= 0
-    scores = scores.masked_fill(~listed[:, None, :], float("-inf"))
-    blocks = block_of.clamp_min(0)[:, None, :].expand(-1, heads, -1)  # [S, H, N]
-    block_max = torch.full((rows, heads, nblocks), float("-inf"), device=scores.device)
-    block_max.scatter_reduce_(2, blocks, scores, "amax")
-    running = torch.cummax(block_max, dim=2).values  # m_b: the max over blocks 0..b
-    final = running[..., -1:]  # M [S, H, 1]; finite: every row names at least its own position
-    col_max = running.gather(2, blocks)
-    col_max = torch.where(torch.isfinite(col_max), col_max, final)  # unlisted columns (their e^ is 0 anyway)
-    probs = torch.exp(scores - col_max)
-    rescale = torch.exp(col_max - final)
-    weights = probs.to(torch.bfloat16).float() * rescale
-    denom = (probs * rescale).sum(-1) + torch.exp(sink - final.squeeze(-1))
-    return weights, denom
 
 
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sink: torch.Tensor, scale: float,
@@ -104,7 +99,10 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, s
 
 
 def _blocked_weights(scores: torch.Tensor, sink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_kernel_order_weights`` for scores [B, H, K] whose column k is list slot k -> (weights, denominators)."""
+    """The official kernel's rounding in dense form, scores [B, H, K] fp32 whose column k is list slot k (-inf where
+    empty). The kernel walks the list in blocks of 64 with a running max m_b and rounds each numerator e^(s - m_b)
+    to bf16; rescaled to the final max M that is weight bf16(e^(s_k - m_b(k))) e^(m_b(k) - M) and denominator
+    sum_k e^(s_k - m_b(k)) e^(m_b(k) - M) + e^(sink - M) -> (weights [B, H, K], denominators [B, H])."""
     batch, heads, slots = scores.shape
     nblocks = -(-slots // KERNEL_BLOCK)
     padded = torch.nn.functional.pad(scores, (0, nblocks * KERNEL_BLOCK - slots), value=float("-inf"))
