@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from v4stack.ops.fast import moe_kernel
 from v4stack.ops.fast.linear import act_quant, project
 from v4stack.ops.fast.prepare import LOWBIT
 from v4stack.ops.reference import moe as reference_moe
@@ -56,6 +57,9 @@ def moe_experts(moe, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tens
         return reference_moe.moe_experts(moe, x, weights, experts)
     c = moe.compute
     xq = act_quant(x, c.act_block, c.dtype) if c.quant else x.to(c.dtype)
+    fused = moe_kernel.run(moe, xq, weights, experts)  # a decode step: the whole layer in one C call
+    if fused is not None:
+        return fused.to(x.dtype)
     t, k = experts.shape
     flat = experts.flatten()
     order = torch.argsort(flat, stable=True)  # [T*k] pairs grouped by expert

@@ -8,7 +8,8 @@ planner; ``attached_bytes(model)`` counts what a prepared model holds; a test ti
   experts and the head are read in their checkpoint bytes, so they cost **nothing**; what remains is the router's
   fp32 copy (4 bytes x experts x D), an fp32 copy of dense weights stored in another dtype than bf16 and applied in
   fp32 (none in the official checkpoints), and ``wo_a`` as [G, r, H/G*d] blocks in the compute dtype (2 bytes per
-  weight, for the grouped output GEMM). Prefill (more than ``lowbit.DECODE_ROWS`` rows) dequantises one tile of
+  weight, for the grouped output GEMM), plus per MoE layer a table of its experts' weight addresses for the
+  one-call decode kernel (``ops.fast.moe_kernel``: 48 bytes per expert, not counted). Prefill (more than ``lowbit.DECODE_ROWS`` rows) dequantises one tile of
   ``lowbit.PREFILL_TILE_ROWS`` weight rows at a time (transient, 4 bytes x tile rows x K).
 - without them (torch fallback): every FP8 / FP4 linear gets a dense fp32 copy (4 bytes per weight: +4x the FP8
   bytes, +8x the FP4 bytes; exact), each expert's w1 and w3 as one fused [2I, D] copy, fp32-applied dense weights
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from v4stack.ops.fast import lowbit
+from v4stack.ops.fast import lowbit, moe_kernel
 from v4stack.ops.reference.layers import DENSE, FP4, FP8
 from v4stack.weights.formats import dequant_fp4_weight, dequant_fp8_weight
 
@@ -101,6 +102,8 @@ def prepare_model(model: torch.nn.Module) -> int:
             wo_a, cfg = module.wo_a, module.cfg  # in the compute dtype, so the batched GEMM rounds like the reference
             wo_a.prepared_grouped = dense_copy(wo_a, wo_a.compute.dtype).view(cfg.o_groups, cfg.o_lora_rank, -1)
             added += wo_a.prepared_grouped.nbytes
+        if hasattr(module, "shared_experts") and hasattr(module, "experts"):  # a MoE: the decode kernel's table
+            moe_kernel.prepare(module)
         if hasattr(module, "route_scale") and hasattr(module, "weight"):  # a Gate
             module.prepared = module.weight.float().contiguous()
             added += module.prepared.nbytes
