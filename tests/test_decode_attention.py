@@ -85,3 +85,20 @@ def test_decode_index_scores_match_index_scores_per_row():
     got = fast_attention.decode_index_scores(q, w, keys, positions, 4)
     assert torch.equal(torch.isinf(got), torch.isinf(want))
     assert (got - want).nan_to_num(0, 0, 0).abs().max() <= 2 ** -6 * want[~torch.isinf(want)].abs().max()
+
+
+def test_c_decode_attention_equals_the_torch_formulation(monkeypatch):
+    """The one-call C kernel of the fast decode attention against its torch formulation (the same rounding
+    points; only exp's last ulp and the fp32 summation order may differ), NaN in unlisted slots never read."""
+    from v4stack.ops.fast import kernels
+
+    q, keys, valid, sink, scale, _ = _decode_case(True)
+    keys = keys.masked_fill(~valid[..., None], float("nan"))  # the C kernel skips unlisted slots
+    got = kernels.decode_attention_blocked(q, keys, valid, sink, scale)
+    assert got is not None
+    monkeypatch.setattr(kernels, "decode_attention_blocked", lambda *a: None)
+    want = fast_attention.decode_attention(q, keys.nan_to_num(0.0), valid, sink, scale, True)
+    assert not got.isnan().any()
+    d = (got.float() - want.float()).abs()
+    assert d.max() <= 2 ** -8 * want.abs().max(), d.max()  # within a bf16 ulp
+    assert (d > 0).float().mean() < 0.05  # nearly every element identical

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from v4stack.ops.fast import kernels
 from v4stack.ops.reference.indexer import _hidden
 
 QUERY_CHUNK = 512  # queries per GEMM at most
@@ -82,6 +83,10 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, s
     """``ops.reference.attention.decode_attention``'s contract, every row in one batched GEMM pair: q [B, H, d],
     keys [B, K, d] in index-list order, valid [B, K] -> o [B, H, d]. The keys arrive gathered in list order, so
     the kernel's 64-slot blocks are plain reshapes (no scatter as in ``sparse_attention``)."""
+    if round_probs:
+        fused = kernels.decode_attention_blocked(q, keys, valid, sink, scale)  # ~25 torch ops in one C call
+        if fused is not None:
+            return fused
     batch, heads, _ = q.shape
     slots = keys.shape[1]
     kvf = keys.float()

@@ -62,6 +62,8 @@ def _library() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.act_quant.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
     lib.hc_sinkhorn_normalise.argtypes = [ptr, i64, i64, i64, ctypes.c_float]
+    lib.decode_attention_blocked.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_float, i64, i64, i64, i64, ptr, ptr,
+                                             ptr]
     return lib
 
 
@@ -93,3 +95,24 @@ def hc_sinkhorn_normalise(comb: torch.Tensor, iters: int, eps: float) -> torch.T
     comb = comb.contiguous().clone()
     lib.hc_sinkhorn_normalise(comb.data_ptr(), comb.shape[0], comb.shape[-1], iters, eps)
     return comb
+
+
+def decode_attention_blocked(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sink: torch.Tensor,
+                             scale: float) -> torch.Tensor | None:
+    """``ops.fast.attention.decode_attention`` with ``round_probs`` in one C call: q [B, H, d] bf16, keys [B, K, d]
+    bf16, valid [B, K] bool, sink [H] -> o [B, H, d] bf16; None when the kernel cannot take it."""
+    lib = _library()
+    if (lib is None or q.device.type != "cpu" or keys.device.type != "cpu" or q.dtype != torch.bfloat16
+            or keys.dtype != torch.bfloat16):
+        return None
+    q, keys = q.contiguous(), keys.contiguous()
+    valid = valid.contiguous().view(torch.uint8)
+    sink = sink.float().contiguous()
+    batch, heads, d = q.shape
+    slots = keys.shape[1]
+    out = torch.empty_like(q)
+    scratch = torch.empty(heads * (slots + d) + d, dtype=torch.float32)
+    qd = torch.empty(heads * d, dtype=torch.float64)
+    lib.decode_attention_blocked(q.data_ptr(), keys.data_ptr(), valid.data_ptr(), sink.data_ptr(), scale, batch,
+                                 heads, slots, d, out.data_ptr(), scratch.data_ptr(), qd.data_ptr())
+    return out

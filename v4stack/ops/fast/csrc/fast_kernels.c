@@ -22,6 +22,8 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs h
     return (uint16_t)(u >> 16);
 }
 
+static inline float round_bf16_f32(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
 /* e4m3fn value nearest to v (|v| <= 448), ties to even: 3 mantissa bits, subnormal step 2^-9. */
 static inline float round_e4m3(float v) {
     float a = fabsf(v);
@@ -90,5 +92,81 @@ void hc_sinkhorn_normalise(float *comb, int64_t T, int64_t hc, int64_t iters, fl
                 for (int64_t j = 0; j < hc; j++) c[j * hc + k] = c[j * hc + k] / (sum + eps);
             }
         }
+    }
+}
+
+#define KERNEL_BLOCK 64 /* index-list slots per step of the official kernel's online softmax */
+#define DOT_LANES 8     /* independent partial sums of the exact q.k (a vector of doubles) */
+
+/* The official kernel's weights for one head: s [K] scores (-inf where not listed) -> w [K] in place, returns the
+ * denominator. m_b = max over list blocks 0..b of 64 slots, M = m_last;
+ * w_j = bf16(e^(s_j - m_b(j))) e^(m_b(j) - M),  l = sum_j e^(s_j - m_b(j)) e^(m_b(j) - M) + e^(sink - M). */
+static float blocked_weights(float *s, int64_t K, float sink) {
+    float final_max = -INFINITY, block_max[(K + KERNEL_BLOCK - 1) / KERNEL_BLOCK];
+    for (int64_t b0 = 0; b0 < K; b0 += KERNEL_BLOCK) {
+        int64_t end = b0 + KERNEL_BLOCK < K ? b0 + KERNEL_BLOCK : K;
+        for (int64_t j = b0; j < end; j++) final_max = s[j] > final_max ? s[j] : final_max;
+        block_max[b0 / KERNEL_BLOCK] = final_max; /* the running max m_b */
+    }
+    float denom = 0.0f;
+    for (int64_t b0 = 0; b0 < K; b0 += KERNEL_BLOCK) {
+        int64_t end = b0 + KERNEL_BLOCK < K ? b0 + KERNEL_BLOCK : K;
+        float m = block_max[b0 / KERNEL_BLOCK];
+        float rescale = isinf(m) ? 1.0f : expf(m - final_max); /* -inf: no listed slot yet, every weight 0 */
+        for (int64_t j = b0; j < end; j++) {
+            if (isinf(s[j])) { s[j] = 0.0f; continue; }
+            float p = expf(s[j] - m);
+            s[j] = round_bf16_f32(p) * rescale;
+            denom += p * rescale;
+        }
+    }
+    return denom + expf(sink - final_max);
+}
+
+/* One decode query per sequence over its gathered keys, in the official kernel's rounding (the dense form of
+ * ops.fast.attention._blocked_weights): q [B, H, d] bf16, keys [B, K, d] bf16 (K = V; slots where valid == 0 are
+ * never read), valid [B, K] uint8 (slot 0 valid), sink [H] fp32 -> out [B, H, d] bf16:
+ * s_j = fp32(exact q.k_j) * scale (bf16 products are exact in double, so their sum does not depend on the order),
+ * o = (sum_j w_j k_j) / l. scratch: H * K + H * d + d floats and H * d doubles (qd). */
+void decode_attention_blocked(const uint16_t *q, const uint16_t *keys, const uint8_t *valid, const float *sink,
+                              float scale, int64_t B, int64_t H, int64_t K, int64_t d, uint16_t *out,
+                              float *scratch, double *qd) {
+    float *s = scratch, *acc = scratch + H * K, *kf = scratch + H * K + H * d;
+    for (int64_t b = 0; b < B; b++) {
+        const uint16_t *kb = keys + b * K * d;
+        const uint8_t *vb = valid + b * K;
+        for (int64_t i = 0; i < H * d; i++) qd[i] = (double)bf16_to_f32(q[b * H * d + i]);
+        for (int64_t j = 0; j < K; j++) {
+            if (!vb[j]) {
+                for (int64_t h = 0; h < H; h++) s[h * K + j] = -INFINITY;
+                continue;
+            }
+            for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kb[j * d + i]);
+            for (int64_t h = 0; h < H; h++) {
+                const double *qh = qd + h * d;
+                double part[DOT_LANES] = {0};
+                int64_t i = 0;
+                for (; i + DOT_LANES <= d; i += DOT_LANES)
+                    for (int l = 0; l < DOT_LANES; l++) part[l] += qh[i + l] * (double)kf[i + l];
+                for (; i < d; i++) part[0] += qh[i] * (double)kf[i];
+                double dot = 0.0;
+                for (int l = 0; l < DOT_LANES; l++) dot += part[l];
+                s[h * K + j] = (float)dot * scale;
+            }
+        }
+        float denom[H];
+        for (int64_t h = 0; h < H; h++) denom[h] = blocked_weights(s + h * K, K, sink[h]);
+        for (int64_t i = 0; i < H * d; i++) acc[i] = 0.0f;
+        for (int64_t j = 0; j < K; j++) {
+            if (!vb[j]) continue;
+            for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kb[j * d + i]);
+            for (int64_t h = 0; h < H; h++) {
+                float wj = s[h * K + j];
+                float *ah = acc + h * d;
+                for (int64_t i = 0; i < d; i++) ah[i] += wj * kf[i];
+            }
+        }
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < d; i++) out[(b * H + h) * d + i] = f32_to_bf16(acc[h * d + i] / denom[h]);
     }
 }

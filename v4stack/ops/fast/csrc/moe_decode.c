@@ -14,8 +14,6 @@
 
 #define WEIGHT_PTRS 6 /* per expert: w1, s1, w3, s3, w2, s2 (scale pointers 0 for bf16) */
 
-static inline float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
-
 /* Rows x [n, D] fp32 (already FP8 quant-dequantised) through one expert -> out [n, D] fp32 (bf16 values).
  * w: the expert's WEIGHT_PTRS pointers; rw: routing weights [n] or NULL; scratch: 4 * n * I + n * D floats and
  * 2 * n * I uint16. Returns 0, or -1 when lowbit_gemm cannot allocate its panel. */
@@ -27,7 +25,7 @@ static int expert_rows(const float *x, int64_t n, int64_t D, int64_t I, const in
         return -1;
     for (int64_t r = 0; r < n; r++) {
         for (int64_t i = 0; i < I; i++) {
-            float g = round_bf16(gate[r * I + i]), u = round_bf16(up[r * I + i]);
+            float g = round_bf16_f32(gate[r * I + i]), u = round_bf16_f32(up[r * I + i]);
             if (limit > 0.0f) {
                 u = u < -limit ? -limit : (u > limit ? limit : u);
                 g = g > limit ? limit : g;
@@ -40,7 +38,7 @@ static int expert_rows(const float *x, int64_t n, int64_t D, int64_t I, const in
     act_quant(h16, hq16, n, I, act_block, 1);
     for (int64_t j = 0; j < n * I; j++) hq[j] = bf16_to_f32(hq16[j]);
     if (lowbit_gemm(hq, n, I, (const void *)w[4], (const uint8_t *)w[5], fmt, D, block, 0, out, nthreads)) return -1;
-    for (int64_t j = 0; j < n * D; j++) out[j] = round_bf16(out[j]);
+    for (int64_t j = 0; j < n * D; j++) out[j] = round_bf16_f32(out[j]);
     return 0;
 }
 
