@@ -1,6 +1,10 @@
 """Side-by-side CPU comparison on one official-layout checkpoint (issue #10): v4stack (fast, reference, fp32),
-transformers 5.23 (fp32 eager) and llama.cpp (llama-bench / llama-batched-bench from
-../shared/tools/build-llama-cpp.sh, on a GGUF made by its own converter).
+transformers 5.23 (fp32 eager) and llama.cpp (llama-bench / llama-batched-bench of llama-cpp-python 0.3.36's
+vendored llama.cpp, on a GGUF made by its own converter). The project tool ``build-llama-cpp.sh`` builds it with
+-DGGML_NATIVE=ON, which on a CPU with AMX aborts on the V4 graph at context creation (see
+``bench/build_llama_cpp_noamx.sh`` for the cause); this script prefers the build of that wrapper (same sources, AMX
+buffer compiled out, the MXFP4 repacking kept) and otherwise reruns an aborted native build with ``--repack 0``
+(no extra weight buffers), saying so in its output.
 
 Figures per engine, each the median of ``--runs`` runs, each run in a fresh subprocess (so peak RSS is that
 engine's own): decode tok/s at batch 1 (``--prompt`` token prompt, ``--new`` greedy tokens), aggregate decode tok/s
@@ -27,6 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama.cpp-0.3.36"
+# binaries: bench/build_llama_cpp_noamx.sh's build first, then the native one (LLAMA_DIR/bin)
+LLAMA_BIN_DIRS = (LLAMA_DIR.with_name(LLAMA_DIR.name + "-noamx") / "bin", LLAMA_DIR / "bin")
+# the abort of a native build on an AMX CPU (ggml-backend.cpp: no backend supports the AMX-held wo_a mul_mat)
+LLAMA_NO_BACKEND = "cur_backend_id != -1"
 V4STACK_MODES = ("fast", "reference", "fp32")
 ALL_ENGINES = (*V4STACK_MODES, "transformers", "llama.cpp")
 BANDWIDTH_BYTES = 1 << 28  # 256 MiB copied per bandwidth sample: far beyond any cache
@@ -114,11 +122,21 @@ def run_worker(args) -> None:
 
 
 # ---- llama.cpp -----------------------------------------------------------------------------------------------
+def llama_bin_dir() -> Path | None:
+    """The first llama.cpp build with both benches, or None."""
+    for bin_dir in LLAMA_BIN_DIRS:
+        if all((bin_dir / tool).exists() for tool in ("llama-bench", "llama-batched-bench")):
+            return bin_dir
+    return None
+
+
 def llama_available() -> str | None:
     """None when usable, else why not."""
-    for tool in ("llama-bench", "llama-batched-bench"):
-        if not (LLAMA_DIR / "bin" / tool).exists():
-            return f"{LLAMA_DIR / 'bin' / tool} not built (../shared/tools/build-llama-cpp.sh)"
+    if llama_bin_dir() is None:
+        return (f"no llama-bench + llama-batched-bench in {' or '.join(map(str, LLAMA_BIN_DIRS))} "
+                "(../shared/tools/build-llama-cpp.sh, then bench/build_llama_cpp_noamx.sh)")
+    if not (LLAMA_DIR / "src" / "convert_hf_to_gguf.py").exists():
+        return f"no converter in {LLAMA_DIR / 'src'} (../shared/tools/build-llama-cpp.sh)"
     if importlib.util.find_spec("gguf") is None:
         return f"gguf-py not installed (pip install {LLAMA_DIR / 'src' / 'gguf-py'})"
     return None
@@ -140,9 +158,8 @@ def llama_convert(ckpt: Path, out: Path) -> Path:
 
 
 def _timed_rss(cmd: list[str]) -> tuple[str, float]:
-    """stdout of cmd and its peak RSS (MiB), via GNU time when present."""
-    gnu_time = shutil.which("time") if Path("/usr/bin/time").exists() else None
-    if gnu_time:
+    """stdout of cmd and its peak RSS (MiB), via GNU time when present. Raises CalledProcessError (with stderr)."""
+    if Path("/usr/bin/time").exists():
         with tempfile.NamedTemporaryFile("r", suffix=".rss") as fh:
             done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", fh.name, *cmd], check=True, capture_output=True,
                                   text=True)
@@ -151,18 +168,36 @@ def _timed_rss(cmd: list[str]) -> tuple[str, float]:
     return done.stdout, float("nan")
 
 
-def llama_run(gguf: Path, task: str, a) -> dict:
-    bin_dir = LLAMA_DIR / "bin"
+def _llama_cmd(gguf: Path, task: str, a, no_repack: bool) -> list[str]:
+    bin_dir = llama_bin_dir()
+    common = ["-m", str(gguf), "-t", str(a.threads)]
     if task in ("decode", "prefill"):
-        n_prompt, n_gen = (a.prefill, 0) if task == "prefill" else (0, a.new)
-        out, rss = _timed_rss([str(bin_dir / "llama-bench"), "-m", str(gguf), "-t", str(a.threads), "-p",
-                               str(n_prompt), "-n", str(n_gen), "-r", "1", "-o", "json"])
-        row = json.loads(out)[0]
-        tok_s = float(row["avg_ts"])
+        # decode: a.new tokens generated at depth a.prompt (after the prompt, like the other engines' decode steps);
+        # prefill: one a.prefill-token prompt
+        shape = ["-p", str(a.prefill), "-n", "0"] if task == "prefill" else ["-p", "0", "-n", str(a.new),
+                                                                            "-d", str(a.prompt)]
+        return [str(bin_dir / "llama-bench"), *common, *shape, "-r", "1", "-o", "json",
+                *(["--repack", "0"] if no_repack else [])]
+    return [str(bin_dir / "llama-batched-bench"), *common, "-c", str((a.prompt + a.new + 8) * a.streams),
+            "-npp", str(a.prompt), "-ntg", str(a.new), "-npl", str(a.streams), "--output-format", "jsonl",
+            *(["--no-repack"] if no_repack else [])]
+
+
+def llama_run(gguf: Path, task: str, a) -> dict:
+    """One llama.cpp measurement. A build that aborts with no backend for a node (a native build on an AMX CPU) is
+    rerun once with repacking off (no AMX / CPU_REPACK weight buffers) and the row says so."""
+    try:
+        out, rss = _timed_rss(_llama_cmd(gguf, task, a, a.llama_no_repack))
+    except subprocess.CalledProcessError as exc:
+        if a.llama_no_repack or LLAMA_NO_BACKEND not in (exc.stderr or ""):
+            raise
+        print(f"  llama.cpp ({llama_bin_dir()}) aborted: GGML_ASSERT({LLAMA_NO_BACKEND}); "
+              "rerunning with repacking off from now on (build bench/build_llama_cpp_noamx.sh to keep it)")
+        a.llama_no_repack = True
+        out, rss = _timed_rss(_llama_cmd(gguf, task, a, True))
+    if task in ("decode", "prefill"):
+        tok_s = float(json.loads(out)[0]["avg_ts"])
         return {"tok_s": tok_s, "step_s": 1 / tok_s, "rss_mib": rss}
-    out, rss = _timed_rss([str(bin_dir / "llama-batched-bench"), "-m", str(gguf), "-t", str(a.threads), "-c",
-                           str((a.prompt + a.new + 8) * a.streams), "-npp", str(a.prompt), "-ntg", str(a.new),
-                           "-npl", str(a.streams), "--output-format", "jsonl"])
     row = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     return {"tok_s": float(row["speed_tg"]), "rss_mib": rss}
 
@@ -183,10 +218,11 @@ def measure_bandwidth(samples: int = 5) -> float:
 
 
 def weight_bytes_per_token(cfg, engine: str) -> float:
-    """Bytes of weights one batch-1 decode step reads, in each engine's storage: every tensor but the embedding
-    table, routed experts at top-k / E. v4stack fast reads the checkpoint bytes through ops.fast.lowbit (but its
-    bf16 wo_a blocks and fp32 router copies), reference the checkpoint bytes, fp32/transformers fp32 everywhere, llama.cpp Q8_0 for FP8 (8.5 bits), MXFP4
-    for FP4 (4.25 bits) and the rest at 2 bytes."""
+    """Bytes of weights one batch-1 decode step of a torch engine reads, in its storage: every checkpoint tensor but
+    the lookup tables (embedding, hash-routing tid2eid: one row each) and the MTP block, routed experts at top-k / E.
+    v4stack fast reads the checkpoint bytes through ops.fast.lowbit (but its bf16 wo_a blocks and fp32 router
+    copies), reference the checkpoint bytes (both with the ue8m0 block scales), fp32 and transformers fp32
+    everywhere. llama.cpp: from its GGUF (``gguf_weight_bytes_per_token``)."""
     import torch
 
     from v4stack.modelio.inventory import checkpoint_spec
@@ -194,18 +230,32 @@ def weight_bytes_per_token(cfg, engine: str) -> float:
     total = 0.0
     share = cfg.num_experts_per_tok / cfg.n_routed_experts
     for name, (shape, dtype) in checkpoint_spec(cfg).items():
-        if name.startswith("embed.") or name.endswith(".scale") or name.startswith("mtp."):
+        if name.startswith(("embed.", "mtp.")) or name.endswith(".tid2eid"):
             continue
+        if name.endswith(".scale") and engine not in ("reference", "fast"):
+            continue  # the fp32 engines fold the block scales into their fp32 weights
         n = 1
         for s in shape:
             n *= s
-        fp4 = dtype == torch.int8
-        params = n * 2 if fp4 else n
+        params = n * 2 if dtype == torch.int8 else n  # FP4: two e2m1 values per stored byte
         fast = params * 2 if "wo_a" in name else params * 4 if name.endswith("gate.weight") else n * dtype.itemsize
-        stored = {"reference": n * dtype.itemsize, "fast": fast,
-                  "llama.cpp": params * (4.25 / 8 if fp4 else 8.5 / 8 if dtype == torch.float8_e4m3fn else 2)}
-        bytes_ = stored.get(engine, params * 4)
+        bytes_ = {"reference": n * dtype.itemsize, "fast": fast}.get(engine, params * 4)
         total += bytes_ * (share if ".experts." in name else 1)
+    return total
+
+
+def gguf_weight_bytes_per_token(gguf: Path, cfg) -> float:
+    """Bytes of the GGUF's tensors one batch-1 llama.cpp decode step reads, as stored in the file: every tensor
+    but the lookup tables (token embedding, hash-routing table: one row each), routed experts (``*_exps``) at
+    top-k / E."""
+    from gguf import GGUFReader
+
+    share = cfg.num_experts_per_tok / cfg.n_routed_experts
+    total = 0.0
+    for t in GGUFReader(str(gguf)).tensors:
+        if t.name == "token_embd.weight" or "tid2eid" in t.name:
+            continue
+        total += int(t.n_bytes) * (share if "_exps." in t.name else 1)
     return total
 
 
@@ -237,6 +287,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="write/keep the checkpoint (and GGUF) here")
     ap.add_argument("--model", type=Path, default=None,
                     help="an existing official-layout checkpoint instead of the real-shape one (e.g. the demo model)")
+    ap.add_argument("--llama-no-repack", action="store_true",
+                    help="run llama.cpp with --repack 0 (no AMX / CPU_REPACK weight buffers) from the start")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--task", help=argparse.SUPPRESS)
@@ -259,7 +311,7 @@ def main() -> None:
             ckpt, cfg = home / "ckpt", tiny_config(**_bench_config())
             if not (ckpt / "config.json").exists():
                 write_checkpoint(ckpt, cfg, seed=0)
-        gguf = None
+        gguf, llama_bytes = None, float("nan")
         if "llama.cpp" in engines:
             why = llama_available()
             if why is None:
@@ -270,6 +322,9 @@ def main() -> None:
             if why:
                 print(f"skipping llama.cpp: {why}")
                 engines.remove("llama.cpp")
+            else:
+                print(f"llama.cpp: {llama_bin_dir()}{' with --repack 0' if a.llama_no_repack else ''}")
+                llama_bytes = gguf_weight_bytes_per_token(gguf, cfg)  # read now: the GGUF may live in tmp
         if "transformers" in engines and importlib.util.find_spec("transformers") is None:
             print("skipping transformers: not installed")
             engines.remove("transformers")
@@ -298,14 +353,19 @@ def main() -> None:
     for engine, res in rows.items():
         dec, agg, pre = res.get("decode", {}), res.get("streams", {}), res.get("prefill", {})
         rss = max((r.get("rss_mib", 0) for r in res.values()), default=float("nan"))
-        frac = (weight_bytes_per_token(cfg, engine) / dec["step_s"] / bandwidth) if "step_s" in dec else float("nan")
+        read = llama_bytes if engine == "llama.cpp" else weight_bytes_per_token(cfg, engine)
+        frac = (read / dec["step_s"] / bandwidth) if "step_s" in dec else float("nan")
         print(f"| {engine} | {dec.get('tok_s', float('nan')):.1f} | {agg.get('tok_s', float('nan')):.1f} | "
               f"{pre.get('tok_s', float('nan')):.1f} | {rss:.0f} | {frac:.2f} |")
     if "llama.cpp" in rows and "fast" in rows:
         fast, ref = rows["fast"], rows["llama.cpp"]
-        ratios = [f"{k} {fast[k]['tok_s'] / ref[k]['tok_s']:.2f}x" for k in ("decode", "prefill")
+        ratios = [f"{k} {fast[k]['tok_s'] / ref[k]['tok_s']:.2f}x" for k in ("decode", "streams", "prefill")
                   if k in fast and k in ref]
-        print("v4stack fast / llama.cpp: " + ", ".join(ratios))
+        if "streams" in fast and "decode" in ref:  # issue #10's target: >= 3x llama.cpp's batch-1 rate
+            ratios.append(f"fast {a.streams} streams / llama.cpp batch 1 "
+                          f"{fast['streams']['tok_s'] / ref['decode']['tok_s']:.2f}x")
+        print("v4stack fast / llama.cpp: " + ", ".join(ratios)
+              + (" (llama.cpp with --repack 0)" if a.llama_no_repack else ""))
 
 
 if __name__ == "__main__":
