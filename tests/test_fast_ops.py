@@ -30,7 +30,8 @@ def test_fast_table_matches_the_reference_entry_by_entry(recorded):
     results = {r.op: r for r in check_parity(fast_ops(), model, calls, tolerances=loose)}
     assert all(r.ok for r in results.values()), [r.line() for r in results.values() if not r.ok]
     # exact where the fast entry keeps the reference's rounding points: routing, mixing, the untouched entries
-    for name in ("route", "hc_split_sinkhorn", "hc_pre", "index_topk", "rope", "compress_pool"):
+    for name in ("route", "hc_split_sinkhorn", "hc_pre", "index_topk", "rope", "compress_pool", "quant_dequant_fp8",
+                 "quant_dequant_fp4", "hadamard_rotate"):
         assert results[name].max_abs == 0, results[name].line()
     assert results["linear"].max_abs < 0.05  # a real difference would be O(1)
 
@@ -59,6 +60,20 @@ def test_act_quant_equals_the_reference_quant_dequant():
     assert torch.equal(act_quant(x, 128, torch.bfloat16), want)  # C kernel where a compiler exists
     assert torch.equal(act_quant(x.float(), 128, torch.float32).bfloat16(), want)  # torch formulation
     assert torch.equal(act_quant(x[:, :200], 128, torch.bfloat16), quant.quant_dequant_fp8(x[:, :200], 128).bfloat16())
+
+
+def test_fp4_quant_equals_the_reference_quant_dequant():
+    from v4stack.ops.fast import quant as fast_quant
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 256, generator=g) * torch.logspace(-40, 6, 256)  # below the amax floor up to huge
+    x[0, :32] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0] * 4)  # ties of the e2m1 grid (amax 6)
+    x[1, :32] = 0.0  # an all-zero block
+    for inp in (x, x.bfloat16()):
+        want = quant.quant_dequant_fp4(inp, 32)
+        got = fast_quant.quant_dequant_fp4(inp, 32)
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    assert kernels.fp4_quant(x, 32) is not None  # really the C kernel
 
 
 def test_sinkhorn_is_bit_identical_to_the_reference():

@@ -90,6 +90,7 @@ class Attention(nn.Module):
         """x [T, D] (normed sublayer input) -> [T, D]; reads and extends each sequence's cached rows of this
         layer (``layer`` is the cache index used for traces: the block index, MTP blocks counting from 0)."""
         c, pos = self.compute, batch.positions.to(x.device)
+        self.rotary.begin_step(pos)  # q, kv and the output share this step's phases
         qr = self.q_norm(self.wq_a(x))
         q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))  # [T, H, d]
         q = q * torch.rsqrt(q.square().mean(-1, keepdim=True) + self.eps)

@@ -14,7 +14,10 @@ import torch
 
 from v4stack.ops.table import OpTable, reference_ops
 
-YARN_RAMP_MIN_WIDTH = 1e-3  # reference: if the correction range collapses (low == high) widen it by 0.001
+YARN_RAMP_MIN_WIDTH = 1e-3
+# Rotary reuses one step's phases for at most this many positions (decode batches: 16 KiB of complex64 per layer at
+# rope_dim 64); a prefill chunk's phases are recomputed per use rather than held between steps
+PHASE_CACHE_ROWS = 256  # reference: if the correction range collapses (low == high) widen it by 0.001
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,28 @@ class Rotary:
         self.spec = spec
         self.ops = ops or reference_ops()
         self.inv_freq = inverse_frequencies(spec)  # fp32 [rope_dim/2], on CPU even under a meta-device build
+        self._step: tuple[torch.Tensor, torch.Tensor] | None = None  # (positions, phases) of the current step
+
+    def begin_step(self, positions: torch.Tensor) -> None:
+        """Called by the owning layer at the start of each forward: ``phases(positions)`` (the same tensor object)
+        is computed once here and reused by the step's q, kv and output rotations, for at most PHASE_CACHE_ROWS
+        positions (decode batches; prefill phases are not held between steps). The next call replaces it, so a
+        positions buffer the caller refills in place is never served stale phases across steps."""
+        self._step = None
+        if positions.numel() <= PHASE_CACHE_ROWS:
+            self._step = (positions, self.phases(positions))
 
     def phases(self, positions: torch.Tensor) -> torch.Tensor:
         """positions [N] int -> complex64 [N, rope_dim/2] = exp(i * p * f)."""
+        if self._step is not None and self._step[0] is positions:
+            return self._step[1]
         angles = torch.outer(positions.to(torch.float32), self.inv_freq.to(positions.device))
         return torch.polar(torch.ones_like(angles), angles)
+        angles = torch.outer(positions.to(torch.float32), self.inv_freq.to(positions.device))
+        phase = torch.polar(torch.ones_like(angles), angles)
+        if positions.numel() <= PHASE_CACHE_ROWS:
+            self._recent = [(positions, positions._version, phase), *self._recent[:PHASE_CACHE_ENTRIES - 1]]
+        return phase
 
     def apply(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
         """x [N, ..., D] -> copy with the last rope_dim dims of each row rotated by its position (or back)."""

@@ -61,6 +61,7 @@ def _library() -> ctypes.CDLL | None:
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.act_quant.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
+    lib.fp4_quant.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
     lib.hc_sinkhorn_normalise.argtypes = [ptr, i64, i64, i64, ctypes.c_float]
     lib.decode_attention_blocked.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_float, i64, i64, i64, i64, ptr, ptr,
                                              ptr]
@@ -82,6 +83,19 @@ def act_quant(x: torch.Tensor, block: int) -> torch.Tensor | None:
     x = x.contiguous()
     out = torch.empty(x.shape, dtype=torch.bfloat16)
     lib.act_quant(x.data_ptr(), out.data_ptr(), x.numel() // k, k, block, int(x.dtype == torch.bfloat16))
+    return out
+
+
+def fp4_quant(x: torch.Tensor, block: int) -> torch.Tensor | None:
+    """FP4 e2m1 quant-dequant of x [..., K] (bf16 or fp32, CPU) in blocks of ``block`` -> fp32 (the reference's
+    ``quant_dequant_fp4``), or None when the kernel cannot take it."""
+    lib = _library()
+    k = x.shape[-1]
+    if lib is None or x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float32) or k % block:
+        return None
+    x = x.contiguous()
+    out = torch.empty(x.shape, dtype=torch.float32)
+    lib.fp4_quant(x.data_ptr(), out.data_ptr(), x.numel() // k, k, block, int(x.dtype == torch.bfloat16))
     return out
 
 

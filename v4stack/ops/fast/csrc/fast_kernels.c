@@ -70,6 +70,42 @@ void act_quant(const void *x, uint16_t *out, int64_t rows, int64_t k, int64_t bl
     }
 }
 
+#define E2M1_MAX 6.0f
+#define FP4_AMAX_FLOOR (6.0f * 0x1p-126f) /* as weights/formats.py: the scale stays a normal fp32 */
+
+/* e2m1 value nearest to v (|v| <= 6 after the clamp), ties to even: steps 0.5 on [0, 2), 1 on [2, 4), 2 on [4, 6]. */
+static inline float round_e2m1(float v) {
+    float mag = fabsf(v) > E2M1_MAX ? E2M1_MAX : fabsf(v);
+    float step = mag < 2.0f ? 0.5f : (mag < 4.0f ? 1.0f : 2.0f);
+    float r = nearbyintf(mag / step) * step;
+    return copysignf(r > E2M1_MAX ? E2M1_MAX : r, v);
+}
+
+/* FP4 e2m1 quant-dequant of rows x k values in blocks of `block` (k % block == 0), one power-of-two scale per
+ * block: s = 2^ceil(log2(max(amax, 6 * 2^-126) / 6)); out = e2m1(clamp(x / s, +-6)) * s as fp32 (the reference's
+ * ops.reference.quant.quant_dequant_fp4). in_bf16: x is bf16 (uint16) when 1, fp32 when 0. */
+void fp4_quant(const void *x, float *out, int64_t rows, int64_t k, int64_t block, int in_bf16) {
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t b0 = 0; b0 < k; b0 += block) {
+            float amax = 0.0f;
+            for (int64_t i = 0; i < block; i++) {
+                int64_t idx = r * k + b0 + i;
+                float v = in_bf16 ? bf16_to_f32(((const uint16_t *)x)[idx]) : ((const float *)x)[idx];
+                out[idx] = v;
+                float a = fabsf(v);
+                amax = a > amax ? a : amax;
+            }
+            if (amax < FP4_AMAX_FLOOR) amax = FP4_AMAX_FLOOR;
+            float s = pow2_ceil(amax / E2M1_MAX);
+            for (int64_t i = 0; i < block; i++) {
+                float v = out[r * k + b0 + i] / s;
+                v = v > E2M1_MAX ? E2M1_MAX : (v < -E2M1_MAX ? -E2M1_MAX : v);
+                out[r * k + b0 + i] = round_e2m1(v) * s;
+            }
+        }
+    }
+}
+
 /* The Sinkhorn normalisations of mHC (ops.reference.mixing.hc_split_sinkhorn after its softmax exponentials):
  * e [T, hc, hc] = exp(c - rowmax) from torch (so the exponentials round exactly like the reference's), in place:
  * rows / sum + eps, columns / (sum + eps), then (iters - 1) x (rows, columns) / (sum + eps). */
