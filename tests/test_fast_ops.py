@@ -31,7 +31,7 @@ def test_fast_table_matches_the_reference_entry_by_entry(recorded):
     assert all(r.ok for r in results.values()), [r.line() for r in results.values() if not r.ok]
     # exact where the fast entry keeps the reference's rounding points: routing, mixing, the untouched entries
     for name in ("route", "hc_split_sinkhorn", "hc_pre", "index_topk", "rope", "compress_pool", "quant_dequant_fp8",
-                 "quant_dequant_fp4", "hadamard_rotate"):
+                 "quant_dequant_fp4", "hadamard_rotate", "hc_collapse", "hc_post", "hc_head"):
         assert results[name].max_abs == 0, results[name].line()
     assert results["linear"].max_abs < 0.05  # a real difference would be O(1)
 
@@ -110,3 +110,32 @@ def test_attached_bytes_counts_what_prepare_model_adds(tiny_checkpoint):
     fast = load_model(tiny_checkpoint, Numerics.fast_kernels(), progress=False)
     added = prepare_model(fast)  # idempotent: rebuilds the same copies and reports their bytes
     assert added > 0 and attached_bytes(fast) == added
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_c_rope_and_mhc_mixing_are_bit_identical_to_the_reference(dtype):
+    """The C RoPE, stream collapse and post mixing keep the reference's products and summation order, at decode
+    and prefill sizes (torch may vectorise the longer ones differently: the results must not change)."""
+    from v4stack.model.rope import RopeSpec, Rotary
+    from v4stack.ops.fast import mixing as fast_mixing
+    from v4stack.ops.fast import rope as fast_rope
+    from v4stack.ops.reference import rope as reference_rope
+    from v4stack.ops.table import reference_ops
+
+    g = torch.Generator().manual_seed(5)
+    rotary = Rotary(RopeSpec(16, 160000.0, 16.0, 65536))
+    for t in (1, 16, 300):
+        positions = torch.randint(0, 5000, (t,), generator=g)
+        for shape in ((t, 3, 40), (t, 40)):
+            x = (torch.randn(shape, generator=g) * 30).to(dtype)
+            for inverse in (False, True):
+                want = reference_rope.rope(rotary, x, positions, inverse)
+                assert torch.equal(fast_rope.rope(rotary, x, positions, inverse), want)
+        streams = (torch.randn(t, 4, 64, generator=g) * 5).to(dtype)
+        out = torch.randn(t, 64, generator=g).to(dtype)
+        pre, post = torch.rand(t, 4, generator=g), torch.rand(t, 4, generator=g) * 2
+        comb = torch.rand(t, 4, 4, generator=g)
+        assert kernels.hc_post(out, streams, post, comb) is not None  # really the C kernels
+        assert torch.equal(fast_mixing.hc_collapse(streams, pre), mixing.hc_collapse(streams, pre))
+        assert torch.equal(fast_mixing.hc_post(out, streams, post, comb, reference_ops()),
+                           mixing.hc_post(out, streams, post, comb, reference_ops()))

@@ -62,6 +62,9 @@ def _library() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.act_quant.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
     lib.fp4_quant.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
+    lib.rope_apply.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ctypes.c_int, ctypes.c_int]
+    lib.hc_collapse.argtypes = [ptr, ptr, ptr, i64, i64, i64, ctypes.c_int]
+    lib.hc_post_apply.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, ctypes.c_int, ptr]
     lib.hc_sinkhorn_normalise.argtypes = [ptr, i64, i64, i64, ctypes.c_float]
     lib.decode_attention_blocked.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_float, i64, i64, i64, i64, ptr, ptr,
                                              ptr]
@@ -130,3 +133,54 @@ def decode_attention_blocked(q: torch.Tensor, keys: torch.Tensor, valid: torch.T
     lib.decode_attention_blocked(q.data_ptr(), keys.data_ptr(), valid.data_ptr(), sink.data_ptr(), scale, batch,
                                  heads, slots, d, out.data_ptr(), scratch.data_ptr(), qd.data_ptr())
     return out
+
+
+_FLOATS = (torch.bfloat16, torch.float32)  # the activation dtypes the elementwise kernels read and write
+
+
+def _cpu_floats(*tensors: torch.Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype in _FLOATS for t in tensors)
+
+
+def rope_apply(x: torch.Tensor, phases: torch.Tensor, inverse: bool) -> torch.Tensor | None:
+    """``ops.reference.rope.rope`` on x [N, ..., D] (bf16 or fp32) with phases [N, d/2] complex64 -> a rotated copy,
+    bit-identical; None when the kernel cannot take it."""
+    lib = _library()
+    if lib is None or not _cpu_floats(x) or phases.dtype != torch.complex64 or phases.device.type != "cpu":
+        return None
+    x = x.contiguous()
+    ph = torch.view_as_real(phases.resolve_conj()).contiguous()  # [N, d/2, 2] (cos, sin)
+    n, d = x.shape[0], 2 * phases.shape[-1]
+    out = torch.empty_like(x)
+    inner = x.numel() // (n * x.shape[-1]) if n else 0
+    lib.rope_apply(x.data_ptr(), out.data_ptr(), ph.data_ptr(), n, inner, x.shape[-1], d, int(inverse),
+                   int(x.dtype == torch.bfloat16))
+    return out
+
+
+def hc_collapse(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
+    """``ops.reference.mixing.hc_collapse``: x [T, hc, D], weights [T, hc] fp32 -> fp32 [T, D], bit-identical."""
+    lib = _library()
+    if lib is None or not _cpu_floats(x) or weights.dtype != torch.float32 or weights.device.type != "cpu":
+        return None
+    x, weights = x.contiguous(), weights.contiguous()
+    t, hc, d = x.shape
+    out = torch.empty(t, d, dtype=torch.float32)
+    lib.hc_collapse(x.data_ptr(), weights.data_ptr(), out.data_ptr(), t, hc, d, int(x.dtype == torch.bfloat16))
+    return out
+
+
+def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor | None:
+    """``ops.reference.mixing.hc_post``: out [T, D], residual [T, hc, D] (one dtype), post [T, hc], comb [T, hc, hc]
+    fp32 -> new streams [T, hc, D] in out.dtype, bit-identical."""
+    lib = _library()
+    if (lib is None or not _cpu_floats(out, residual) or out.dtype != residual.dtype
+            or post.dtype != torch.float32 or comb.dtype != torch.float32 or post.device.type != "cpu"):
+        return None
+    out, residual, post, comb = out.contiguous(), residual.contiguous(), post.contiguous(), comb.contiguous()
+    t, hc, d = residual.shape
+    streams = torch.empty_like(residual)
+    scratch = torch.empty(d, dtype=torch.float32)
+    lib.hc_post_apply(out.data_ptr(), residual.data_ptr(), post.data_ptr(), comb.data_ptr(), streams.data_ptr(), t,
+                      hc, d, int(out.dtype == torch.bfloat16), scratch.data_ptr())
+    return streams

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from v4stack.ops.fast import attention, linear, mixing, moe, norm, quant
+from v4stack.ops.fast import attention, linear, mixing, moe, norm, quant, rope
 from v4stack.ops.fast.prepare import prepare_model
 from v4stack.ops.table import OpTable, reference_ops
 
@@ -21,6 +21,7 @@ def fast_ops(base: OpTable | None = None) -> OpTable:
         moe_experts=moe.moe_experts, sparse_attention=attention.sparse_attention,
         index_scores=attention.index_scores, decode_attention=attention.decode_attention,
         decode_index_scores=attention.decode_index_scores, rms_norm=norm.rms_norm,
-        hc_split_sinkhorn=mixing.hc_split_sinkhorn, quant_dequant_fp8=quant.quant_dequant_fp8,
+        hc_split_sinkhorn=mixing.hc_split_sinkhorn, hc_collapse=mixing.hc_collapse, hc_post=mixing.hc_post,
+        rope=rope.rope, quant_dequant_fp8=quant.quant_dequant_fp8,
         quant_dequant_fp4=quant.quant_dequant_fp4, hadamard_rotate=quant.hadamard_rotate,
         prepare_weights=prepare_weights)

@@ -206,3 +206,68 @@ void decode_attention_blocked(const uint16_t *q, const uint16_t *keys, const uin
             for (int64_t i = 0; i < d; i++) out[(b * H + h) * d + i] = f32_to_bf16(acc[h * d + i] / denom[h]);
     }
 }
+
+/* Element i of a bf16 (is_bf16 = 1) or fp32 array as fp32, and the store back in the same dtype (bf16 rounded to
+ * nearest even). */
+static inline float load_any(const void *p, int64_t i, int is_bf16) {
+    return is_bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline void store_any(void *p, int64_t i, float v, int is_bf16) {
+    if (is_bf16) ((uint16_t *)p)[i] = f32_to_bf16(v);
+    else ((float *)p)[i] = v;
+}
+
+/* RoPE on interleaved pairs of the last d of D dims (ops.reference.rope.rope): x [N, inner, D] -> out (same
+ * dtype), phases [N, d/2] complex64 as (cos, sin) pairs; inverse uses the conjugate. The products are torch's
+ * complex multiply (re = a c - b s, im = a s + b c, no fused multiply-add; -std=c11 keeps contraction off). */
+void rope_apply(const void *x, void *out, const float *phases, int64_t N, int64_t inner, int64_t D, int64_t d,
+                int inverse, int is_bf16) {
+    for (int64_t n = 0; n < N; n++) {
+        const float *ph = phases + n * d;
+        for (int64_t r = 0; r < inner; r++) {
+            int64_t base = (n * inner + r) * D;
+            for (int64_t i = 0; i < D - d; i++) store_any(out, base + i, load_any(x, base + i, is_bf16), is_bf16);
+            for (int64_t p = 0; p < d / 2; p++) {
+                int64_t i = base + D - d + 2 * p;
+                float a = load_any(x, i, is_bf16), b = load_any(x, i + 1, is_bf16);
+                float c = ph[2 * p], s = inverse ? -ph[2 * p + 1] : ph[2 * p + 1];
+                store_any(out, i, a * c - b * s, is_bf16);
+                store_any(out, i + 1, a * s + b * c, is_bf16);
+            }
+        }
+    }
+}
+
+/* mHC collapse (ops.reference.mixing.hc_collapse): x [T, hc, D] (bf16 or fp32), w [T, hc] fp32 -> out [T, D] fp32
+ * = sum_i w_i X_i, summed in stream order like torch's reduction over the stream dim. */
+void hc_collapse(const void *x, const float *w, float *out, int64_t T, int64_t hc, int64_t D, int is_bf16) {
+    for (int64_t t = 0; t < T; t++) {
+        float *o = out + t * D;
+        for (int64_t d = 0; d < D; d++) o[d] = w[t * hc] * load_any(x, t * hc * D + d, is_bf16);
+        for (int64_t i = 1; i < hc; i++) {
+            float wi = w[t * hc + i];
+            for (int64_t d = 0; d < D; d++) o[d] += wi * load_any(x, (t * hc + i) * D + d, is_bf16);
+        }
+    }
+}
+
+/* mHC post (ops.reference.mixing.hc_post): sublayer output f [T, D], streams x [T, hc, D] (both bf16 or both fp32),
+ * post [T, hc], comb [T, hc(j), hc(k)] fp32 -> out [T, hc, D] in their dtype:
+ * X'_k = post_k f + sum_j comb[j, k] X_j (the sum in stream order j, then added to the post term). */
+void hc_post_apply(const void *f, const void *x, const float *post, const float *comb, void *out, int64_t T,
+                   int64_t hc, int64_t D, int is_bf16, float *mixed) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *ct = comb + t * hc * hc;
+        for (int64_t k = 0; k < hc; k++) {
+            for (int64_t d = 0; d < D; d++) mixed[d] = ct[k] * load_any(x, t * hc * D + d, is_bf16);
+            for (int64_t j = 1; j < hc; j++) {
+                float cjk = ct[j * hc + k];
+                for (int64_t d = 0; d < D; d++) mixed[d] += cjk * load_any(x, (t * hc + j) * D + d, is_bf16);
+            }
+            float pk = post[t * hc + k];
+            for (int64_t d = 0; d < D; d++)
+                store_any(out, (t * hc + k) * D + d, pk * load_any(f, t * D + d, is_bf16) + mixed[d], is_bf16);
+        }
+    }
+}
