@@ -11,6 +11,12 @@ workspace + the fast mode's prepared weights) beside the measured peak.
     PYTHONPATH=. .venv/bin/python bench/long_context.py [--tokens 32768] [--chunk 1024] [--numerics fast]
         [--probe]   # also the deterministic activation peak of every step (engine/activation_probe.py; slower)
         [--trim]    # glibc malloc_trim(0) after every step, to see what the allocator holds
+        [--mmap-threshold BYTES]  # glibc M_MMAP_THRESHOLD (default 128 KiB, fixed; 0: glibc's dynamic default)
+
+glibc's default mmap threshold is dynamic: each freed mmap'd block raises it (up to 32 MiB), after which the
+per-layer temporaries of a chunk (1-64 MiB each) come from the heap and their freed space stays resident, so RSS
+drifts ~200 MiB above what is live. A fixed threshold (``mallopt(M_MMAP_THRESHOLD)``, the same as the environment
+variable ``MALLOC_MMAP_THRESHOLD_``) maps every large temporary and unmaps it when freed.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ CONFIG = dict(vocab_size=4096, hidden_size=256, num_hidden_layers=43, compress_r
               num_experts_per_tok=2, moe_intermediate_size=128, num_hash_layers=3, hc_mult=4, hc_sinkhorn_iters=20,
               max_position_embeddings=1 << 20)
 PAGE = resource.getpagesize()
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
+# Fixed mmap threshold: glibc's own starting value (128 KiB); allocations above it are mapped and unmapped
+# on free, so freed activations leave RSS at once.
+MMAP_THRESHOLD = 128 * 1024
 DECODED = 8  # tokens decoded after the prompt
 
 
@@ -78,6 +88,8 @@ def main() -> None:
     ap.add_argument("--write-only", type=Path, help=argparse.SUPPRESS)  # the child process's entry
     ap.add_argument("--probe", action="store_true", help="deterministic activation peak of every step")
     ap.add_argument("--trim", action="store_true", help="malloc_trim(0) after every step")
+    ap.add_argument("--mmap-threshold", type=int, default=MMAP_THRESHOLD,
+                    help=f"glibc M_MMAP_THRESHOLD in bytes (default {MMAP_THRESHOLD}; 0: the dynamic default)")
     ap.add_argument("--progress", action="store_true", help="print every step (default: every 8th and the last)")
     args = ap.parse_args()
     if args.write_only:
@@ -92,6 +104,9 @@ def main() -> None:
 
 
 def run(args, directory: Path) -> None:
+    if args.mmap_threshold:
+        if not ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, args.mmap_threshold):
+            raise SystemExit(f"mallopt(M_MMAP_THRESHOLD, {args.mmap_threshold}) refused")
     before_import = rss_now()
     import torch
 
@@ -112,8 +127,10 @@ def run(args, directory: Path) -> None:
     total = args.tokens + DECODED
     prompt = torch.randint(3, engine.model.cfg.vocab_size, (args.tokens,),
                            generator=torch.Generator().manual_seed(0)).tolist()
+    threshold = f"fixed {args.mmap_threshold}" if args.mmap_threshold else "glibc dynamic"
     print(f"RSS before import {before_import / MIB:.1f} MiB, after import {imported / MIB:.1f}, "
-          f"after load {loaded / MIB:.1f} (numerics {args.numerics}, {args.threads} threads)", flush=True)
+          f"after load {loaded / MIB:.1f} (numerics {args.numerics}, {args.threads} threads, mmap threshold "
+          f"{threshold})", flush=True)
     t0 = time.perf_counter()
     engine.add_request("long", prompt, SamplingParams(temperature=0, max_tokens=DECODED, ignore_eos=True))
     steps, peak, worst_probe = 0, loaded, (0, "")
@@ -138,7 +155,7 @@ def run(args, directory: Path) -> None:
                   f" MiB, {'step peak' if per_step else 'peak so far'} {step_peak / MIB:.1f} MiB{probed}", flush=True)
     wall = time.perf_counter() - t0
     peak = max(peak, rss_peak())
-    plan = make_plan(str(directory / "config.json"), "cpu", 1, context=total, kv_dtype="bf16")
+    plan = make_plan(str(directory / "config.json"), "cpu", 1, context=total, kv_dtype="bf16", chunk=args.chunk)
     scale = torch.empty((), dtype=engine.model.compute.dtype).element_size() / 2  # planner: bf16 cache
     kv_bytes = plan.kv_bytes_per_token * total * scale
     fixed = plan.kv_fixed_bytes_per_sequence["compressor_state"]
@@ -146,15 +163,17 @@ def run(args, directory: Path) -> None:
     terms = {"weights": plan.weights_bytes_per_device, "prepared weights": attached_bytes(engine.model),
              f"KV (bf16 x{scale:g})": kv_bytes, "compressor state": fixed, "workspace": plan.workspace_bytes}
     estimate = sum(terms.values())
-    overhead = imported
+    overhead = plan.reserve_bytes  # the planner's CPU runtime reserve (Python + torch after import)
     print(f"prompt {args.tokens} tokens in chunks of {args.chunk} + {DECODED} decoded, numerics {args.numerics}: "
           f"{wall:.1f} s, {steps} steps")
     if args.probe:
         print(f"largest step activations (probe) {worst_probe[0] / MIB:.1f} MiB at {worst_probe[1]}; "
               f"planner workspace {plan.workspace_bytes / MIB:.1f} MiB")
     print("planner: " + " + ".join(f"{k} {v / MIB:.1f}" for k, v in terms.items()) + f" = {estimate / MIB:.1f} MiB")
-    print(f"stated overhead: Python/torch runtime after import {overhead / MIB:.1f} MiB; engine beyond the planner: "
-          f"window blocks held (3 per window group) {window / MIB:.1f} MiB")
+    print("planner workspace: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in plan.workspace_terms.items()))
+    print(f"stated overhead: the planner's CPU runtime reserve {overhead / MIB:.1f} MiB (measured here: RSS after "
+          f"import {imported / MIB:.1f} MiB); engine beyond the planner: window blocks held (3 per window group) "
+          f"{window / MIB:.1f} MiB")
     verdict = "within" if peak <= estimate + overhead else "ABOVE"
     print(f"peak RSS {peak / MIB:.1f} MiB (after load {loaded / MIB:.1f}) vs planner + overhead "
           f"{(estimate + overhead) / MIB:.1f} MiB: {verdict} ({(peak - estimate - overhead) / MIB:+.1f} MiB)")

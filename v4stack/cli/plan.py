@@ -18,7 +18,7 @@ from v4stack.cli.args import float_arg, int_arg
 from v4stack.cli.exit_codes import FAILED, OK
 from v4stack.config import validation as check
 from v4stack.hardware.registry import get_chip, list_chips
-from v4stack.planner.memory import ENGRAM_PLACEMENTS, KV_DTYPES, QUANTS
+from v4stack.planner.memory import ENGRAM_PLACEMENTS, KV_DTYPES, PREFILL_CHUNK, QUANTS
 from v4stack.planner.model_shape import PRESETS, load_model
 from v4stack.planner.plan import DEFAULT_CONTEXT, make_plan, parse_tokens
 from v4stack.planner.report import DEFAULT_PLOT_CHIPS, format_plan, plot_tpot_vs_context
@@ -94,6 +94,9 @@ def add_parser(subparsers) -> None:
                    help="output tokens per request; adds other requests' prefill time to TPOT (default 0)")
     p.add_argument("--arrival", choices=("steady", "burst"), default="steady",
                    help="steady closed loop (default), or all requests arriving at once")
+    p.add_argument("--chunk", type=_tokens_arg(1), default=PREFILL_CHUNK,
+                   help=f"prefill chunk the activation workspace is sized for, the engine's "
+                        f"--max-num-batched-tokens (default {PREFILL_CHUNK})")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="also draw TPOT vs context for several chips")
     p.add_argument("--plot-chips", type=_chips_arg, default=DEFAULT_PLOT_CHIPS,
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = make_plan(args.model, args.hardware, args.devices, context=args.context,
                          concurrency=args.concurrency, prompt=args.prompt, output_tokens=args.output_tokens,
-                         arrival=args.arrival, **kw)
+                         arrival=args.arrival, chunk=args.chunk, **kw)
         if args.plot:
             chips = list(args.plot_chips)
             kw.pop("quant")       # each chip gets its own default weight format

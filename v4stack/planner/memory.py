@@ -1,4 +1,5 @@
-"""Memory per device: weights by class, Engram tables by placement, KV pools, workspace, verdict.
+"""Memory per device: weights by class, Engram tables by placement, KV pools, workspace (``planner.workspace``),
+verdict.
 
 What it is: pure arithmetic over ``ModelShape.tensors()`` and the KV-cache formats of
 ``shared/docs/model_spec.md`` s5.2.  ``kv_layout`` gives per-pool bytes per token and per sequence;
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from v4stack.config import validation as check
 from v4stack.planner.model_shape import FP4_BLOCK, ModelShape, TensorSpec
+from v4stack.planner.workspace import workspace
 
 GIB = 1024 ** 3
 # vLLM's default --gpu-memory-utilization (0.9): share of device memory the engine may use.
@@ -25,6 +27,9 @@ MEMORY_UTILIZATION = 0.9
 # CUDA/ACL graphs, communicator buffers (HCCL_BUFFSIZE ~ 200 MB x groups), allocator slack.
 # Assumption of ours, not a measurement.
 RUNTIME_RESERVE = 2 * GIB
+# On the CPU the reserve is the Python + torch runtime: 222.2 MiB RSS after importing torch 2.13 and v4stack's engine,
+# before any weight is read (bench/long_context.py, 2026-12-02), rounded up to 224 MiB.
+CPU_RUNTIME_RESERVE = 224 * 2 ** 20
 # Prefill chunk for the activation workspace (vLLM-style --max-num-batched-tokens).
 PREFILL_CHUNK = 4096
 # ModelSlim W8A8/W4A8 (A2/A3): per-output-channel fp32 scale; W4 adds a group scale per 256
@@ -219,22 +224,9 @@ def kv_layout(m: ModelShape, kv_dtype: str) -> KVLayout:
 
 
 def workspace_bytes(m: ModelShape, par: Parallel, context: int, chunk: int = PREFILL_CHUNK) -> float:
-    """Activation workspace of one prefill chunk on one device (largest of its phases).
-
-    * residual streams in and out: chunk x hc x D x 2 B (bf16) x 2;
-    * queries: chunk x (H/tp) x 512 x 2 B;  MoE: chunk x topk x I x 2 B x 2 (gate, up);
-    * indexer logits, one layer at a time: chunk x visible compressed entries x 4 B (fp32),
-      visible = context / smallest indexed ratio (not split by TP: heads are summed);
-    * logits of the last tokens: chunk / 8 x vocab / tp x 4 B (assumed).
-    """
-    D = m.hidden
-    streams = chunk * m.hc_mult * D * 2 * 2
-    q = chunk * (m.n_heads // par.tp) * m.head_dim * 2
-    moe = chunk * m.topk * m.moe_inter * 2 * 2
-    ratios = [l.ratio for l in m.main_layers if l.index_scores]
-    logits_idx = chunk * (context / min(ratios)) * FP32 if ratios else 0.0
-    head = (chunk // 8) * (m.vocab / par.tp) * FP32
-    return streams + max(q, moe, logits_idx) + head
+    """Activation workspace of one prefill chunk on one device: ``planner.workspace`` (what the engine allocates
+    for a chunk of min(chunk, context) tokens ending at ``context``)."""
+    return workspace(m, par.tp, context, min(chunk, context))
 
 
 @dataclass(frozen=True)
@@ -268,8 +260,10 @@ class DeviceMemory:
 
 
 def device_memory(m: ModelShape, capacity: float, par: Parallel, quant: str, kv_dtype: str,
-                  engram: str, context: int, concurrency: int) -> DeviceMemory:
-    """Budget of one device serving ``concurrency`` sequences at ``context`` tokens."""
+                  engram: str, context: int, concurrency: int, chunk: int = PREFILL_CHUNK,
+                  reserve: float = RUNTIME_RESERVE) -> DeviceMemory:
+    """Budget of one device serving ``concurrency`` sequences at ``context`` tokens, prefilled in chunks of
+    ``chunk`` tokens, with ``reserve`` bytes for the runtime."""
     if engram not in ENGRAM_PLACEMENTS:
         raise ValueError(f"engram placement {engram!r} not in {ENGRAM_PLACEMENTS}")
     w = weights_by_class(m, quant, par)
@@ -283,18 +277,19 @@ def device_memory(m: ModelShape, capacity: float, par: Parallel, quant: str, kv_
         capacity=capacity, usable=capacity * MEMORY_UTILIZATION, weights=w,
         engram_device=table if engram == "device" else 0.0,
         engram_host=full_table if engram == "host" else 0.0,
-        kv=kv, workspace=workspace_bytes(m, par, context), reserve=RUNTIME_RESERVE)
+        kv=kv, workspace=workspace_bytes(m, par, context, chunk), reserve=reserve)
 
 
 def max_context(m: ModelShape, capacity: float, par: Parallel, quant: str, kv_dtype: str,
-                engram: str, concurrency: int, limit: int | None = None) -> int:
+                engram: str, concurrency: int, limit: int | None = None, chunk: int = PREFILL_CHUNK,
+                reserve: float = RUNTIME_RESERVE) -> int:
     """Largest context (tokens) at which ``concurrency`` sequences fit; 0 if nothing fits.
 
     Memory grows monotonically with context (KV pools, indexer-logit workspace), so bisect on the
     exact budget.  Capped at ``limit`` (max_position_embeddings), else searched up to 2^30.
     """
     def fits(t: int) -> bool:
-        return device_memory(m, capacity, par, quant, kv_dtype, engram, t, concurrency).spare >= 0
+        return device_memory(m, capacity, par, quant, kv_dtype, engram, t, concurrency, chunk, reserve).spare >= 0
 
     hi = limit or (1 << 30)
     if not fits(0):

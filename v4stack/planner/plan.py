@@ -33,6 +33,7 @@ from v4stack.planner.costs import default_quant, step_costs, timings
 from v4stack.planner.model_shape import ModelShape, load_model
 from v4stack.planner.perf import Calib, StepCost, Workload
 from v4stack.planner.verdict import Deployment, verdict
+from v4stack.planner.workspace import workspace_terms
 
 DEFAULT_CONTEXT = 8192
 ARRIVALS = ("steady", "burst")
@@ -70,6 +71,8 @@ class Plan:
     kv_bytes_per_device: float
     workspace_bytes: float
     reserve_bytes: float
+    workspace_terms: dict     # planner.workspace's named terms (bytes) of one prefill chunk
+    prefill_chunk: int        # tokens per prefill chunk the workspace is sized for
     usable_bytes: float
     spare_bytes: float
     fits: bool
@@ -110,8 +113,10 @@ def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *
               concurrency: int = 1, kv_dtype: str | None = None, engram: str = "device",
               quant: str | None = None, spec_tokens: int = 0, acceptance: float | None = None,
               draft: str = "auto", prompt: int | None = None, output_tokens: int = 0,
-              arrival: str = "steady", calib: Calib | None = None) -> Plan:
-    """Plan one deployment.  ``context`` is the decode position (and the default prompt length).
+              arrival: str = "steady", calib: Calib | None = None, chunk: int = mem.PREFILL_CHUNK) -> Plan:
+    """Plan one deployment.  ``context`` is the decode position (and the default prompt length); ``chunk`` the
+    prefill chunk (the engine's ``max_num_batched_tokens``) the activation workspace is sized for. On the CPU the
+    runtime reserve is the measured Python + torch runtime (``memory.CPU_RUNTIME_RESERVE``).
 
     Refuses (ParameterError, one line) a count below 1, a context beyond the model's
     ``max_position_embeddings``, an acceptance outside [1, spec_tokens + 1] and NaN/inf anywhere."""
@@ -122,6 +127,7 @@ def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *
     if prompt is not None:
         check.integer("prompt", prompt, 1, m.max_position or None)
     check.integer("output_tokens", output_tokens, 0)
+    check.integer("chunk", chunk, 1)
     check.integer("spec_tokens", spec_tokens, 0)
     check.choice("arrival", arrival, ARRIVALS)
     par = mem.Parallel.make(devices, tp, dp, ep)
@@ -136,12 +142,14 @@ def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *
     cal, cal_src = (calib, "given") if calib is not None else calibration_for(chip)
     prompt = prompt or context
 
-    budget = mem.device_memory(m, chip.memory.value, par, quant, kv_dtype, engram, context, concurrency)
+    reserve = mem.CPU_RUNTIME_RESERVE if chip.family == "cpu" else mem.RUNTIME_RESERVE
+    budget = mem.device_memory(m, chip.memory.value, par, quant, kv_dtype, engram, context, concurrency, chunk,
+                               reserve)
     lay = mem.kv_layout(m, kv_dtype)
     limit = m.max_position or None
-    max_ctx = mem.max_context(m, chip.memory.value, par, quant, kv_dtype, engram, concurrency, limit)
+    max_ctx = mem.max_context(m, chip.memory.value, par, quant, kv_dtype, engram, concurrency, limit, chunk, reserve)
     max_conc = _max_concurrency(budget, lay, context, par)
-    deployment = Deployment(m, chip, quant, kv_dtype, engram, context, concurrency, tp, dp, ep)
+    deployment = Deployment(m, chip, quant, kv_dtype, engram, context, concurrency, tp, dp, ep, chunk, reserve)
     sentence, binding, needed = verdict(deployment, par, budget, max_ctx)
 
     wl = Workload(context, prompt, concurrency, spec_tokens, acc, draft)
@@ -160,6 +168,7 @@ def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *
         weights_bytes_per_device=budget.weights_total, weights_by_class_per_device=dict(budget.weights),
         engram_device_bytes=budget.engram_device, engram_host_bytes=budget.engram_host,
         kv_bytes_per_device=budget.kv_total, workspace_bytes=budget.workspace, reserve_bytes=budget.reserve,
+        workspace_terms=workspace_terms(m, par.tp, context, min(chunk, context)), prefill_chunk=chunk,
         usable_bytes=budget.usable, spare_bytes=budget.spare, fits=budget.spare >= 0,
         max_context_tokens=max_ctx, max_concurrency=max_conc,
         verdict=sentence, binding=binding, devices_needed=needed,

@@ -14,6 +14,9 @@ from v4stack.planner.memory import GIB
 from v4stack.planner.plan import Plan, make_plan
 
 GB = 1e9
+# What the runtime reserve stands for, by whether the plan is for this CPU (planner.memory's two reserves).
+RESERVE_NOTE = {True: "Python + torch runtime, measured RSS after import",
+                False: "graphs, communicator buffers, allocator slack: assumed"}
 DEFAULT_PLOT_CHIPS = ("950pr", "950dt", "910c", "h200", "b200", "gb300")
 # Context sweep for the plot: 4K to 1M in powers of two.
 PLOT_CONTEXTS = tuple(2 ** k for k in range(12, 21))
@@ -51,8 +54,9 @@ def format_plan(p: Plan) -> str:
     for pool, b in p.kv_fixed_bytes_per_sequence.items():
         lines.append(f"    fixed {pool:<17s} {b / 2**20:10.2f} MiB/sequence")
     lines += [
-        f"  activation workspace    {_gib(p.workspace_bytes)}",
-        f"  runtime reserve         {_gib(p.reserve_bytes)}",
+        f"  activation workspace    {_gib(p.workspace_bytes)}   (one prefill chunk of {p.prefill_chunk:,} tokens)",
+        *[f"    {name:<30s}{b / 2**20:8.1f} MiB" for name, b in p.workspace_terms.items()],
+        f"  runtime reserve         {_gib(p.reserve_bytes)}   ({RESERVE_NOTE[p.hardware == 'cpu']})",
         f"  usable (of capacity)    {_gib(p.usable_bytes)}",
         f"verdict: {p.verdict}",
         f"largest context at concurrency {p.concurrency}: {p.max_context_tokens:,} tokens; "

@@ -39,10 +39,12 @@ class Deployment:
     tp: int | None = None
     dp: int | None = None
     ep: int | None = None
+    chunk: int = mem.PREFILL_CHUNK
+    reserve: float = mem.RUNTIME_RESERVE
 
     def memory(self, par: mem.Parallel, engram: str | None = None) -> mem.DeviceMemory:
         return mem.device_memory(self.model, self.chip.memory.value, par, self.quant, self.kv_dtype,
-                                 engram or self.engram, self.context, self.concurrency)
+                                 engram or self.engram, self.context, self.concurrency, self.chunk, self.reserve)
 
 
 def binding_constraint(b: mem.DeviceMemory) -> str:
