@@ -65,6 +65,8 @@ def _library() -> ctypes.CDLL | None:
     lib.rope_apply.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ctypes.c_int, ctypes.c_int]
     lib.hc_collapse.argtypes = [ptr, ptr, ptr, i64, i64, i64, ctypes.c_int]
     lib.hc_post_apply.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, ctypes.c_int, ptr]
+    lib.hc_split_prepare.argtypes = [ptr, ptr, ptr, i64, i64, ptr, ptr, ptr]
+    lib.hc_split_finish.argtypes = [ptr, ptr, i64, ctypes.c_float]
     lib.hc_sinkhorn_normalise.argtypes = [ptr, i64, i64, i64, ctypes.c_float]
     lib.decode_attention_blocked.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_float, i64, i64, i64, i64, ptr, ptr,
                                              ptr]
@@ -102,16 +104,26 @@ def fp4_quant(x: torch.Tensor, block: int) -> torch.Tensor | None:
     return out
 
 
-def hc_sinkhorn_normalise(comb: torch.Tensor, iters: int, eps: float) -> torch.Tensor | None:
-    """The row/column normalisations of ``hc_split_sinkhorn`` after its softmax exponentials, in one C call on
-    comb [T, hc, hc] fp32 (row-wise exp(c - max)); returns the normalised copy, or None when the kernel cannot
-    take it."""
+def hc_split(mixes: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, hc: int, iters: int,
+             eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``ops.reference.mixing.hc_split_sinkhorn`` bit-identically: the affine parts, the +eps / x2 and the Sinkhorn
+    normalisations in C, torch's sigmoid and exp on fresh contiguous [T, hc] / [T, hc, hc] tensors as in the
+    reference (torch may round a transcendental differently on another layout); None when the kernel cannot take
+    it."""
     lib = _library()
-    if lib is None or comb.device.type != "cpu" or comb.dtype != torch.float32 or comb.shape[-1] > MAX_HC:
+    if (lib is None or hc > MAX_HC or any(t.device.type != "cpu" or t.dtype != torch.float32
+                                          for t in (mixes, scale, base))):
         return None
-    comb = comb.contiguous().clone()
-    lib.hc_sinkhorn_normalise(comb.data_ptr(), comb.shape[0], comb.shape[-1], iters, eps)
-    return comb
+    mixes, scale, base = mixes.contiguous(), scale.contiguous(), base.contiguous()
+    t = mixes.shape[0]
+    z = torch.empty(t * hc * (2 + hc), dtype=torch.float32)
+    zpre, zpost, zcomb = z[:t * hc].view(t, hc), z[t * hc:2 * t * hc].view(t, hc), z[2 * t * hc:].view(t, hc, hc)
+    lib.hc_split_prepare(mixes.data_ptr(), scale.data_ptr(), base.data_ptr(), t, hc, zpre.data_ptr(),
+                         zpost.data_ptr(), zcomb.data_ptr())
+    pre, post, comb = torch.sigmoid(zpre), torch.sigmoid(zpost), torch.exp(zcomb)
+    lib.hc_split_finish(pre.data_ptr(), post.data_ptr(), t * hc, eps)
+    lib.hc_sinkhorn_normalise(comb.data_ptr(), t, hc, iters, eps)
+    return pre, post, comb
 
 
 def decode_attention_blocked(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sink: torch.Tensor,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from v4stack.ops.fast import kernels, lowbit
-from v4stack.ops.fast.prepare import LOWBIT, PREPARED, dense_copy
+from v4stack.ops.fast.prepare import LOWBIT, LOWBIT_RAW, PREPARED, dense_copy
 from v4stack.ops.reference import layers as reference_layers
 from v4stack.ops.reference.layers import DENSE
 from v4stack.ops.reference.quant import FP8_AMAX_FLOOR, quant_dequant_fp8
@@ -44,7 +44,8 @@ def project(layer, xq: torch.Tensor) -> torch.Tensor | None:
     neither (not prepared)."""
     if getattr(layer, LOWBIT, False):
         flat = xq.reshape(-1, xq.shape[-1])
-        y = lowbit.matmul(flat, layer.fmt, layer.weight, getattr(layer, "scale", None), layer.compute.weight_block)
+        y = lowbit.matmul(flat, layer.fmt, layer.weight, getattr(layer, "scale", None), layer.compute.weight_block,
+                          raw=getattr(layer, LOWBIT_RAW, None))
         if y is not None:
             return y.view(*xq.shape[:-1], y.shape[-1])
         weight = dense_copy(layer, torch.float32)  # a tensor the kernel refused (e.g. moved off the CPU): exact

@@ -77,12 +77,23 @@ def dequant(fmt: str, weight: torch.Tensor, scale: torch.Tensor | None, block: i
     return out
 
 
+def raw_views(weight: torch.Tensor, scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The byte views ``matmul`` reads, made once at load (``ops.fast.prepare``) so a call converts nothing; they
+    share the checkpoint tensors' storage (no copy)."""
+    return _raw(weight), _raw(scale)
+
+
 def matmul(x: torch.Tensor, fmt: str, weight: torch.Tensor, scale: torch.Tensor | None, block: int,
-           row0: int = 0, rows: int | None = None) -> torch.Tensor | None:
+           row0: int = 0, rows: int | None = None,
+           raw: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor | None:
     """x [M, K] (any float dtype) @ W[row0 : row0 + rows]^T -> fp32 [M, rows]; W [N, K] (FP4: [N, K/2] packed) in
-    ``fmt`` with its ue8m0 ``scale`` (FP8: [ceil(N/block), ceil(K/block)], FP4: [N, K/32]). None when the kernel
-    cannot take it."""
-    if not supports(fmt, weight) or x.device.type != "cpu" or x.dim() != 2:
+    ``fmt`` with its ue8m0 ``scale`` (FP8: [ceil(N/block), ceil(K/block)], FP4: [N, K/32]); ``raw``: the weight's
+    ``raw_views`` (used while they still alias ``weight``). None when the kernel cannot take it."""
+    if raw is None or raw[0].data_ptr() != weight.data_ptr():
+        if not supports(fmt, weight):
+            return None
+        raw = None
+    if x.device.type != "cpu" or x.dim() != 2:
         return None
     n = weight.shape[0] - row0 if rows is None else rows
     k = x.shape[1]
@@ -96,7 +107,7 @@ def matmul(x: torch.Tensor, fmt: str, weight: torch.Tensor, scale: torch.Tensor 
             t = min(PREFILL_TILE_ROWS, n - t0)
             y[:, t0:t0 + t] = x @ dequant(fmt, weight, scale, block, row0 + t0, t, k).t()
         return y
-    w, s = _raw(weight), _raw(scale)
+    w, s = raw or raw_views(weight, scale)
     y = torch.empty(m, n, dtype=torch.float32)
     if m == 0 or n == 0:
         return y

@@ -13,13 +13,8 @@ from v4stack.ops.reference import mixing as reference_mixing
 def hc_split_sinkhorn(mixes: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor, hc: int, iters: int,
                       eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``ops.reference.mixing.hc_split_sinkhorn``'s contract."""
-    if not kernels.available() or mixes.device.type != "cpu":
-        return reference_mixing.hc_split_sinkhorn(mixes, hc_scale, hc_base, hc, iters, eps)
-    pre = torch.sigmoid(mixes[:, :hc] * hc_scale[0] + hc_base[:hc]) + eps
-    post = 2 * torch.sigmoid(mixes[:, hc:2 * hc] * hc_scale[1] + hc_base[hc:2 * hc])
-    comb = mixes[:, 2 * hc:].unflatten(-1, (hc, hc)) * hc_scale[2] + hc_base[2 * hc:].view(hc, hc)
-    comb = torch.exp(comb - comb.amax(-1, keepdim=True))
-    return pre, post, kernels.hc_sinkhorn_normalise(comb, iters, eps)
+    fused = kernels.hc_split(mixes, hc_scale, hc_base, hc, iters, eps)
+    return reference_mixing.hc_split_sinkhorn(mixes, hc_scale, hc_base, hc, iters, eps) if fused is None else fused
 
 
 def hc_collapse(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from v4stack.weights.formats import dequant_fp4_weight, dequant_fp8_weight
 
 PREPARED = "prepared"  # attribute name of a module's prepared weight
 LOWBIT = "lowbit_direct"  # attribute set True on a linear whose checkpoint bytes the C kernel reads directly
+LOWBIT_RAW = "lowbit_raw"  # beside it: the byte views the kernel reads (``lowbit.raw_views``, sharing the storage)
 PREPARED_DTYPE = torch.float32  # of the FP8 / FP4 weights' copies (fallback path)
 FP32_BYTES = 4
 # roles of ``prepared_bytes``: a plain linear, a dense linear applied in fp32, the grouped wo_a blocks, the router
@@ -69,11 +70,12 @@ def _is_linear(module) -> bool:
 def _prepare_linear(module) -> int:
     """Mark the linear for the direct kernel, or attach its dense copy; returns the bytes added."""
     c = module.compute
-    for name in (PREPARED, LOWBIT):
+    for name in (PREPARED, LOWBIT, LOWBIT_RAW):
         if hasattr(module, name):
             delattr(module, name)
     if lowbit.supports(module.fmt, module.weight):
         setattr(module, LOWBIT, True)
+        setattr(module, LOWBIT_RAW, lowbit.raw_views(module.weight, getattr(module, "scale", None)))
         return 0
     if module.fmt == DENSE:
         dtype = torch.float32 if module.dense_compute_fp32 else c.dtype

@@ -106,6 +106,40 @@ void fp4_quant(const void *x, float *out, int64_t rows, int64_t k, int64_t block
     }
 }
 
+/* The affine parts of mHC split (ops.reference.mixing.hc_split_sinkhorn) around torch's sigmoid and exp (kept in
+ * torch, on tensors of the reference's shapes, so they round exactly like the reference's):
+ * hc_split_prepare: mixes [T, (2+hc)*hc], scale [3], base [(2+hc)*hc] -> zpre, zpost [T, hc] = m * scale_i + b,
+ *   zcomb [T, hc, hc] = c - max_k c with c = m * scale_2 + b;
+ * hc_split_finish (after sigmoid / exp): pre = s_pre + eps, post = 2 s_post (in place). */
+void hc_split_prepare(const float *mixes, const float *scale, const float *base, int64_t T, int64_t hc, float *zpre,
+                      float *zpost, float *zcomb) {
+    int64_t width = (2 + hc) * hc;
+    for (int64_t t = 0; t < T; t++) {
+        const float *m = mixes + t * width;
+        for (int64_t i = 0; i < hc; i++) {
+            zpre[t * hc + i] = m[i] * scale[0] + base[i];
+            zpost[t * hc + i] = m[hc + i] * scale[1] + base[hc + i];
+        }
+        for (int64_t j = 0; j < hc; j++) {
+            float *c = zcomb + (t * hc + j) * hc;
+            float peak = -INFINITY;
+            for (int64_t k = 0; k < hc; k++) {
+                int64_t i = 2 * hc + j * hc + k;
+                c[k] = m[i] * scale[2] + base[i];
+                peak = c[k] > peak ? c[k] : peak;
+            }
+            for (int64_t k = 0; k < hc; k++) c[k] = c[k] - peak;
+        }
+    }
+}
+
+void hc_split_finish(float *pre, float *post, int64_t n, float eps) {
+    for (int64_t i = 0; i < n; i++) {
+        pre[i] = pre[i] + eps;
+        post[i] = 2.0f * post[i];
+    }
+}
+
 /* The Sinkhorn normalisations of mHC (ops.reference.mixing.hc_split_sinkhorn after its softmax exponentials):
  * e [T, hc, hc] = exp(c - rowmax) from torch (so the exponentials round exactly like the reference's), in place:
  * rows / sum + eps, columns / (sum + eps), then (iters - 1) x (rows, columns) / (sum + eps). */
