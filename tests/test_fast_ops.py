@@ -69,6 +69,8 @@ def test_fp4_quant_equals_the_reference_quant_dequant():
     x = torch.randn(5, 256, generator=g) * torch.logspace(-40, 6, 256)  # below the amax floor up to huge
     x[0, :32] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0] * 4)  # ties of the e2m1 grid (amax 6)
     x[1, :32] = 0.0  # an all-zero block
+    x[2, :32] = 0.001
+    x[2, 0] = 0.0468750075  # amax / 6 a few ulps above 2^-7: the reference's fp32 log2 gives -7, kept as -7
     for inp in (x, x.bfloat16()):
         want = quant.quant_dequant_fp4(inp, 32)
         got = fast_quant.quant_dequant_fp4(inp, 32)

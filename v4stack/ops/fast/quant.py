@@ -15,8 +15,10 @@ from v4stack.ops.reference import hadamard, quant
 
 def quant_dequant_fp8(x: torch.Tensor, block: int) -> torch.Tensor:
     """``ops.reference.quant.quant_dequant_fp8``'s contract (fp32 out); the C kernel writes bf16, which holds
-    every e4m3 value times a power-of-two scale exactly."""
-    fused = kernels.act_quant(x, block)
+    every e4m3 value times a power-of-two scale exactly. bf16 inputs only: the kernel's scale is the exact
+    2^ceil(log2(amax / 448)), which the reference's fp32 log2 can miss for an fp32 amax a few ulps above 7 x 2^k
+    (a bf16 amax is never that close)."""
+    fused = kernels.act_quant(x, block) if x.dtype == torch.bfloat16 else None
     return quant.quant_dequant_fp8(x, block) if fused is None else fused.float()
 
 

@@ -24,24 +24,34 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs h
 
 static inline float round_bf16_f32(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
-/* e4m3fn value nearest to v (|v| <= 448), ties to even: 3 mantissa bits, subnormal step 2^-9. */
+static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+#define E4M3_DROP_BITS 20           /* fp32 keeps 23 mantissa bits, e4m3 3 */
+#define E4M3_MIN_NORMAL 0x1p-6f     /* below: subnormal e4m3, a fixed step of 2^-9 */
+#define E4M3_SUBNORMAL_SHIFT 0x1p14f /* 2^14 + a rounds a to a multiple of ulp(2^14) = 2^-9 (ties to even) */
+
+/* e4m3fn value nearest to v (|v| <= 448), ties to even: 3 mantissa bits, subnormal step 2^-9. Bit arithmetic
+ * instead of frexp/ldexp/nearbyint calls (the same values: the mantissa rounds to nearest even, a carry moves into
+ * the exponent). */
 static inline float round_e4m3(float v) {
     float a = fabsf(v);
-    if (a == 0.0f) return v;
-    int e;
-    frexpf(a, &e);            /* a = m * 2^e, m in [0.5, 1) -> leading bit 2^(e-1) */
-    int lead = e - 1;
-    if (lead < -6) lead = -6; /* below the smallest normal: fixed step 2^-9 */
-    float step = ldexpf(1.0f, lead - 3);
-    float r = nearbyintf(a / step) * step;
+    float r;
+    if (a < E4M3_MIN_NORMAL) {
+        float shifted = a + E4M3_SUBNORMAL_SHIFT; /* ISO C without fast-math: both operations round */
+        r = shifted - E4M3_SUBNORMAL_SHIFT;
+    } else {
+        uint32_t u = f32_bits(a);
+        u += ((1u << (E4M3_DROP_BITS - 1)) - 1) + ((u >> E4M3_DROP_BITS) & 1u);
+        r = bits_f32(u & ~((1u << E4M3_DROP_BITS) - 1));
+    }
     return copysignf(r, v);
 }
 
-/* 2^ceil(log2(y)) for y > 0, exactly. */
+/* 2^ceil(log2(y)) for a normal y > 0, exactly: y itself when its mantissa is zero, else the next power of two. */
 static inline float pow2_ceil(float y) {
-    int e;
-    float m = frexpf(y, &e); /* y = m * 2^e, m in [0.5, 1) */
-    return ldexpf(1.0f, m == 0.5f ? e - 1 : e);
+    uint32_t u = f32_bits(y), exponent = u & 0x7F800000u;
+    return (u & 0x007FFFFFu) ? bits_f32(exponent + 0x00800000u) : y;
 }
 
 /* FP8 e4m3 quant-dequant of rows x k values in blocks of `block` along k (k % block == 0):
@@ -82,7 +92,7 @@ static inline float round_e2m1(float v) {
 }
 
 /* FP4 e2m1 quant-dequant of rows x k values in blocks of `block` (k % block == 0), one power-of-two scale per
- * block: s = 2^ceil(log2(max(amax, 6 * 2^-126) / 6)); out = e2m1(clamp(x / s, +-6)) * s as fp32 (the reference's
+ * block: s = exp2(ceil(log2(max(amax, 6 * 2^-126) / 6))) in libm (torch's scalar path); out = e2m1(clamp(x / s, +-6)) * s as fp32 (the reference's
  * ops.reference.quant.quant_dequant_fp4). in_bf16: x is bf16 (uint16) when 1, fp32 when 0. */
 void fp4_quant(const void *x, float *out, int64_t rows, int64_t k, int64_t block, int in_bf16) {
     for (int64_t r = 0; r < rows; r++) {
@@ -96,7 +106,9 @@ void fp4_quant(const void *x, float *out, int64_t rows, int64_t k, int64_t block
                 amax = a > amax ? a : amax;
             }
             if (amax < FP4_AMAX_FLOOR) amax = FP4_AMAX_FLOOR;
-            float s = pow2_ceil(amax / E2M1_MAX);
+            /* the reference's exp2(ceil(log2(y))) as written, not the exact power of two: log2 rounds to the
+             * integer k for y within a few ulps above 2^k, and the reference then keeps the scale 2^k */
+            float s = exp2f(ceilf(log2f(amax / E2M1_MAX)));
             for (int64_t i = 0; i < block; i++) {
                 float v = out[r * k + b0 + i] / s;
                 v = v > E2M1_MAX ? E2M1_MAX : (v < -E2M1_MAX ? -E2M1_MAX : v);
