@@ -78,3 +78,16 @@ def test_weight_bytes_count_the_head_but_not_the_lookup_tables(compare):
     for engine, head_bytes in (("fp32", 4), ("reference", 2), ("fast", 2)):  # fp32 copy vs the stored bf16 head
         grown = module.weight_bytes_per_token(large, engine) - module.weight_bytes_per_token(small, engine)
         assert grown == pytest.approx(extra_rows * large.hidden_size * head_bytes), engine
+
+
+def test_paired_ratios_pair_rounds_not_medians(compare):
+    """Each ratio is the median of per-round ratios (both engines measured in the same round, under the same load),
+    which differs from the ratio of the medians when the load drifts."""
+    module, _ = compare
+    fast = [{"tok_s": v} for v in (10.0, 40.0, 20.0)]
+    llama = [{"tok_s": v} for v in (20.0, 40.0, 80.0)]  # per round: 0.5, 1.0, 0.25 -> median 0.5 (medians: 20/40)
+    samples = {("fast", "decode"): fast, ("llama.cpp", "decode"): llama, ("fast", "streams"): fast[:2]}
+    ratios = module.paired_ratios(samples, streams=16)
+    assert ratios["decode"] == pytest.approx(0.5)
+    assert ratios["fast 16 streams / llama.cpp batch 1"] == pytest.approx(0.75)  # rounds 1-2 only: 0.5, 1.0
+    assert "prefill" not in ratios and "streams" not in ratios  # llama.cpp streams/prefill were not measured
