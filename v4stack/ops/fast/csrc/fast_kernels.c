@@ -2,6 +2,9 @@
  * Each replaces a chain of tiny torch ops whose per-call overhead dominates decode on small models.
  * Plain C, no intrinsics: the compiler vectorises with -O3 -march=native. No fast-math (IEEE order kept). */
 #include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -180,6 +183,27 @@ void hc_sinkhorn_normalise(float *comb, int64_t T, int64_t hc, int64_t iters, fl
 #define KERNEL_BLOCK 64 /* index-list slots per step of the official kernel's online softmax */
 #define DOT_LANES 8     /* independent partial sums of the exact q.k (a vector of doubles) */
 
+/* sum_i q_i k_i in double for q (bf16 values as double) and k (bf16 values as fp32): every product is exact in
+ * double, so a fused multiply-add rounds exactly like a multiply then an add, and the sum of such products does not
+ * depend on the order (the partial sums hold them exactly while their magnitudes span < 53 - 16 bits). */
+static inline double exact_dot(const double *q, const float *k, int64_t d) {
+    double part[DOT_LANES] = {0};
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    __m512d acc = _mm512_setzero_pd();
+    for (; i + DOT_LANES <= d; i += DOT_LANES)
+        acc = _mm512_fmadd_pd(_mm512_loadu_pd(q + i), _mm512_cvtps_pd(_mm256_loadu_ps(k + i)), acc);
+    _mm512_storeu_pd(part, acc);
+#else
+    for (; i + DOT_LANES <= d; i += DOT_LANES)
+        for (int l = 0; l < DOT_LANES; l++) part[l] += q[i + l] * (double)k[i + l];
+#endif
+    for (; i < d; i++) part[0] += q[i] * (double)k[i];
+    double dot = 0.0;
+    for (int l = 0; l < DOT_LANES; l++) dot += part[l];
+    return dot;
+}
+
 /* The official kernel's weights for one head: s [K] scores (-inf where not listed) -> w [K] in place, returns the
  * denominator. m_b = max over list blocks 0..b of 64 slots, M = m_last;
  * w_j = bf16(e^(s_j - m_b(j))) e^(m_b(j) - M),  l = sum_j e^(s_j - m_b(j)) e^(m_b(j) - M) + e^(sink - M). */
@@ -224,17 +248,7 @@ void decode_attention_blocked(const uint16_t *q, const uint16_t *keys, const uin
                 continue;
             }
             for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kb[j * d + i]);
-            for (int64_t h = 0; h < H; h++) {
-                const double *qh = qd + h * d;
-                double part[DOT_LANES] = {0};
-                int64_t i = 0;
-                for (; i + DOT_LANES <= d; i += DOT_LANES)
-                    for (int l = 0; l < DOT_LANES; l++) part[l] += qh[i + l] * (double)kf[i + l];
-                for (; i < d; i++) part[0] += qh[i] * (double)kf[i];
-                double dot = 0.0;
-                for (int l = 0; l < DOT_LANES; l++) dot += part[l];
-                s[h * K + j] = (float)dot * scale;
-            }
+            for (int64_t h = 0; h < H; h++) s[h * K + j] = (float)exact_dot(qd + h * d, kf, d) * scale;
         }
         float denom[H];
         for (int64_t h = 0; h < H; h++) denom[h] = blocked_weights(s + h * K, K, sink[h]);
