@@ -60,18 +60,23 @@ static inline float pow2_ceil(float y) {
 /* FP8 e4m3 quant-dequant of rows x k values in blocks of `block` along k (k % block == 0):
  * s = 2^ceil(log2(max(amax, 1e-4) / 448)); out = e4m3(clamp(x / s, +-448)) * s, written as bf16.
  * in_bf16: x is bf16 (uint16) when 1, fp32 when 0. */
+/* Block [i0, i0 + n) of x (bf16 when in_bf16, else fp32) as fp32 into dst; returns its largest magnitude. */
+static float load_block(const void *x, int64_t i0, int64_t n, int in_bf16, float *dst) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = in_bf16 ? bf16_to_f32(((const uint16_t *)x)[i0 + i]) : ((const float *)x)[i0 + i];
+        dst[i] = v;
+        float a = fabsf(v);
+        amax = a > amax ? a : amax;
+    }
+    return amax;
+}
+
 void act_quant(const void *x, uint16_t *out, int64_t rows, int64_t k, int64_t block, int in_bf16) {
     float buf[1024];
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t b0 = 0; b0 < k; b0 += block) {
-            float amax = 0.0f;
-            for (int64_t i = 0; i < block; i++) {
-                int64_t idx = r * k + b0 + i;
-                float v = in_bf16 ? bf16_to_f32(((const uint16_t *)x)[idx]) : ((const float *)x)[idx];
-                buf[i] = v;
-                float a = fabsf(v);
-                amax = a > amax ? a : amax;
-            }
+            float amax = load_block(x, r * k + b0, block, in_bf16, buf);
             if (amax < AMAX_FLOOR) amax = AMAX_FLOOR;
             float s = pow2_ceil(amax / E4M3_MAX);
             for (int64_t i = 0; i < block; i++) {
@@ -95,19 +100,12 @@ static inline float round_e2m1(float v) {
 }
 
 /* FP4 e2m1 quant-dequant of rows x k values in blocks of `block` (k % block == 0), one power-of-two scale per
- * block: s = exp2(ceil(log2(max(amax, 6 * 2^-126) / 6))) in libm (torch's scalar path); out = e2m1(clamp(x / s, +-6)) * s as fp32 (the reference's
- * ops.reference.quant.quant_dequant_fp4). in_bf16: x is bf16 (uint16) when 1, fp32 when 0. */
+ * block: s = exp2(ceil(log2(max(amax, 6 * 2^-126) / 6))) in libm (torch's scalar path);
+ * out = e2m1(clamp(x / s, +-6)) * s as fp32 (ops.reference.quant.quant_dequant_fp4). in_bf16: x is bf16 (uint16) when 1, fp32 when 0. */
 void fp4_quant(const void *x, float *out, int64_t rows, int64_t k, int64_t block, int in_bf16) {
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t b0 = 0; b0 < k; b0 += block) {
-            float amax = 0.0f;
-            for (int64_t i = 0; i < block; i++) {
-                int64_t idx = r * k + b0 + i;
-                float v = in_bf16 ? bf16_to_f32(((const uint16_t *)x)[idx]) : ((const float *)x)[idx];
-                out[idx] = v;
-                float a = fabsf(v);
-                amax = a > amax ? a : amax;
-            }
+            float amax = load_block(x, r * k + b0, block, in_bf16, out + r * k + b0);
             if (amax < FP4_AMAX_FLOOR) amax = FP4_AMAX_FLOOR;
             /* the reference's exp2(ceil(log2(y))) as written, not the exact power of two: log2 rounds to the
              * integer k for y within a few ulps above 2^k, and the reference then keeps the scale 2^k */
