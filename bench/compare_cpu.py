@@ -166,49 +166,69 @@ def llama_convert(ckpt: Path, out: Path) -> Path:
     return gguf
 
 
-def _timed_rss(cmd: list[str]) -> tuple[str, float]:
-    """stdout of cmd and its peak RSS (MiB), via GNU time when present. Raises CalledProcessError (with stderr)."""
+def _timed_rss(cmd: list[str]) -> tuple[str, float, float]:
+    """stdout of cmd, its peak RSS (MiB) and CPU seconds (user + sys), via GNU time when present (else NaN).
+    Raises CalledProcessError (with stderr)."""
     if Path("/usr/bin/time").exists():
         with tempfile.NamedTemporaryFile("r", suffix=".rss") as fh:
-            done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", fh.name, *cmd], check=True, capture_output=True,
-                                  text=True)
-            return done.stdout, int(Path(fh.name).read_text().split()[-1]) / 1024
+            done = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", fh.name, *cmd], check=True,
+                                  capture_output=True, text=True)
+            rss_kib, user, sys_ = Path(fh.name).read_text().split()[-3:]
+            return done.stdout, int(rss_kib) / 1024, float(user) + float(sys_)
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return done.stdout, float("nan")
+    return done.stdout, float("nan"), float("nan")
 
 
-def _llama_cmd(gguf: Path, task: str, a, no_repack: bool) -> list[str]:
+def _llama_cmd(gguf: Path, task: str, a, no_repack: bool, size: int) -> list[str]:
+    """The bench command of one task; ``size``: tokens generated per sequence (decode, streams) or prompt tokens
+    (prefill)."""
     bin_dir = llama_bin_dir()
     common = ["-m", str(gguf), "-t", str(a.threads)]
     if task in ("decode", "prefill"):
-        # decode: a.new tokens generated at depth a.prompt (after the prompt, like the other engines' decode steps);
-        # prefill: one a.prefill-token prompt
-        shape = ["-p", str(a.prefill), "-n", "0"] if task == "prefill" else ["-p", "0", "-n", str(a.new),
-                                                                            "-d", str(a.prompt)]
+        # decode: `size` tokens generated at depth a.prompt (after the prompt, like the other engines' decode
+        # steps); prefill: one `size`-token prompt. The CPU clock differences two runs: no warm-up run in either
+        shape = ["-p", str(size), "-n", "0"] if task == "prefill" else ["-p", "0", "-n", str(size), "-d", str(a.prompt)]
         return [str(bin_dir / "llama-bench"), *common, *shape, "-r", "1", "-o", "json",
-                *(["--repack", "0"] if no_repack else [])]
-    return [str(bin_dir / "llama-batched-bench"), *common, "-c", str((a.prompt + a.new + 8) * a.streams),
-            "-npp", str(a.prompt), "-ntg", str(a.new), "-npl", str(a.streams), "--output-format", "jsonl",
+                *(["--no-warmup"] if a.clock == "cpu" else []), *(["--repack", "0"] if no_repack else [])]
+    return [str(bin_dir / "llama-batched-bench"), *common, "-c", str((a.prompt + 2 * size + 8) * a.streams),
+            "-npp", str(a.prompt), "-ntg", str(size), "-npl", str(a.streams), "--output-format", "jsonl",
             *(["--no-repack"] if no_repack else [])]
 
 
-def llama_run(gguf: Path, task: str, a) -> dict:
-    """One llama.cpp measurement. A build that aborts with no backend for a node (a native build on an AMX CPU) is
-    rerun once with repacking off (no AMX / CPU_REPACK weight buffers) and the row says so."""
+def _llama_exec(gguf: Path, task: str, a, size: int) -> tuple[str, float, float]:
+    """Runs one bench command. A build that aborts with no backend for a node (a native build on an AMX CPU) is
+    rerun with repacking off (no AMX / CPU_REPACK weight buffers), and so is every later command; the run says so."""
     try:
-        out, rss = _timed_rss(_llama_cmd(gguf, task, a, a.llama_no_repack))
+        return _timed_rss(_llama_cmd(gguf, task, a, a.llama_no_repack, size))
     except subprocess.CalledProcessError as exc:
         if a.llama_no_repack or LLAMA_NO_BACKEND not in (exc.stderr or ""):
             raise
         print(f"  llama.cpp ({llama_bin_dir()}) aborted: GGML_ASSERT({LLAMA_NO_BACKEND}); "
               "rerunning with repacking off from now on (build bench/build_llama_cpp_noamx.sh to keep it)")
         a.llama_no_repack = True
-        out, rss = _timed_rss(_llama_cmd(gguf, task, a, True))
-    if task in ("decode", "prefill"):
-        tok_s = float(json.loads(out)[0]["avg_ts"])
-        return {"tok_s": tok_s, "step_s": 1 / tok_s, "rss_mib": rss}
-    row = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    return {"tok_s": float(row["speed_tg"]), "rss_mib": rss}
+        return _timed_rss(_llama_cmd(gguf, task, a, True, size))
+
+
+def llama_run(gguf: Path, task: str, a) -> dict:
+    """One llama.cpp measurement. Wall clock: the rate the bench reports. CPU clock (with 1 thread, comparable to
+    the other engines' CPU time per step under load): the CPU-time difference of two runs that differ only in the
+    measured work (decode and streams: a.new vs 2 a.new tokens per sequence; prefill: a 1-token vs an a.prefill-token
+    prompt), so loading, context creation and warm-up cancel out."""
+    if a.clock == "cpu":
+        small, large = (1, a.prefill) if task == "prefill" else (a.new, 2 * a.new)
+        _, rss_large, cpu_large = _llama_exec(gguf, task, a, large)
+        _, rss_small, cpu_small = _llama_exec(gguf, task, a, small)
+        if cpu_large <= cpu_small:
+            raise RuntimeError(f"llama.cpp {task}: CPU time did not grow with the work ({cpu_small:.2f} -> "
+                               f"{cpu_large:.2f} s); too few tokens to time")
+        tok_s = (large - small) * (a.streams if task == "streams" else 1) / (cpu_large - cpu_small)
+        rss = max(rss_large, rss_small)
+    else:
+        out, rss, _ = _llama_exec(gguf, task, a, a.prefill if task == "prefill" else a.new)
+        rows = json.loads(out) if task != "streams" else [
+            json.loads([line for line in out.splitlines() if line.startswith("{")][-1])]
+        tok_s = float(rows[0]["avg_ts" if task != "streams" else "speed_tg"])
+    return {"tok_s": tok_s, "rss_mib": rss, **({} if task == "streams" else {"step_s": 1 / tok_s})}
 
 
 # ---- the parent ----------------------------------------------------------------------------------------------
@@ -343,7 +363,8 @@ def main() -> None:
         load = os.getloadavg()[0]
         print(f"checkpoint: {a.model or 'bench/decode_bench.py BENCH_CONFIG'}; {a.threads} threads, load average {load:.1f}, "
               f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; medians of {a.runs} runs; {a.clock} clock"
-              + (" (llama.cpp reports its own wall time)" if a.clock == "cpu" and "llama.cpp" in engines else ""))
+              + (" (llama.cpp: CPU-time difference of two runs)" if a.clock == "cpu" and "llama.cpp" in engines
+                 else ""))
         tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
         samples = {(engine, task): [] for engine in engines for task in tasks}
         failed = set()

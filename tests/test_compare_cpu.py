@@ -37,7 +37,7 @@ def compare(tmp_path, monkeypatch):
 
 
 def _args(**kw):
-    base = dict(threads=1, prompt=200, new=32, streams=16, prefill=2048, llama_no_repack=False)
+    base = dict(threads=1, prompt=200, new=32, streams=16, prefill=2048, llama_no_repack=False, clock="wall")
     return types.SimpleNamespace(**{**base, **kw})
 
 
@@ -55,6 +55,24 @@ def test_llama_run_reruns_an_amx_abort_without_repacking(compare, tmp_path):
     assert len(calls) == 3
     assert "--repack 0" not in calls[0] and "--repack 0" in calls[1] and "-d 200" in calls[1]
     assert "--no-repack" in calls[2] and "-npl 16" in calls[2]
+
+
+def test_llama_cpu_clock_differences_two_runs(compare, tmp_path):
+    """CPU clock: two runs per figure that differ only in the measured work, without llama-bench's warm-up; the
+    fake bench burns CPU in proportion to the tokens it is asked for, so the difference is positive."""
+    module, bin_dir = compare
+    burn = 'n=$(echo " $* " | sed -E "s/.* -(n|ntg) ([0-9]+) .*/\\2/"); for i in $(seq $((n * 3000))); do :; done'
+    for tool in ("llama-bench", "llama-batched-bench"):
+        script = (bin_dir / tool).read_text()
+        (bin_dir / tool).write_text(script.replace('echo "$@" >>', burn + '\necho "$@" >>'))
+    a = _args(clock="cpu", llama_no_repack=True, new=8)
+    decode = module.llama_run(tmp_path / "m.gguf", "decode", a)
+    streams = module.llama_run(tmp_path / "m.gguf", "streams", a)
+    assert decode["tok_s"] > 0 and streams["tok_s"] > 0
+    calls = (bin_dir / "calls.log").read_text().splitlines()
+    assert [("-n 16" in c, "-n 8" in c, "--no-warmup" in c) for c in calls[:2]] == [(True, False, True),
+                                                                                    (False, True, True)]
+    assert "-ntg 16" in calls[2] and "-ntg 8" in calls[3]
 
 
 def test_llama_run_does_not_hide_other_failures(compare, tmp_path):
