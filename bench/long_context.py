@@ -163,7 +163,7 @@ def run(args, directory: Path) -> None:
     terms = {"weights": plan.weights_bytes_per_device, "prepared weights": attached_bytes(engine.model),
              f"KV (bf16 x{scale:g})": kv_bytes, "compressor state": fixed, "workspace": plan.workspace_bytes}
     estimate = sum(terms.values())
-    overhead = plan.reserve_bytes  # the planner's CPU runtime reserve (Python + torch after import)
+    overhead = plan.reserve_bytes  # the planner's CPU runtime reserve (Python + torch after import + first forward)
     print(f"prompt {args.tokens} tokens in chunks of {args.chunk} + {DECODED} decoded, numerics {args.numerics}: "
           f"{wall:.1f} s, {steps} steps")
     if args.probe:
@@ -171,9 +171,9 @@ def run(args, directory: Path) -> None:
               f"planner workspace {plan.workspace_bytes / MIB:.1f} MiB")
     print("planner: " + " + ".join(f"{k} {v / MIB:.1f}" for k, v in terms.items()) + f" = {estimate / MIB:.1f} MiB")
     print("planner workspace: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in plan.workspace_terms.items()))
-    print(f"stated overhead: the planner's CPU runtime reserve {overhead / MIB:.1f} MiB (measured here: RSS after "
-          f"import {imported / MIB:.1f} MiB); engine beyond the planner: window blocks held (3 per window group) "
-          f"{window / MIB:.1f} MiB")
+    print(f"stated overhead: the planner's CPU runtime reserve {overhead / MIB:.1f} MiB (RSS after import + first "
+          f"forward; here after import {imported / MIB:.1f} MiB); engine beyond the planner: window blocks held "
+          f"(3 per window group) {window / MIB:.1f} MiB")
     verdict = "within" if peak <= estimate + overhead else "ABOVE"
     print(f"peak RSS {peak / MIB:.1f} MiB (after load {loaded / MIB:.1f}) vs planner + overhead "
           f"{(estimate + overhead) / MIB:.1f} MiB: {verdict} ({(peak - estimate - overhead) / MIB:+.1f} MiB)")
