@@ -84,7 +84,9 @@ def test_fast_attention_in_query_slices_equals_one_pass():
             assert torch.equal(sliced, whole), (round_probs, rows)
 
 
-def _attention_case(n: int, s: int = 32, heads: int = 2, d: int = 64, slots: int = 48, seed: int = 3, listed: int | None = None):
+def _attention_case(n: int, s: int = 32, heads: int = 2, d: int = 64, slots: int = 48, seed: int = 3,
+                    listed: int | None = None):
+    """Random bf16 q [s, heads, d], kv [n, d], index lists of ``slots`` distinct rows of kv[:listed] (some -1)."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(s, heads, d, generator=g).bfloat16()
     kv = torch.randn(n, d, generator=g).bfloat16()

@@ -15,8 +15,9 @@ activations are
 Figures are bytes on one device for the bf16 numerics (the engine's default ``fast``), one sequence in prefill.
 ``tests/planner/test_planner_workspace.py`` ties the formula to the code: it is at least the activation peak
 ``engine/activation_probe.py`` measures on a small config at two contexts, and at most 1.5x of it, and the slice
-budgets below equal the code's. Not counted: the Python/torch runtime and allocator retention (the plan's
-reserve), weights prepared for the fast kernels (``ops/fast/prepare.py``).
+budgets below equal the code's. That test is on V4 layers; V4.1's layers (ratio 1 and 2, candidate re-indexing)
+are priced with the same terms by analogy, not probed. Not counted: the Python/torch runtime and allocator
+retention (the plan's reserve), weights prepared for the fast kernels (``ops/fast/prepare.py``).
 """
 
 from __future__ import annotations
