@@ -44,12 +44,16 @@ class Head(nn.Module):
         self.register_buffer("weight", torch.empty(vocab, dim, dtype=torch.bfloat16))
         self._fp32: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fp32_weight(self) -> torch.Tensor:
+        """The weight [V, D] in fp32 (the trainable twin's own fp32 weight, else the cached copy)."""
         if self.weight.dtype == torch.float32:  # trainable twin: the weight is already fp32 (and changing)
-            return torch.nn.functional.linear(x.float(), self.weight)
+            return self.weight
         if self._fp32 is None or self._fp32.device != self.weight.device:
             self._fp32 = self.weight.float()
-        return torch.nn.functional.linear(x.float(), self._fp32)
+        return self._fp32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x.float(), self.fp32_weight())
 
 
 @dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
-from v4stack.ops.reference import (attention, compress, gemm, hadamard, indexer, layers, mixing, moe, norm, quant,
-                                   rope)
+from v4stack.ops.reference import (attention, blas_order, compress, gemm, hadamard, indexer, layers, mixing, moe,
+                                   norm, quant, rope)
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class OpTable:
     linear_fp8: Callable = gemm.linear_fp8
     linear_fp4: Callable = gemm.linear_fp4
     linear_dense: Callable = gemm.linear_dense
+    fp32_linear: Callable = blas_order.linear_fp32  # the mHC mixes' fp32 GEMM (golden summation order)
     quant_dequant_fp8: Callable = quant.quant_dequant_fp8
     quant_dequant_fp4: Callable = quant.quant_dequant_fp4
     quant_dequant_fp4_e4m3_scale: Callable = quant.quant_dequant_fp4_e4m3_scale  # V4.1 compressed KV

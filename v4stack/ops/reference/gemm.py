@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from v4stack.ops.reference.blas_order import linear_fp32
 from v4stack.ops.reference.quant import quantize_fp8_blocks
 from v4stack.weights.formats import FP4_BLOCK, dequant_fp4_weight, dequant_fp8_weight, ue8m0_to_float, unpack_fp4
 
@@ -57,5 +58,8 @@ def linear_fp4(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, act_b
 
 
 def linear_dense(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """Plain linear for bf16/fp32 weights, computed in ``out_dtype`` (the reference's F.linear)."""
+    """Plain linear for bf16/fp32 weights, computed in ``out_dtype`` (the reference's F.linear; fp32 in the
+    golden summation order of ``blas_order``)."""
+    if out_dtype == torch.float32:
+        return linear_fp32(x.float(), weight.float())
     return torch.nn.functional.linear(x.to(out_dtype), weight.to(out_dtype))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from v4stack.ops.reference.blas_order import linear_fp32
+
 FP8, FP4, DENSE = "fp8", "fp4", "dense"  # the weight formats of ``model.linear.Linear``
 
 
@@ -29,8 +31,9 @@ def grouped_output(wo_a, o: torch.Tensor, groups: int, rank: int) -> torch.Tenso
 
 
 def lm_head(head, x: torch.Tensor) -> torch.Tensor:
-    """``head`` (``model.transformer.Head``), x [n, D] -> fp32 logits [n, V]."""
-    return head(x)
+    """``head`` (``model.transformer.Head``), x [n, D] -> fp32 logits [n, V], in the golden summation order
+    (``blas_order``)."""
+    return linear_fp32(x.float(), head.fp32_weight())
 
 
 def prepare_weights(model: torch.nn.Module) -> None:

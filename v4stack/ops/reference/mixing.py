@@ -40,18 +40,19 @@ def hc_expand(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, com
     return post.unsqueeze(-1) * out.float().unsqueeze(1) + mixed
 
 
-def hc_mixes(x: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:
-    """Streams x [T, hc, D] -> fp32 [T, rows of fn] = (fn flat(x)) * rsqrt(mean(flat(x)^2) + eps)."""
+def hc_mixes(x: torch.Tensor, fn: torch.Tensor, eps: float, linear=torch.nn.functional.linear) -> torch.Tensor:
+    """Streams x [T, hc, D] -> fp32 [T, rows of fn] = (fn flat(x)) * rsqrt(mean(flat(x)^2) + eps); ``linear``:
+    the fp32 GEMM (the op table's ``fp32_linear``; default the BLAS)."""
     flat = x.flatten(1).float()  # [T, hc*D]
-    return torch.nn.functional.linear(flat, fn) * torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
+    return linear(flat, fn) * torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
 
 
 def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape,
            ops) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Streams x [T, hc, D] -> (sublayer input [T, D] in x.dtype, post [T, hc], comb [T, hc, hc]) fp32.
     ``shape``: ``model.mhc.HcShape``; the split and collapse go through ``ops`` (the caller's table)."""
-    pre, post, comb = ops.hc_split_sinkhorn(hc_mixes(x, fn, shape.norm_eps), scale, base, shape.hc, shape.iters,
-                                            shape.hc_eps)
+    mixes = hc_mixes(x, fn, shape.norm_eps, ops.fp32_linear)
+    pre, post, comb = ops.hc_split_sinkhorn(mixes, scale, base, shape.hc, shape.iters, shape.hc_eps)
     return ops.hc_collapse(x, pre).to(x.dtype), post, comb
 
 
@@ -63,5 +64,5 @@ def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb:
 
 def hc_head(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape, ops) -> torch.Tensor:
     """Streams [T, hc, D] -> [T, D]: y = sum_i (sigmoid(m_i * scale + base_i) + hc_eps) X_i."""
-    pre = torch.sigmoid(hc_mixes(x, fn, shape.norm_eps) * scale + base) + shape.hc_eps
+    pre = torch.sigmoid(hc_mixes(x, fn, shape.norm_eps, ops.fp32_linear) * scale + base) + shape.hc_eps
     return ops.hc_collapse(x, pre).to(x.dtype)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from v4stack.ops.reference.blas_order import linear_fp32
 from v4stack.ops.reference.indexer import topk_lower_index_on_ties
 
 
@@ -26,7 +27,7 @@ def gate_scores(logits: torch.Tensor, score_func: str) -> torch.Tensor:
 
 def route(gate, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``gate`` (``model.moe.Gate``), x [T, D], token_ids [T] -> (weights [T, k] fp32, expert ids [T, k] int64)."""
-    scores = gate_scores(F.linear(x.float(), gate.weight.float()), gate.score_func)
+    scores = gate_scores(linear_fp32(x.float(), gate.weight.float()), gate.score_func)
     if gate.hashed:
         experts = gate.tid2eid[token_ids.to(gate.tid2eid.device)].long()
     else:
