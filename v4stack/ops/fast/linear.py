@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4stack.ops.fast import kernels, lowbit
+from v4stack.ops.fast import decode_ops, kernels, lowbit
 from v4stack.ops.fast.prepare import LOWBIT, LOWBIT_RAW, PREPARED, dense_copy
 from v4stack.ops.reference import layers as reference_layers
 from v4stack.ops.reference.layers import DENSE
@@ -86,6 +86,9 @@ def grouped_output(wo_a, o: torch.Tensor, groups: int, rank: int) -> torch.Tenso
     weight = getattr(wo_a, "prepared_grouped", None)  # [G, r, H/G*d] in the compute dtype
     if weight is None or weight.dtype != o.dtype:
         return reference_layers.grouped_output(wo_a, o, groups, rank)
+    fused = decode_ops.grouped_output(o, weight)  # decode rows: one C pass instead of a bf16 bmm
+    if fused is not None:
+        return fused
     t = o.shape[0]
     og = o.reshape(t, groups, -1).transpose(0, 1)  # [G, T, H/G*d]
     u = torch.bmm(og, weight.transpose(1, 2))  # [G, T, r]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from v4stack.ops.fast import attention, linear, mixing, moe, norm, quant, rope
+from v4stack.ops.fast import attention, indexer, linear, mixing, moe, norm, quant, rope
 from v4stack.ops.fast.prepare import prepare_model
 from v4stack.ops.table import OpTable, reference_ops
 
@@ -22,7 +22,8 @@ def fast_ops(base: OpTable | None = None) -> OpTable:
         linear=linear.linear, lm_head=linear.lm_head, grouped_output=linear.grouped_output, route=moe.route,
         moe_experts=moe.moe_experts, sparse_attention=attention.sparse_attention,
         index_scores=attention.index_scores, decode_attention=attention.decode_attention,
-        decode_index_scores=attention.decode_index_scores, rms_norm=norm.rms_norm,
+        decode_index_scores=indexer.decode_index_scores,
+        index_topk=indexer.index_topk, rms_norm=norm.rms_norm,
         hc_split_sinkhorn=mixing.hc_split_sinkhorn, hc_collapse=mixing.hc_collapse, hc_post=mixing.hc_post,
         rope=rope.rope, quant_dequant_fp8=quant.quant_dequant_fp8,
         quant_dequant_fp4=quant.quant_dequant_fp4, hadamard_rotate=quant.hadamard_rotate,

@@ -1,0 +1,100 @@
+/* Decode-sized kernels of the attention sublayer's bookkeeping (loaded by v4stack/ops/fast/decode_ops.py):
+ * the lightning indexer's scores and top-k for one query per sequence, and the grouped wo_a projection of a few
+ * rows. On these shapes torch's bf16 bmm costs ~25 us per call and ~350 us whenever the number of entries grows
+ * (a fresh oneDNN primitive), and the top-k is a full stable sort; here each is one pass.
+ * Plain C, no fast-math: every lane's fp32 sum runs in a fixed order, the compiler vectorises across lanes. */
+#include <stdint.h>
+#include <string.h>
+
+#define LANES 16 /* independent fp32 partial sums of a dot product (one AVX-512 register) */
+
+static inline float bf16_to_f32(uint16_t v) {
+    uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs here are finite */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+/* sum_i a[i] b[i] of two bf16 vectors in fp32 (products exact in fp32): LANES partial sums, then added in order. */
+static float dot_bf16(const uint16_t *a, const uint16_t *b, int64_t d) {
+    float acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= d; i += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += bf16_to_f32(a[i + l]) * bf16_to_f32(b[i + l]);
+    for (; i < d; i++) acc[i % LANES] += bf16_to_f32(a[i]) * bf16_to_f32(b[i]);
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+/* I[b, s] = sum_h bf16(w[b, h] * bf16(relu(<q[b, h], keys[b, s]>))) for s < visible[b], -inf beyond: the torch
+ * path's rounding points (bf16 GEMM output, bf16 product, head sum in fp32 rounded once to bf16).
+ * q [B, H, d], w [B, H], keys [B, N, d] bf16; visible [B] int64 (clamped to N by the caller); out [B, N] fp32. */
+void decode_index_scores(const uint16_t *q, const uint16_t *w, const uint16_t *keys, const int64_t *visible,
+                         int64_t B, int64_t H, int64_t N, int64_t d, float *out) {
+    const float neg_inf = -__builtin_inff();
+    for (int64_t b = 0; b < B; b++) {
+        const uint16_t *qb = q + b * H * d, *kb = keys + b * N * d;
+        float *ob = out + b * N;
+        for (int64_t s = 0; s < N; s++) {
+            if (s >= visible[b]) {
+                ob[s] = neg_inf;
+                continue;
+            }
+            float total = 0.0f;
+            for (int64_t h = 0; h < H; h++) {
+                float v = round_bf16(dot_bf16(qb + h * d, kb + s * d, d));
+                v = v > 0.0f ? v : 0.0f;
+                total += round_bf16(bf16_to_f32(w[b * H + h]) * v);
+            }
+            ob[s] = round_bf16(total);
+        }
+    }
+}
+
+/* Row r's k largest of scores[r, 0 : visible[r]] (fp32, finite), by descending score, equal scores lower index
+ * first (a stable descending sort's order), then -1 for the slots past the visible entries.
+ * scores [R, N]; visible [R] (clamped to N by the caller); out [R, k] int64; scratch [k] fp32. Insertion into
+ * the running top-k: O(N k) per row, fine for the decode rows this serves. */
+void index_topk_rows(const float *scores, const int64_t *visible, int64_t R, int64_t N, int64_t k, int64_t *out,
+                     float *scratch) {
+    for (int64_t r = 0; r < R; r++) {
+        const float *sr = scores + r * N;
+        int64_t *idx = out + r * k;
+        int64_t held = 0;
+        for (int64_t s = 0; s < visible[r]; s++) {
+            float v = sr[s];
+            if (held == k && !(v > scratch[k - 1])) continue; /* ties keep the earlier (lower) index */
+            int64_t j = held < k ? held++ : k - 1;
+            while (j > 0 && v > scratch[j - 1]) {
+                scratch[j] = scratch[j - 1];
+                idx[j] = idx[j - 1];
+                j--;
+            }
+            scratch[j] = v;
+            idx[j] = s;
+        }
+        for (int64_t j = held; j < k; j++) idx[j] = -1;
+    }
+}
+
+/* The block-diagonal wo_a: out[t, g * r + i] = bf16(sum_j o[t, g, j] w[g, i, j]), o [T, G, J], w [G, R, J]
+ * bf16 (J = H / G * d), out [T, G * R] bf16. */
+void grouped_output_rows(const uint16_t *o, const uint16_t *w, int64_t T, int64_t G, int64_t R, int64_t J,
+                         uint16_t *out) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t g = 0; g < G; g++) {
+            const uint16_t *og = o + (t * G + g) * J;
+            for (int64_t i = 0; i < R; i++)
+                out[(t * G + g) * R + i] = f32_to_bf16(dot_bf16(og, w + (g * R + i) * J, J));
+        }
+}
