@@ -5,8 +5,8 @@ indexer 64 x 128, but a small width) takes one prompt of ``--tokens`` tokens, pr
 ``--chunk`` tokens, then decodes a few tokens. The checkpoint is written by a separate process (or taken from
 ``--checkpoint``), so its fp32 masters are not in the measured RSS. Printed: RSS after import, after load and at
 every step (current, and the step's own peak where the kernel can reset the high-water mark), then the planner's
-terms for the same config and chunk (``v4stack plan``: weights + KV for the context + compressor state + one chunk's
-workspace + the fast mode's prepared weights) beside the measured peak.
+terms for the same config and chunk (``v4stack plan``: weights + KV for the context + compressor state + the window
+blocks (whole blocks: the sequence's window + one step's rows) + one chunk's workspace + the fast mode's prepared weights) beside the measured peak.
 
     PYTHONPATH=. .venv/bin/python bench/long_context.py [--tokens 32768] [--chunk 1024] [--numerics fast]
         [--probe]   # also the deterministic activation peak of every step (engine/activation_probe.py; slower)
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import resource
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def run(args, directory: Path) -> None:
     print(f"RSS before import {before_import / MIB:.1f} MiB, after import {imported / MIB:.1f}, "
           f"after load {loaded / MIB:.1f} (numerics {args.numerics}, {args.threads} threads, mmap threshold "
           f"{threshold})", flush=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     engine.add_request("long", prompt, SamplingParams(temperature=0, max_tokens=DECODED, ignore_eos=True))
     steps, peak, worst_probe = 0, loaded, (0, "")
     while engine.has_unfinished():
@@ -151,29 +152,34 @@ def run(args, directory: Path) -> None:
         done = req.num_computed_tokens if req is not None else total
         if args.progress or steps % 8 == 0 or req is None:
             probed = f", activations {probe.peak_bytes / MIB:.1f} MiB at {probe.peak_op}" if args.probe else ""
-            print(f"  step {steps}: {done} tokens cached, {time.perf_counter() - t0:.0f} s, RSS {rss_now() / MIB:.1f}"
+            print(f"  step {steps}: {done} tokens cached, {time.perf_counter() - t0:.0f} s wall, "
+                  f"{time.process_time() - c0:.0f} s CPU, load {os.getloadavg()[0]:.1f}, RSS {rss_now() / MIB:.1f}"
                   f" MiB, {'step peak' if per_step else 'peak so far'} {step_peak / MIB:.1f} MiB{probed}", flush=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = max(peak, rss_peak())
     plan = make_plan(str(directory / "config.json"), "cpu", 1, context=total, kv_dtype="bf16", chunk=args.chunk)
     scale = torch.empty((), dtype=engine.model.compute.dtype).element_size() / 2  # planner: bf16 cache
     kv_bytes = plan.kv_bytes_per_token * total * scale
     fixed = plan.kv_fixed_bytes_per_sequence["compressor_state"]
-    window = sum(3 * p.bytes_per_block for p in engine.tensors.specs.pools if p.sliding_window is not None)
+    # the window groups in the engine's whole blocks (cache.window_blocks): the sequence's window + one step's rows
+    window = (plan.kv_fixed_bytes_per_sequence["window"] + plan.kv_step_bytes) * scale
+    held = sum(engine.cache.pools[p.name].num_blocks * p.bytes_per_block for p in engine.tensors.specs.pools
+               if p.sliding_window is not None)
     terms = {"weights": plan.weights_bytes_per_device, "prepared weights": attached_bytes(engine.model),
-             f"KV (bf16 x{scale:g})": kv_bytes, "compressor state": fixed, "workspace": plan.workspace_bytes}
+             f"KV (bf16 x{scale:g})": kv_bytes, "compressor state": fixed, "window blocks": window,
+             "workspace": plan.workspace_bytes}
     estimate = sum(terms.values())
     overhead = plan.reserve_bytes  # the planner's CPU runtime reserve (Python + torch after import + first forward)
     print(f"prompt {args.tokens} tokens in chunks of {args.chunk} + {DECODED} decoded, numerics {args.numerics}: "
-          f"{wall:.1f} s, {steps} steps")
+          f"{wall:.1f} s wall, {cpu:.1f} s CPU (all threads), {steps} steps")
     if args.probe:
         print(f"largest step activations (probe) {worst_probe[0] / MIB:.1f} MiB at {worst_probe[1]}; "
               f"planner workspace {plan.workspace_bytes / MIB:.1f} MiB")
     print("planner: " + " + ".join(f"{k} {v / MIB:.1f}" for k, v in terms.items()) + f" = {estimate / MIB:.1f} MiB")
     print("planner workspace: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in plan.workspace_terms.items()))
     print(f"stated overhead: the planner's CPU runtime reserve {overhead / MIB:.1f} MiB (RSS after import + first "
-          f"forward; here after import {imported / MIB:.1f} MiB); engine beyond the planner: window blocks held "
-          f"(3 per window group) {window / MIB:.1f} MiB")
+          f"forward; here after import {imported / MIB:.1f} MiB); the engine's window pools {held / MIB:.1f} MiB "
+          f"(the planner's window blocks count the MTP layer too)")
     verdict = "within" if peak <= estimate + overhead else "ABOVE"
     print(f"peak RSS {peak / MIB:.1f} MiB (after load {loaded / MIB:.1f}) vs planner + overhead "
           f"{(estimate + overhead) / MIB:.1f} MiB: {verdict} ({(peak - estimate - overhead) / MIB:+.1f} MiB)")

@@ -72,3 +72,29 @@ def test_v41_flash_pools():
     assert specs.bytes_per_token == want
     assert {p.name for p in specs.pools} == {"window"} | {f"c{r}" for r, v in sources.items() if v}
     assert specs.pool("window").layers == tuple(range(cfg.num_hidden_layers))
+
+
+@pytest.mark.parametrize("name", ["v4-flash", "demo"])
+@pytest.mark.parametrize("seqs,chunk", [(1, 1024), (4, 300)])
+def test_window_pool_bytes_equal_the_planners(name, seqs, chunk):
+    """The engine's sliding groups (window + mtp_window, whole blocks: a window per sequence and one step's rows)
+    hold exactly the planner's window bytes per sequence x sequences + its per-device step rows."""
+    from v4stack.cache.window_blocks import DEFAULT_BLOCK_SIZE
+    from v4stack.cache.specs import TOKEN_ALIGN
+    from v4stack.engine.config import CacheConfig, EngineConfig, SchedulerConfig
+    from v4stack.engine.llm_engine import size_cache
+
+    assert DEFAULT_BLOCK_SIZE == TOKEN_ALIGN == CacheConfig().block_size
+    path = CONFIGS[name]
+    cfg = ModelConfig.from_dict(json.loads(path.read_text()))
+    specs = cache_specs(cfg, torch.bfloat16, prefix_tails=False, with_mtp=True)
+    config = EngineConfig(enable_mtp=True, scheduler=SchedulerConfig(max_num_seqs=seqs, max_num_batched_tokens=chunk),
+                          cache=CacheConfig(num_blocks=64, enable_prefix_caching=False))
+    num, _ = size_cache(specs, config, available_bytes=1 << 40)
+    engine = sum(num[p.name] * p.bytes_per_block for p in specs.pools if p.sliding_window is not None)
+    plan = make_plan(name if name != "demo" else str(path), "cpu", 1, context=4096, kv_dtype="bf16",
+                     concurrency=seqs, chunk=chunk)
+    assert engine == seqs * plan.kv_fixed_bytes_per_sequence["window"] + plan.kv_step_bytes
+    # V4-Flash, 1 sequence, chunk 1,024: 3 + 8 blocks of 44 layers x 128 rows x 1 KiB + the MTP streams
+    if name == "v4-flash" and seqs == 1:
+        assert engine == 11 * (44 * 128 * 1024 + 4 * 4096 * 2)

@@ -27,7 +27,9 @@ def test_compressor_state_flash():
     # model_spec s5.2: 21 x 80 KiB (CSA main 64 + indexer 16) + 20 x 512 KiB
     fixed = mem.kv_layout(load_model("v4-flash"), "fp8").fixed
     assert fixed["compressor_state"] == 21 * 80 * 1024 + 20 * 512 * 1024
-    assert fixed["window"] == 44 * 128 * 584
+    # the window in the engine's whole blocks: 3 blocks of 128 rows x 44 layers (43 + MTP) x 584 B, plus the MTP
+    # block's kept final streams (hc 4 x D 4096 bf16) once per block
+    assert fixed["window"] == 3 * (44 * 128 * 584 + 4 * 4096 * 2)
 
 
 def test_tiny_kv_by_hand():
@@ -37,7 +39,8 @@ def test_tiny_kv_by_hand():
     assert mem.entry_bytes(m, "fp8") == (194, 194, 68)
     # CSA layers 1, 3: (194 + 68) / 4 each; HCA layer 2: 194 / 128
     assert lay.bytes_per_token == pytest.approx(2 * 262 / 4 + 194 / 128)
-    assert lay.fixed["window"] == 5 * 16 * 194
+    # window 16 -> 2 blocks of 128 rows (ceil((16 + 1) / 128) + 1) x 5 layers x 194 B + the MTP streams 2 x 256 x 2
+    assert lay.fixed["window"] == 2 * (5 * 128 * 194 + 2 * 256 * 2)
     # CSA main 2 x 8 x 256 x 4 = 16384, CSA indexer 2 x 8 x 256 x 4 = 16384, HCA 2 x 128 x 128 x 4
     assert lay.fixed["compressor_state"] == 2 * (16384 + 16384) + 131072
 
@@ -74,7 +77,10 @@ def test_kv_replicated_across_tp_split_across_dp():
     kw = dict(quant="native", kv_dtype="fp8", engram="device", context=65536, concurrency=8)
     tp8 = mem.device_memory(m, 112e9, mem.Parallel.make(8, tp=8), **kw)
     dp8 = mem.device_memory(m, 112e9, mem.Parallel.make(8, tp=1), **kw)
-    assert tp8.kv_total == pytest.approx(8 * dp8.kv_total)
+    # per-sequence pools scale with the sequences per DP rank; one step's window rows are per device in both
+    step = tp8.kv["window_step"]
+    assert step == dp8.kv["window_step"] == mem.window_step_bytes(m, "fp8", mem.PREFILL_CHUNK) > 0
+    assert tp8.kv_total - step == pytest.approx(8 * (dp8.kv_total - step))
 
 
 def test_max_context_is_the_boundary():

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 from v4stack.cache.specs import CacheSpecs
 from v4stack.cache.view import NO_BLOCK, SeqCache
+from v4stack.cache.window_blocks import MTP_LAG  # after a prefix hit the MTP block restarts one position behind
 from v4stack.engine.block_pool import BlockPool
 from v4stack.engine.request import Request
 
 MTP_GROUP = "mtp_window"
-MTP_LAG = 1  # after a prefix hit the MTP block restarts one position behind the backbone
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 
 from v4stack.cache.specs import CacheSpecs
 from v4stack.cache.tensors import CacheTensors
+from v4stack.cache.window_blocks import sliding_pool_blocks
 from v4stack.config import validation as check
 from v4stack.config.numerics import Numerics
 from v4stack.engine.cache_manager import KVCacheManager
@@ -103,7 +104,8 @@ def engine_op_table(platform, numerics: Numerics, cfg):
 
 def size_cache(specs: CacheSpecs, config: EngineConfig, available_bytes: int) -> tuple[dict[str, int], int]:
     """Blocks per pool group and state slots for a budget. Sliding groups get what max_num_seqs requests need
-    (window + one chunk each), doubled with prefix caching so recent windows stay findable; whole-sequence
+    (a window each + one step's rows, ``cache.window_blocks``), doubled with prefix caching so recent windows
+    stay findable; whole-sequence
     groups share the rest with one block count (a request holds as many c4 as c128 blocks)."""
     sc, cc = config.scheduler, config.cache
     slots = sc.max_num_seqs
@@ -114,10 +116,9 @@ def size_cache(specs: CacheSpecs, config: EngineConfig, available_bytes: int) ->
     num: dict[str, int] = {}
     sliding = [p for p in specs.pools if p.sliding_window is not None]
     whole = [p for p in specs.pools if p.sliding_window is None]
-    for p in sliding:
-        per_seq = -(-(p.sliding_window + 1) // b) + 1
-        blocks = slots * per_seq + -(-sc.max_num_batched_tokens // b)
-        num[p.name] = blocks * (2 if cc.enable_prefix_caching else 1)
+    for p in sliding:  # the planner counts the same blocks (cache.window_blocks)
+        num[p.name] = sliding_pool_blocks(p.sliding_window, b, slots, sc.max_num_batched_tokens,
+                                          cc.enable_prefix_caching)
     used = sum(num[p.name] * p.bytes_per_block for p in sliding) + slots * specs.state_bytes_per_sequence
     per_block = sum(p.bytes_per_block for p in whole)
     if cc.num_blocks is not None:

@@ -6,9 +6,9 @@ What it is: pure arithmetic over ``ModelShape.tensors()`` and the KV-cache forma
 ``device_memory`` combines everything for one deployment; ``max_context`` / ``verdict`` answer
 "does it fit, and how much context".
 
-What it does not know: allocator fragmentation, page rounding (vLLM pages of 256 tokens add at
-most one page per pool per sequence), framework buffers beyond ``RUNTIME_RESERVE``, or context
-parallelism (vllm-ascend's ``enable_dsa_cp``): the single latent KV head is replicated on every
+What it does not know: allocator fragmentation, page rounding of the whole-sequence pools (at most one
+block per pool per sequence; the window groups are counted in the engine's whole blocks), framework buffers
+beyond ``RUNTIME_RESERVE``, or context parallelism (vllm-ascend's ``enable_dsa_cp``): the single latent KV head is replicated on every
 tensor-parallel rank, so KV scales with sequences per DP rank, not with TP.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from v4stack.cache.window_blocks import DEFAULT_BLOCK_SIZE, per_sequence_blocks, step_blocks
 from v4stack.config import validation as check
 from v4stack.planner.model_shape import FP4_BLOCK, ModelShape, TensorSpec
 from v4stack.planner.workspace import workspace
@@ -53,6 +54,7 @@ V41_FP8_ENTRY = 512 + 512 // 32                      # 528
 FP4_E4M3_ENTRY = 512 // 2 + 512 // 16                # 288
 INDEX_FP4_ENTRY = 128 // 2 + 128 // 32               # 68
 FP32 = 4
+BF16 = 2
 
 
 @dataclass(frozen=True)
@@ -203,12 +205,26 @@ def default_kv_dtype(m: ModelShape) -> str:
     return "fp4" if m.family == "v41" else "fp8"
 
 
-def kv_layout(m: ModelShape, kv_dtype: str) -> KVLayout:
-    """Pools per sequence (model_spec s5.1): window ring, C4 / C128 / C2 / C1 compressed pools,
-    indexer keys, compressor partial state (fp32 kv+score rows: coff*r rows x coff*d wide)."""
+def window_block_bytes(m: ModelShape, kv_dtype: str, block_size: int = DEFAULT_BLOCK_SIZE) -> float:
+    """Bytes of one block of the sliding-window groups summed over every layer (backbone + draft): B raw rows
+    per layer, and on MTP layers the main model's final streams of the block's last token (``hidden``,
+    [hc x D] bf16, kept for prefix hits: ``cache.specs``)."""
+    win = entry_bytes(m, kv_dtype)[0]
+    hidden = m.hc_mult * m.hidden * BF16 if m.draft_kind == "mtp" else 0
+    return len(m.layers) * block_size * win + len(m.draft_layers) * hidden
+
+
+def kv_layout(m: ModelShape, kv_dtype: str, block_size: int = DEFAULT_BLOCK_SIZE) -> KVLayout:
+    """Pools per sequence (model_spec s5.1): window blocks, C4 / C128 / C2 / C1 compressed pools,
+    indexer keys, compressor partial state (fp32 kv+score rows: coff*r rows x coff*d wide).
+
+    The window is counted as the engine holds it, in whole blocks of ``block_size`` tokens
+    (``cache.window_blocks.per_sequence_blocks``: 3 blocks of 128 rows for a 128-row window), not as a W-row
+    ring; the blocks of one step's new rows are per device, not per sequence (:func:`window_step_bytes`)."""
     win, comp, idx = entry_bytes(m, kv_dtype)
     grow: dict[str, float] = {}
-    fixed: dict[str, float] = {"window": len(m.layers) * m.window * win}
+    fixed: dict[str, float] = {
+        "window": per_sequence_blocks(m.window, block_size) * window_block_bytes(m, kv_dtype, block_size)}
     state = 0.0
     for l in m.main_layers:
         if l.owns_compressor:
@@ -223,6 +239,14 @@ def kv_layout(m: ModelShape, kv_dtype: str) -> KVLayout:
                 state += 2 * (2 * l.ratio) * (2 * m.index_head_dim) * FP32
     fixed["compressor_state"] = state
     return KVLayout(per_token=grow, fixed=fixed)
+
+
+def window_step_bytes(m: ModelShape, kv_dtype: str, chunk: int, block_size: int = DEFAULT_BLOCK_SIZE) -> float:
+    """The window blocks for one step's raw rows (``chunk`` = max_num_batched_tokens tokens), once per device:
+    a step writes every new token's raw row into the window pool before attention reads it
+    (``cache.window_blocks.step_blocks``). Prefix caching (on by default in the engine) doubles the window
+    groups (``PREFIX_CACHE_FACTOR``); the plan counts them without it."""
+    return step_blocks(chunk, block_size) * window_block_bytes(m, kv_dtype, block_size)
 
 
 def workspace_bytes(m: ModelShape, par: Parallel, context: int, chunk: int = PREFILL_CHUNK) -> float:
@@ -275,6 +299,7 @@ def device_memory(m: ModelShape, capacity: float, par: Parallel, quant: str, kv_
     seqs = math.ceil(concurrency / par.dp)
     kv = {k: v * context * seqs for k, v in lay.per_token.items()}
     kv.update({k: v * seqs for k, v in lay.fixed.items()})
+    kv["window_step"] = window_step_bytes(m, kv_dtype, chunk)
     return DeviceMemory(
         capacity=capacity, usable=capacity * MEMORY_UTILIZATION, weights=w,
         engram_device=table if engram == "device" else 0.0,

@@ -63,6 +63,7 @@ class Plan:
     kv_bytes_per_token: float
     kv_pools_bytes_per_token: dict
     kv_fixed_bytes_per_sequence: dict
+    kv_step_bytes: float      # window blocks of one step's new rows, once per device (memory.window_step_bytes)
     checkpoint_bytes: float
     weights_bytes_per_device: float
     weights_by_class_per_device: dict
@@ -163,7 +164,7 @@ def make_plan(model: str | ModelShape, hardware: str | ChipSpec, devices: int, *
         kv_dtype=kv_dtype, engram=engram, context=context, concurrency=concurrency,
         spec_tokens=spec_tokens, acceptance=acc,
         kv_bytes_per_token=lay.bytes_per_token, kv_pools_bytes_per_token=dict(lay.per_token),
-        kv_fixed_bytes_per_sequence=dict(lay.fixed),
+        kv_fixed_bytes_per_sequence=dict(lay.fixed), kv_step_bytes=budget.kv["window_step"],
         checkpoint_bytes=sum(mem.weights_by_class(m, "native").values()),
         weights_bytes_per_device=budget.weights_total, weights_by_class_per_device=dict(budget.weights),
         engram_device_bytes=budget.engram_device, engram_host_bytes=budget.engram_host,

@@ -53,6 +53,7 @@ def format_plan(p: Plan) -> str:
         lines.append(f"    pool {pool:<18s} {b:10.2f} B/token")
     for pool, b in p.kv_fixed_bytes_per_sequence.items():
         lines.append(f"    fixed {pool:<17s} {b / 2**20:10.2f} MiB/sequence")
+    lines.append(f"    window step rows        {p.kv_step_bytes / 2**20:10.2f} MiB (one step's new rows, per device)")
     lines += [
         f"  activation workspace    {_gib(p.workspace_bytes)}   (one prefill chunk of {p.prefill_chunk:,} tokens)",
         *[f"    {name:<30s}{b / 2**20:8.1f} MiB" for name, b in p.workspace_terms.items()],
