@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4stack.ops.fast import decode_ops, kernels, lowbit
+from v4stack.ops.fast import decode_ops, fused_linear, kernels, lowbit
 from v4stack.ops.fast.prepare import LOWBIT, LOWBIT_RAW, PREPARED, dense_copy
 from v4stack.ops.reference import layers as reference_layers
 from v4stack.ops.reference.layers import DENSE
@@ -59,6 +59,9 @@ def project(layer, xq: torch.Tensor) -> torch.Tensor | None:
 def linear(layer, x: torch.Tensor) -> torch.Tensor:
     """``ops.reference.layers.linear``'s contract on the layer's prepared weight (reference path when the layer was
     not prepared, e.g. a model whose weights were not prepared)."""
+    fused = fused_linear.linear(layer, x)  # decode rows: the whole chain below in one C call, same values
+    if fused is not None:
+        return fused
     c = layer.compute
     if layer.fmt == DENSE:
         dtype = torch.float32 if layer.dense_compute_fp32 else c.dtype
