@@ -65,3 +65,25 @@ def test_grouped_output_c_matches_the_reference_einsum():
         assert got is not None and got.dtype == torch.bfloat16 and got.shape == want.shape
         assert (got.float() - want.float()).abs().max() <= 2 ** -7 * want.float().abs().max()
         assert (got.float() - want.float()).abs().max() < (got.float() - want.roll(1, 1).float()).abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_rms_norm_c_matches_torch_for_decode_rows(dtype):
+    from v4stack.ops.fast import norm as fast_norm
+    from v4stack.ops.reference import norm as reference_norm
+
+    if fast_norm._library() is None:
+        pytest.skip("no C compiler")
+    g = torch.Generator().manual_seed(11)
+    for rows, d in ((1, 256), (16, 128), (5, 100)):
+        x = (torch.randn(rows, d, generator=g) * torch.logspace(-3, 3, d)).to(dtype)
+        w = (torch.randn(d, generator=g) + 1).bfloat16()
+        got = fast_norm._c_rms_norm(x, w, 1e-6)
+        want = torch.nn.functional.rms_norm(x.float(), (d,), w.float(), 1e-6).to(dtype)
+        ref = reference_norm.rms_norm(x, w, 1e-6)
+        assert got is not None and got.dtype == dtype
+        ulp = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -20  # one rounding of the output, an ulp of the statistic
+        assert ((got.float() - want.float()).abs() <= ulp * want.float().abs() + 1e-30).all()
+        assert ((got.float() - ref.float()).abs() <= ulp * ref.float().abs() + 1e-30).all()
+        assert torch.equal(fast_norm.rms_norm(x, w, 1e-6), got)
+    assert fast_norm._c_rms_norm(torch.randn(17, 64), w[:64], 1e-6) is None  # prefill: torch's kernel

@@ -2,7 +2,7 @@
 the GEMM on the checkpoint bytes (``lowbit_gemm``) and the rounding of the fp32 result, bit-identical to the
 chain ``ops.fast.linear.linear`` runs otherwise (``act_quant`` -> ``lowbit.matmul`` -> ``.to(dtype)``).
 
-``linear(layer, x)`` returns None where the one-call path does not apply (not a direct low-bit layer, more than
+``prepare(layer)`` (at load) stores the call's fixed arguments on the layer; ``linear(layer, x)`` returns None where the one-call path does not apply (not a direct low-bit layer, more than
 ``lowbit.DECODE_ROWS`` rows, a compute dtype or activation block the C act quant does not take, no compiler);
 the caller then runs its chain. Threads: torch's intra-op count, as ``lowbit.matmul``.
 """
@@ -17,12 +17,12 @@ import torch
 
 from v4stack.ops.fast import kernels, lowbit
 from v4stack.ops.fast.kernels import CFLAGS, compile_library
-from v4stack.ops.fast.prepare import LOWBIT, LOWBIT_RAW
 from v4stack.ops.reference.layers import DENSE, FP4
 
 SOURCE = Path(__file__).with_name("csrc") / "fused_linear.c"
 ACT_QUANT_FP8, ACT_ROUND_BF16, ACT_AS_IS = 0, 1, 2  # the C enum: what happens to x before the GEMM
 _IN_DTYPES = (torch.bfloat16, torch.float32)
+FUSED_PLAN = "lowbit_fused_plan"  # layer attribute set by ``prepare``: the fixed arguments of the C call
 
 
 @lru_cache(maxsize=1)
@@ -32,21 +32,20 @@ def _library() -> ctypes.CDLL | None:
     if lib is None:
         return None
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    lib.fused_linear.argtypes = [ptr, cint, i64, i64, cint, i64, ptr, ptr, cint, i64, i64, ptr, cint, ptr, ptr, cint]
+    lib.fused_linear.argtypes = [ptr, cint, i64, i64, cint, i64, ptr, ptr, cint, i64, i64, ptr, cint, cint]
     lib.fused_linear.restype = cint
     return lib
 
 
-def _plan(layer, x: torch.Tensor) -> tuple[int, torch.dtype] | None:
-    """(act code, output dtype) as ``ops.fast.linear.linear`` would compute this call, or None if C cannot."""
+def _plan(layer) -> tuple[int, torch.dtype] | None:
+    """(act code, output dtype) as ``ops.fast.linear.linear`` computes this layer, or None if C cannot."""
     c = layer.compute
     if layer.fmt == DENSE:
         dtype = torch.float32 if layer.dense_compute_fp32 else c.dtype
         act = ACT_ROUND_BF16 if dtype == torch.bfloat16 else ACT_AS_IS
     elif c.quant:
         dtype = c.dtype
-        k = x.shape[-1]
-        if dtype != torch.bfloat16 or k % c.act_block or c.act_block > kernels.MAX_ACT_BLOCK:
+        if dtype != torch.bfloat16 or layer.in_features % c.act_block or c.act_block > kernels.MAX_ACT_BLOCK:
             return None  # the torch act_quant paths
         act = ACT_QUANT_FP8
     else:
@@ -55,30 +54,39 @@ def _plan(layer, x: torch.Tensor) -> tuple[int, torch.dtype] | None:
     return (act, dtype) if dtype in _IN_DTYPES else None
 
 
+def prepare(layer, raw: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    """At load (``ops.fast.prepare``, with the layer's byte views ``raw``): store the call's fixed arguments on the
+    layer (``FUSED_PLAN``: addresses, shapes, codes; no weight copy), or remove them where the one-call path
+    cannot run."""
+    if hasattr(layer, FUSED_PLAN):
+        delattr(layer, FUSED_PLAN)
+    plan = _plan(layer)
+    if plan is None or _library() is None:
+        return
+    k = 2 * layer.weight.shape[1] if layer.fmt == FP4 else layer.weight.shape[1]
+    if k != layer.in_features:
+        return
+    act, dtype = plan
+    w, s = raw
+    n = layer.weight.shape[0]
+    c = layer.compute
+    setattr(layer, FUSED_PLAN, (w, k, n, dtype, (act, c.act_block, w.data_ptr(), 0 if s is None else s.data_ptr(),
+                                                 lowbit.FORMAT_CODE[layer.fmt], n, c.weight_block)))
+
+
 def linear(layer, x: torch.Tensor) -> torch.Tensor | None:
     """``ops.fast.linear.linear(layer, x)``'s values in one call: x [..., in] -> [..., out]; None if not taken."""
-    raw = getattr(layer, LOWBIT_RAW, None)
-    if raw is None or not getattr(layer, LOWBIT, False) or raw[0].data_ptr() != layer.weight.data_ptr():
+    plan = getattr(layer, FUSED_PLAN, None)
+    if plan is None or x.device.type != "cpu" or x.dtype not in _IN_DTYPES or x.dim() == 0:
         return None
-    if x.device.type != "cpu" or x.dtype not in _IN_DTYPES or x.dim() == 0:
+    w, k, n, dtype, fixed = plan
+    if w.data_ptr() != layer.weight.data_ptr() or x.shape[-1] != k:  # weights moved since load: the chain
         return None
-    k = x.shape[-1]
-    m = x.numel() // k if k else 0
-    n = layer.weight.shape[0]
-    if m == 0 or m > lowbit.DECODE_ROWS or k != (2 * layer.weight.shape[1] if layer.fmt == FP4 else
-                                                 layer.weight.shape[1]):
+    m = x.numel() // k
+    if m == 0 or m > lowbit.DECODE_ROWS:
         return None
-    plan = _plan(layer, x)
-    lib = _library()
-    if plan is None or lib is None:
-        return None
-    act, dtype = plan
     x = x.contiguous()
-    w, s = raw
     y = torch.empty(*x.shape[:-1], n, dtype=dtype)
-    scratch = torch.empty(m * k + (m * n if dtype == torch.bfloat16 else 0), dtype=torch.float32)
-    done = lib.fused_linear(x.data_ptr(), int(x.dtype == torch.bfloat16), m, k, act, layer.compute.act_block,
-                            w.data_ptr(), 0 if s is None else s.data_ptr(), lowbit.FORMAT_CODE[layer.fmt], n,
-                            layer.compute.weight_block, y.data_ptr(), int(dtype == torch.bfloat16),
-                            scratch.data_ptr(), scratch.data_ptr() + 4 * m * k, torch.get_num_threads())
+    done = _library().fused_linear(x.data_ptr(), int(x.dtype == torch.bfloat16), m, k, *fixed, y.data_ptr(),
+                                   int(dtype == torch.bfloat16), torch.get_num_threads())
     return y if done == 0 else None

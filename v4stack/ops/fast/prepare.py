@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from v4stack.ops.fast import lowbit, moe_kernel
+from v4stack.ops.fast import fused_linear, lowbit, moe_kernel
 from v4stack.ops.reference.layers import DENSE, FP4, FP8
 from v4stack.weights.formats import dequant_fp4_weight, dequant_fp8_weight
 
@@ -70,12 +70,13 @@ def _is_linear(module) -> bool:
 def _prepare_linear(module) -> int:
     """Mark the linear for the direct kernel, or attach its dense copy; returns the bytes added."""
     c = module.compute
-    for name in (PREPARED, LOWBIT, LOWBIT_RAW):
+    for name in (PREPARED, LOWBIT, LOWBIT_RAW, fused_linear.FUSED_PLAN):
         if hasattr(module, name):
             delattr(module, name)
     if lowbit.supports(module.fmt, module.weight):
         setattr(module, LOWBIT, True)
         setattr(module, LOWBIT_RAW, lowbit.raw_views(module.weight, getattr(module, "scale", None)))
+        fused_linear.prepare(module, getattr(module, LOWBIT_RAW))
         return 0
     if module.fmt == DENSE:
         dtype = torch.float32 if module.dense_compute_fp32 else c.dtype

@@ -14,11 +14,12 @@ static inline uint16_t to_bf16_any(float f) { /* torch's float -> bf16: nearest 
 
 /* x [M, K] (bf16 when x_bf16, else fp32) -> y [M, N] (bf16 when y_bf16, else fp32) = act(x) @ W^T.
  * act: ACT_QUANT_FP8 (blocks of act_block along K; K % act_block == 0, act_block <= 1024),
- * ACT_ROUND_BF16 (x rounded to bf16) or ACT_AS_IS. xbuf fp32 [M, K], ybuf fp32 [M, N]: caller's scratch.
- * Returns lowbit_gemm's status (0, or -1: nothing written to y). */
+ * ACT_ROUND_BF16 (x rounded to bf16) or ACT_AS_IS. Returns 0, or -1 (scratch not allocated: y not written). */
 int fused_linear(const void *x, int x_bf16, int64_t M, int64_t K, int act, int64_t act_block, const void *w,
-                 const uint8_t *scale, int fmt, int64_t N, int64_t wblock, void *y, int y_bf16, float *xbuf,
-                 float *ybuf, int nthreads) {
+                 const uint8_t *scale, int fmt, int64_t N, int64_t wblock, void *y, int y_bf16, int nthreads) {
+    float *xbuf = (float *)malloc(sizeof(float) * (size_t)(M * K + (y_bf16 ? M * N : 0))); /* x, then fp32 y */
+    if (!xbuf) return -1;
+    float *ybuf = xbuf + M * K;
     if (act == ACT_QUANT_FP8) {
         uint16_t q[1024]; /* one block, as in act_quant's buffer */
         for (int64_t r = 0; r < M; r++)
@@ -36,5 +37,6 @@ int fused_linear(const void *x, int x_bf16, int64_t M, int64_t K, int act, int64
     int status = lowbit_gemm(xbuf, M, K, w, scale, fmt, N, wblock, 0, out, nthreads);
     if (status == 0 && y_bf16)
         for (int64_t i = 0; i < M * N; i++) ((uint16_t *)y)[i] = to_bf16_any(ybuf[i]);
+    free(xbuf);
     return status;
 }
