@@ -19,7 +19,7 @@ from torch import nn
 from v4stack.config.model_config import ModelConfig
 from v4stack.model.batch import ForwardBatch, SeqSpan
 from v4stack.model.compressor import Compressor
-from v4stack.model.compute import KV_QUANT_BLOCK, Compute
+from v4stack.model.compute import Compute
 from v4stack.model.decode_attention import attend_decode
 from v4stack.model.indexer import Indexer
 from v4stack.model.linear import FP8, Linear
@@ -91,14 +91,7 @@ class Attention(nn.Module):
         layer (``layer`` is the cache index used for traces: the block index, MTP blocks counting from 0)."""
         c, pos = self.compute, batch.positions.to(x.device)
         self.rotary.begin_step(pos)  # q, kv and the output share this step's phases
-        qr = self.q_norm(self.wq_a(x))
-        q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))  # [T, H, d]
-        q = q * torch.rsqrt(q.square().mean(-1, keepdim=True) + self.eps)
-        q = self.rotary.apply(q, pos)
-        kv = self.rotary.apply(self.kv_norm(self.wkv(x)), pos)  # [T, d]
-        if c.quant:
-            rd = self.rope_dim
-            kv = torch.cat([c.ops.quant_dequant_fp8(kv[:, :-rd], KV_QUANT_BLOCK).to(c.dtype), kv[:, -rd:]], -1)
+        q, kv, qr = c.ops.attention_qkv(self, x, pos)  # [T, H, d], [T, d], [T, q_lora] (ops.reference.attention_input)
         view = batch.cache
         window = view.tensors.pool(view.window_group, "kv", self.layer_id)  # [blocks * B, d]
         window.index_copy_(0, view.window_write_slots(), kv.detach())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
-from v4stack.ops.reference import (attention, blas_order, compress, gemm, hadamard, indexer, layers, mixing, moe,
+from v4stack.ops.reference import (attention, attention_input, blas_order, compress, gemm, hadamard, indexer, layers, mixing, moe,
                                    norm, quant, rope)
 
 
@@ -49,6 +49,7 @@ class OpTable:
     moe_experts: Callable = moe.moe_experts
     linear: Callable = layers.linear
     grouped_output: Callable = layers.grouped_output
+    attention_qkv: Callable = attention_input.attention_qkv  # a V4 attention layer's q / kv / qr input path
     lm_head: Callable = layers.lm_head
     prepare_weights: Callable = layers.prepare_weights  # once after load: model -> None (may attach layouts)
 

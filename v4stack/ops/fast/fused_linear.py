@@ -70,8 +70,10 @@ def prepare(layer, raw: tuple[torch.Tensor, torch.Tensor | None]) -> None:
     w, s = raw
     n = layer.weight.shape[0]
     c = layer.compute
-    setattr(layer, FUSED_PLAN, (w, k, n, dtype, (act, c.act_block, w.data_ptr(), 0 if s is None else s.data_ptr(),
-                                                 lowbit.FORMAT_CODE[layer.fmt], n, c.weight_block)))
+    fixed = (act, c.act_block, w.data_ptr(), 0 if s is None else s.data_ptr(), lowbit.FORMAT_CODE[layer.fmt], n,
+             c.weight_block)
+    # the same 7 values as an int64 tensor, for kernels that run several linears in one call (csrc/attention_qkv.c)
+    setattr(layer, FUSED_PLAN, (w, k, n, dtype, fixed, torch.tensor(fixed, dtype=torch.int64)))
 
 
 def linear(layer, x: torch.Tensor) -> torch.Tensor | None:
@@ -79,7 +81,7 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor | None:
     plan = getattr(layer, FUSED_PLAN, None)
     if plan is None or x.device.type != "cpu" or x.dtype not in _IN_DTYPES or x.dim() == 0:
         return None
-    w, k, n, dtype, fixed = plan
+    w, k, n, dtype, fixed, _ = plan
     if w.data_ptr() != layer.weight.data_ptr() or x.shape[-1] != k:  # weights moved since load: the chain
         return None
     m = x.numel() // k

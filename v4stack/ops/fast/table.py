@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from v4stack.ops.fast import attention, indexer, linear, mixing, moe, norm, quant, rope
+from v4stack.ops.fast import attention, attention_qkv, indexer, linear, mixing, moe, norm, quant, rope
 from v4stack.ops.fast.prepare import prepare_model
 from v4stack.ops.table import OpTable, reference_ops
 
@@ -19,7 +19,7 @@ def fast_ops(base: OpTable | None = None) -> OpTable:
     """``base`` (default: the reference table) with the fast entries; the narrow exact GEMMs stay reachable for
     any layer that was not prepared."""
     return (base or reference_ops()).with_overrides(
-        linear=linear.linear, lm_head=linear.lm_head, grouped_output=linear.grouped_output, route=moe.route,
+        attention_qkv=attention_qkv.attention_qkv, linear=linear.linear, lm_head=linear.lm_head, grouped_output=linear.grouped_output, route=moe.route,
         moe_experts=moe.moe_experts, sparse_attention=attention.sparse_attention,
         index_scores=attention.index_scores, decode_attention=attention.decode_attention,
         decode_index_scores=indexer.decode_index_scores,

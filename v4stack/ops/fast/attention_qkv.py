@@ -1,0 +1,94 @@
+"""Fast ``attention_qkv``: a decode step's attention input path (wq_a -> q_norm -> wq_b -> per-head RMS -> RoPE;
+wkv -> kv_norm -> RoPE -> FP8 KV) in one C call (``csrc/attention_qkv.c``) instead of ~45 torch ops and ~20 Python
+frames per layer, with the values of the fast table's narrow entries (the one-call linears, the C rms_norm, RoPE
+and act quant, and torch's bf16 rsqrt rounding); only the per-head mean of squares is summed in another fp32
+order than torch's bf16 ``mean``.
+
+Taken when every piece has its C form: at most ``lowbit.DECODE_ROWS`` rows, bf16 compute with FP8 QAT, the three
+linears prepared for the one-call path (``fused_linear.FUSED_PLAN``), bf16 norm weights and x; otherwise the
+reference composition (``ops.reference.attention_input``) over the table's narrow entries.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from v4stack.ops.fast import lowbit
+from v4stack.ops.fast.fused_linear import ACT_QUANT_FP8, FUSED_PLAN
+from v4stack.ops.fast.kernels import CFLAGS, compile_library
+from v4stack.ops.reference import attention_input
+
+SOURCE = Path(__file__).with_name("csrc") / "attention_qkv.c"
+# Elements per pass of torch 2.13's vectorised bf16 unary loop by CPU capability (Vectorized<BFloat16>::size(), measured
+# on AVX-512: elements past the last multiple of 32 round like the scalar loop): its rsqrt rounds once in the vector
+# loop and twice (sqrt, then 1 / sqrt) in the scalar loop over the remainder; the kernel reproduces both. Other
+# capabilities (not measured): the composition, the kernel is not taken.
+RSQRT_CHUNK = {"AVX512": 32}
+
+
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    lib = compile_library(SOURCE, (*CFLAGS, lowbit.OPENMP_CFLAG), "attention_qkv") or compile_library(
+        SOURCE, CFLAGS, "attention_qkv")
+    if lib is None:
+        return None
+    i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    lib.attention_qkv.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ctypes.c_float, i64, i64, i64, ptr, i64,
+                                  ptr, ptr, ptr, ptr, i64, cint]
+    lib.attention_qkv.restype = cint
+    return lib
+
+
+def _plans(attn) -> list | None:
+    """The three linears' one-call plans when all are FP8-quantised bf16 linears on unmoved weights."""
+    plans = []
+    for layer in (attn.wq_a, attn.wq_b, attn.wkv):
+        plan = getattr(layer, FUSED_PLAN, None)
+        if plan is None or plan[3] != torch.bfloat16 or plan[4][0] != ACT_QUANT_FP8:
+            return None
+        if plan[0].data_ptr() != layer.weight.data_ptr():
+            return None
+        plans.append(plan)
+    return plans
+
+
+def _fused(attn, x: torch.Tensor, positions: torch.Tensor):
+    from v4stack.model.compute import KV_QUANT_BLOCK  # here, not at import: model.compute imports the op table
+
+    c = attn.compute
+    t = x.shape[0] if x.dim() == 2 else 0
+    if t == 0 or t > lowbit.DECODE_ROWS or x.dtype != torch.bfloat16 or x.device.type != "cpu" or not c.quant:
+        return None
+    chunk = RSQRT_CHUNK.get(torch.backends.cpu.get_cpu_capability())
+    plans = _plans(attn) if chunk else None
+    lib = _library()
+    d, rd, heads = attn.head_dim, attn.rope_dim, attn.n_heads
+    norms = (attn.q_norm.weight, attn.kv_norm.weight)
+    if (plans is None or lib is None or (d - rd) % KV_QUANT_BLOCK or plans[1][2] != heads * d
+            or plans[2][2] != d or any(w.dtype != torch.bfloat16 for w in norms)):
+        return None
+    phases = attn.rotary.phases(positions)  # [T, rd/2] complex64 (the step's, see Rotary.begin_step)
+    if phases.dtype != torch.complex64 or phases.shape != (t, rd // 2):
+        return None
+    ph = torch.view_as_real(phases.resolve_conj()).contiguous()  # [T, rd/2, 2] (cos, sin)
+    x = x.contiguous()
+    q_lora = plans[0][2]
+    qr = torch.empty(t, q_lora, dtype=torch.bfloat16)
+    q = torch.empty(t, heads, d, dtype=torch.bfloat16)
+    kv = torch.empty(t, d, dtype=torch.bfloat16)
+    scratch = torch.empty(t, max(q_lora, d), dtype=torch.bfloat16)
+    done = lib.attention_qkv(x.data_ptr(), t, x.shape[1], plans[0][5].data_ptr(), plans[1][5].data_ptr(),
+                             plans[2][5].data_ptr(), norms[0].data_ptr(), norms[1].data_ptr(), attn.eps, heads, d, rd,
+                             ph.data_ptr(), KV_QUANT_BLOCK, qr.data_ptr(), q.data_ptr(), kv.data_ptr(),
+                             scratch.data_ptr(), chunk, torch.get_num_threads())
+    return (q, kv, qr) if done == 0 else None
+
+
+def attention_qkv(attn, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``ops.reference.attention_input.attention_qkv``'s contract."""
+    fused = _fused(attn, x, positions)
+    return attention_input.attention_qkv(attn, x, positions) if fused is None else fused
