@@ -112,3 +112,34 @@ def test_router_balancing_moves_bias_against_load():
     delta = model.get_submodule(name).bias - before
     assert delta[0] == -0.5 and delta[1] == 0.5 and delta[7] == -0.5
     assert worst == pytest.approx(10 / 2)
+
+
+def test_the_indexer_probe_lives_in_training_not_in_the_inference_model():
+    """make_trainable turns exactly the CSA attentions into ProbedAttention; the probe sees every CSA query with
+    the same choice the inference indexer makes; a model that was not converted is refused, not silently unprobed."""
+    from v4stack.model.attention import Attention
+    from v4stack.training.probed_attention import ProbedAttention, probing
+
+    model = trainable()
+    csa = [m for m in model.modules() if isinstance(m, Attention) and m.indexer is not None]
+    assert csa and all(isinstance(m, ProbedAttention) for m in csa)
+    assert not any(isinstance(m, ProbedAttention) for m in model.modules() if isinstance(m, Attention)
+                   and m.indexer is None)
+    seen = []
+    tokens = torch.randint(3, CFG.vocab_size, (1, 40))
+    with probing(model, lambda key, q, entries, scores: seen.append((key, q.shape, entries.shape, scores.shape))):
+        probed = model.run(ForwardBatch.build([model.new_state()], [tokens[0]])).logits
+    for m in csa:
+        m.__class__ = Attention
+    plain_logits = model.run(ForwardBatch.build([model.new_state()], [tokens[0]])).logits
+    assert torch.equal(probed, plain_logits)  # same top-k choice as the inference indexer
+    for m in csa:
+        m.__class__ = ProbedAttention
+    assert sorted({k[0] for k, *_ in seen}) == sorted(m.layer_id for m in csa)
+    for _, q_shape, e_shape, s_shape in seen:
+        assert s_shape == (40, e_shape[0]) and q_shape[0] == 40
+    assert all(m.probe is None for m in csa)  # unset after the block
+    plain = DeepseekV4(CFG, Numerics.exact_fp32())
+    with pytest.raises(ValueError, match="not probed"):
+        with probing(plain, lambda *a: None):
+            pass

@@ -102,7 +102,7 @@ class Attention(nn.Module):
             extras["iq"] = self.indexer.queries(qr, pos)
             extras["iw"] = self.indexer.head_weights(x)
             extras["icomp"] = self.indexer.compressor.project(x)
-        decode = view.decode if self.batched_decode and batch.indexer_probe is None else None
+        decode = view.decode if self.batched_decode else None
         if decode is not None and decode.every_row:  # a pure decode step: one batched op, no loop
             o = attend_decode(self, q, extras, batch, layer)
         else:
@@ -151,12 +151,7 @@ class Attention(nn.Module):
                 fresh = self.indexer.compressor.advance(ikv[rows], iscore[rows], start, ring)
                 index_keys = self._entries(batch, seq, "index_keys", fresh, start, end)
                 iq, iw = extras["iq"][rows], extras["iw"][rows]
-                if batch.indexer_probe is None:
-                    chosen = self.indexer.select(iq, iw, index_keys, positions)
-                else:  # training: the probe needs the whole [S, N] score matrix (short sequences)
-                    scores = self.indexer.scores(iq, iw, index_keys, positions)
-                    chosen = self.indexer.top(scores, positions)
-                    batch.indexer_probe(key, q[rows], entries, scores)
+                chosen = self._choose_entries(iq, iw, index_keys, positions, q[rows], entries, key)
                 if batch.trace is not None:
                     batch.trace[key] = chosen
             else:
@@ -168,6 +163,16 @@ class Attention(nn.Module):
             idx = torch.cat([idx, chosen], dim=1)
         c = self.compute
         return c.ops.sparse_attention(q[rows], keys, idx, self.attn_sink, self.scale, c.quant)
+
+    def _choose_entries(self, iq: torch.Tensor, iw: torch.Tensor, index_keys: torch.Tensor, positions: torch.Tensor,
+                        q: torch.Tensor, entries: torch.Tensor, key) -> torch.Tensor:
+        """The indexer's choice for S queries at ``positions`` -> compressed entry ids [S, k] (-1 = unused slot).
+
+        iq/iw: the indexer's queries and head weights of these rows; index_keys [N, d_i]: every visible index key.
+        q [S, H, d] and entries [N, d] (the attention's own queries and compressed entries) and ``key`` (layer,
+        sequence) are not used here: they are the extension point a subclass overrides (training's
+        ``ProbedAttention`` compares the attention's distribution over the entries with the indexer's)."""
+        return self.indexer.select(iq, iw, index_keys, positions)
 
     def _project_out(self, o: torch.Tensor) -> torch.Tensor:
         """o [T, H, d] -> [T, D] via the block-diagonal wo_a (one [o_lora, H/G*d] block per group) and wo_b."""

@@ -14,7 +14,6 @@ allocates blocks and tracks positions itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -59,15 +58,12 @@ class ForwardBatch:
     is_mtp: bool = False
     states: list[SequenceState] = field(default_factory=list)  # hand-driven sequences to advance on commit
     trace: dict | None = None  # when a dict: attention records {(layer, seq): top-k entry ids} (golden tests)
-    # when set, CSA attention calls indexer_probe((layer, seq), q [S, H, d], entries [N, d], scores [S, N]):
-    # its queries, compressed entries and the indexer's scores, for the indexer's training loss
-    indexer_probe: Callable | None = None
     # token ids just before each span (at most the model's ``history_tokens``): V4.1's Engram hashing reads them
     history: list[list[int]] | None = None
 
     @classmethod
     def build(cls, states: list[SequenceState], chunks: list[torch.Tensor], is_mtp: bool = False,
-              trace: dict | None = None, indexer_probe: Callable | None = None) -> "ForwardBatch":
+              trace: dict | None = None) -> "ForwardBatch":
         """chunks[i]: new token ids [S_i] of states[i], starting at its current position."""
         if len(states) != len(chunks) or not states:
             raise ValueError("one token chunk per sequence state is required")
@@ -85,7 +81,7 @@ class ForwardBatch:
             cache.ensure(state.seq, start + n)
         batch = cls.from_cache(cache.tensors, [s.seq for s in states], starts, torch.cat(chunks), lengths, is_mtp,
                                trace)
-        batch.states, batch.indexer_probe = list(states), indexer_probe
+        batch.states = list(states)
         return batch
 
     @classmethod

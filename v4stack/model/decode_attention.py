@@ -9,7 +9,7 @@ For the B decode rows of a step (``cache.decode_view.DecodeView``), one V4 atten
      order (window positions oldest first, then the compressed entries: HCA all visible, CSA the top-k), with a
      validity mask, and attended with the sink (``ops.decode_attention``).
 Same values as ``Attention._attend`` per sequence (same inputs to every op; only the batching differs), which
-stays in use for prefill chunks, and for all rows while a training probe is set.
+stays in use for prefill chunks (and for every row of training's ``ProbedAttention``).
 """
 
 from __future__ import annotations

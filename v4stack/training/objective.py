@@ -27,6 +27,7 @@ from v4stack.model.batch import ForwardBatch
 from v4stack.model.moe import Gate
 from v4stack.model.transformer import DeepseekV4
 from v4stack.ops.reference.moe import gate_scores
+from v4stack.training.probed_attention import probing
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class ObjectiveConfig:
 
 @dataclass
 class IndexerKL:
-    """Collects KL(attention || indexer) over the CSA layers of one forward (a ForwardBatch probe)."""
+    """Collects KL(attention || indexer) over the CSA layers of one forward (an ``IndexerProbe``)."""
 
     scale: float
     total: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
@@ -96,9 +97,10 @@ def sequence_losses(model: DeepseekV4, tokens: torch.Tensor, objective: Objectiv
     balance: list[torch.Tensor] = []
     hooks = _watch_routers(model, loads, balance)
     try:
-        batch = ForwardBatch.build(states, list(tokens[:, :seq]), indexer_probe=probe)
+        batch = ForwardBatch.build(states, list(tokens[:, :seq]))
         rows = torch.arange(batch_size * seq)
-        out = model.run(batch, logit_rows=rows)
+        with probing(model, probe):
+            out = model.run(batch, logit_rows=rows)
         main_w = None if loss_mask is None else loss_mask[:, 1:seq + 1].reshape(-1).float()
         main = _masked_ce(out.logits, tokens[:, 1:seq + 1].reshape(-1), main_w)
         total = main + objective.index_weight * probe.mean()

@@ -3,8 +3,9 @@
 ``make_trainable`` turns a freshly built :class:`DeepseekV4` (fp32 numerics) into a model autograd can
 train, the way QAT preparation works in torch.ao: every checkpoint-format ``Linear`` is swapped for a
 ``TrainableLinear`` holding an fp32 master weight that the forward sees through the straight-through
-fake quantiser of its checkpoint format (FP8 e4m3 128x128 / FP4 e2m1 1x32 / bf16), and every other
-floating tensor becomes an fp32 parameter (seen as bf16 where the checkpoint stores bf16). The module
+fake quantiser of its checkpoint format (FP8 e4m3 128x128 / FP4 e2m1 1x32 / bf16), every other
+floating tensor becomes an fp32 parameter (seen as bf16 where the checkpoint stores bf16), and every CSA
+attention a ``ProbedAttention`` (the indexer's loss; ``training.probed_attention``). The module
 tree keeps its names, so ``export_tensors`` reads each official tensor name straight off the model and
 quantises it with the checkpoint writer's quantisers: the exported checkpoint computes exactly what the
 training forward computed.
@@ -26,6 +27,7 @@ from v4stack.model.moe import Gate
 from v4stack.model.transformer import DeepseekV4
 from v4stack.modelio.writer import encode_tensor
 from v4stack.training.fake_quant import FakeCast, fake_cast, fake_fp4, fake_fp8
+from v4stack.training.probed_attention import probe_csa_layers
 from v4stack.modelio.inventory import checkpoint_spec
 
 NOT_TRAINED = ("bias", "tid2eid")  # Gate buffers: balance rule / fixed hash table
@@ -88,6 +90,7 @@ def make_trainable(model: DeepseekV4) -> DeepseekV4:
             module.register_parameter(name, nn.Parameter(torch.empty(buf.shape, dtype=torch.float32)))
             if buf.dtype != torch.float32:
                 parametrize.register_parametrization(module, name, FakeCast(buf.dtype))
+    probe_csa_layers(model)  # the indexer's loss reads each CSA layer's attention (training.probed_attention)
     return model
 
 
