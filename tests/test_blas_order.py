@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from v4stack.ops.reference.blas_order import BLOCKED_MIN_ROWS, blocked_fma_linear, k_block, linear_fp32
+from v4stack.ops.reference.blas_order import (BLOCKED_MIN_ROWS, LaneOrder, blocked_fma_linear, k_block, linear_fp32,
+                                              small_row_order, small_rows_linear)
 
 BIG = 2.0 ** 40  # absorbs every partial sum of ones it meets; +BIG and -BIG cancel exactly where they meet
 
@@ -39,9 +40,67 @@ def test_fma_rounds_once_per_term():
     assert y[0, 0].item() == 2.0 ** -11 + 2.0 ** -24  # -1 + exact product (mul+add: 2^-11)
 
 
-def test_small_gemms_use_the_blas_and_bad_dtypes_are_refused():
+def _small_probe(rows: int, n_out: int, k: int, i: int, j: int) -> torch.Tensor:
+    """[rows, n_out]: the number of ones summed outside the smallest subtree holding products i and j."""
+    x = torch.ones(rows, k)
+    x[:, i], x[:, j] = BIG, -BIG
+    return small_rows_linear(x, torch.ones(n_out, k))
+
+
+def test_one_row_tree_read_off_the_sse42_kernel():
+    # one row, N = 8, K = 256 (values measured on MKL's SSE4.2 kernel): products 0-3 in order, then 4 lanes
+    # (k - 4) mod 4 from k = 4, reduced as (l0 + l2) + (l1 + l3)
+    assert _small_probe(1, 8, 256, 0, 3)[0, 0] == 252  # the peeled chain 0, 1, 2, 3
+    assert _small_probe(1, 8, 256, 0, 8)[0, 0] == 250  # lane 0 = 0..3, 4, 8: six products
+    assert _small_probe(1, 8, 256, 0, 6)[0, 0] == 126  # lanes 0 and 2 meet first (67 + 63 products)
+    assert _small_probe(1, 8, 256, 0, 5)[0, 0] == 0  # lane 1 meets lane 0 only at the root
+    # N = 3 (hc head): every feature is left over; feature 0: 8 lanes over steps of 8, the last 4 products in order
+    y = _small_probe(1, 3, 256, 0, 8)
+    assert y[0, 0] == 190 and y[0, 2] == 190  # lanes (k-4) mod 8 = 0 (0..3, 4, 12, .., 244) and 4 meet: 35 + 31
+    assert y[0, 1] == 250  # feature 1: 4 lanes
+    # K = 768: lanes over k = 4..763, then 764, 765, 766, 767 added in order
+    assert _small_probe(1, 3, 768, 0, 764)[0, 0] == 3 and _small_probe(1, 3, 768, 764, 765)[0, 0] == 2
+
+
+def test_row_pairs_tree_read_off_the_sse42_kernel():
+    # 3 rows, N = 7, K = 256: row 0 (first of a pair) 8 lanes k mod 8, row 1 4 lanes, the single row 2 4 lanes on
+    # features 0-3 and 8 lanes on the left-over features 4-6
+    y = _small_probe(3, 7, 256, 0, 4)
+    assert (y[0] == 192).all() and (y[1] == 254).all()  # lanes 0 and 4 (64 products) / lane 0 of 4 lanes: 0, 4
+    assert (y[2, :4] == 254).all() and (y[2, 4:] == 192).all()
+    assert (_small_probe(3, 7, 256, 0, 2)[:, 0] == 128).all()  # both: lanes 0 and 2 meet first (128 products)
+
+
+def test_small_row_orders_by_shape():
+    assert small_row_order(1, 0, 2048, 2047, 256) == LaneOrder(4, 4, 4)
+    assert [small_row_order(1, 0, 15, c, 768).lanes for c in (11, 12, 13, 14)] == [4, 8, 4, 8]
+    assert small_row_order(1, 0, 15, 12, 768).step == 8
+    assert [small_row_order(5, r, 24, 0, 1024).lanes for r in range(5)] == [8, 4, 8, 4, 4]
+    assert small_row_order(5, 4, 15, 13, 768) == LaneOrder(0, 8, 8)
+    assert small_row_order(2, 1, 1, 0, 256) == small_row_order(1, 0, 2, 1, 256)  # matrix-vector: roles swap
+    with pytest.raises(ValueError):
+        small_row_order(BLOCKED_MIN_ROWS, 0, 8, 0, 256)
+
+
+def test_small_rows_linear_is_exact_mul_then_add():
+    # x.w products that are not exact in fp32 are rounded before the add (no fma): -1 + 1 + 2^-11 + 2^-24 -> 2^-11
+    x = torch.tensor([[1.0, 1.0 + 2.0 ** -12, 0.0, 0.0]])
+    w = torch.tensor([[-1.0, 1.0 + 2.0 ** -12, 0.0, 0.0]])
+    assert small_rows_linear(x, w)[0, 0].item() == 2.0 ** -11
+    # every output equals its own one-element GEMM's tree (rows and features grouped correctly)
+    torch.manual_seed(0)
+    x, w = torch.randn(5, 200), torch.randn(7, 200)
+    y = small_rows_linear(x, w)
+    from v4stack.ops.reference.blas_order import lane_sum
+    for r in range(5):
+        for c in range(7):
+            assert y[r, c] == lane_sum(x[r] * w[c], small_row_order(5, r, 7, c, 200))
+
+
+def test_small_gemms_take_the_small_row_order_and_bad_dtypes_are_refused():
     x, w = torch.randn(BLOCKED_MIN_ROWS - 1, 64), torch.randn(5, 64)
-    assert torch.equal(linear_fp32(x, w), torch.nn.functional.linear(x, w))
+    assert torch.equal(linear_fp32(x, w), small_rows_linear(x, w))
+    assert torch.equal(linear_fp32(x[:1].view(1, 1, 64), w), small_rows_linear(x[:1], w).view(1, 1, 5))
     big = torch.randn(BLOCKED_MIN_ROWS, 2, 64)
     expect = blocked_fma_linear(big.reshape(-1, 64), w, 64).reshape(BLOCKED_MIN_ROWS, 2, 5)
     assert torch.equal(linear_fp32(big, w), expect)
