@@ -102,3 +102,22 @@ def test_c_decode_attention_equals_the_torch_formulation(monkeypatch):
     d = (got.float() - want.float()).abs()
     assert d.max() <= 2 ** -8 * want.abs().max(), d.max()  # within a bf16 ulp
     assert (d > 0).float().mean() < 0.05  # nearly every element identical
+
+
+@pytest.mark.parametrize("round_probs", [False, True])
+def test_decode_attention_never_reads_masked_slots(round_probs, monkeypatch):
+    """Masked slots may hold NaN (unwritten pool rows; the model no longer zeroes them): the reference, the C
+    kernel and the fast torch path give the values they give on zeroed slots."""
+    from v4stack.ops.fast import kernels
+
+    q, keys, valid, sink, scale, _ = _decode_case(round_probs)
+    poisoned = keys.masked_fill(~valid[..., None], float("nan"))
+    clean = keys.masked_fill(~valid[..., None], 0.0)
+    want = attention.decode_attention(q, clean, valid, sink, scale, round_probs)
+    assert torch.equal(attention.decode_attention(q, poisoned, valid, sink, scale, round_probs), want)
+    fast = fast_attention.decode_attention(q, poisoned, valid, sink, scale, round_probs)
+    assert torch.equal(fast, fast_attention.decode_attention(q, clean, valid, sink, scale, round_probs))
+    monkeypatch.setattr(kernels, "decode_attention_blocked", lambda *a: None)  # the torch path
+    torch_path = fast_attention.decode_attention(q, poisoned, valid, sink, scale, round_probs)
+    assert not torch_path.isnan().any()
+    assert torch.equal(torch_path, fast_attention.decode_attention(q, clean, valid, sink, scale, round_probs))

@@ -51,7 +51,7 @@ def attend_decode(attn, q: torch.Tensor, extras: dict, batch: ForwardBatch, laye
             keys.append(pool[entry_slots])
             masks.append(entry_valid)
     keys, valid = (torch.cat(keys, 1), torch.cat(masks, 1)) if len(keys) > 1 else (keys[0], masks[0])
-    keys = keys.masked_fill(~valid[..., None], 0.0)  # unwritten rows may hold NaN; K = V, so P.V must not see them
+    # slots where valid is False may hold unwritten rows (NaN): the op keeps them out of P.V (K = V)
     return c.ops.decode_attention(q, keys, valid, attn.attn_sink, attn.scale, c.quant)
 
 

@@ -81,14 +81,16 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink:
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sink: torch.Tensor, scale: float,
                      round_probs: bool) -> torch.Tensor:
     """``ops.reference.attention.decode_attention``'s contract, every row in one batched GEMM pair: q [B, H, d],
-    keys [B, K, d] in index-list order, valid [B, K] -> o [B, H, d]. The keys arrive gathered in list order, so
-    the kernel's 64-slot blocks are plain reshapes (no scatter as in ``sparse_attention``)."""
+    keys [B, K, d] in index-list order (masked slots: any value), valid [B, K] -> o [B, H, d]. The keys arrive
+    gathered in list order, so the kernel's 64-slot blocks are plain reshapes (no scatter as in
+    ``sparse_attention``); the C kernel never reads a masked slot."""
     if round_probs:
         fused = kernels.decode_attention_blocked(q, keys, valid, sink, scale)  # ~25 torch ops in one C call
         if fused is not None:
             return fused
     batch, heads, _ = q.shape
     slots = keys.shape[1]
+    keys = keys.masked_fill(~valid[..., None], 0.0)  # masked slots may hold NaN: the GEMMs below read every slot
     kvf = keys.float()
     kvd = keys.double() if round_probs else kvf  # the kernel's exact q.k (see sparse_attention)
     scores = torch.bmm(q.to(kvd.dtype), kvd.transpose(1, 2)).float().mul_(scale)  # [B, H, K]

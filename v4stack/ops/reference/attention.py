@@ -34,8 +34,9 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink:
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sink: torch.Tensor, scale: float,
                      round_probs: bool) -> torch.Tensor:
     """One query per sequence over its own gathered keys: q [B, H, d], keys [B, K, d] (slot k of row b is entry k
-    of b's index list; masked slots must hold finite values), valid [B, K] bool (slot 0 valid), sink [H] ->
-    o [B, H, d] in q.dtype. Defined as ``sparse_attention`` of each row over its keys, in list order."""
+    of b's index list; masked slots may hold any value, NaN included: they never reach the output), valid [B, K]
+    bool (slot 0 valid), sink [H] -> o [B, H, d] in q.dtype. Defined as ``sparse_attention`` of each row over its
+    keys, in list order (its index list points at valid slots only)."""
     order = torch.arange(keys.shape[1], device=keys.device)
     idx = torch.where(valid, order[None, :], torch.full_like(order, -1)[None, :])
     return torch.cat([sparse_attention(q[b:b + 1], keys[b], idx[b:b + 1], sink, scale, round_probs)
