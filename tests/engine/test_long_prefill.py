@@ -124,3 +124,62 @@ def test_fast_attention_activations_do_not_grow_with_the_context():
             sparse_attention(q, kv, idx, sink, scale, True, key_slice=1024)
         peaks.append(probe.peak_bytes)
     assert peaks[1] <= peaks[0] * 1.01, peaks
+
+
+def _segments(kv: torch.Tensor, seed: int = 5):
+    """kv [n, d] as KeyRows: a dense head, the middle rows scattered in a bigger 'pool' (read by slot), a dense tail."""
+    from v4stack.ops.key_rows import KeyRows
+
+    n = kv.shape[0]
+    a, b = n // 5, n - n // 7
+    g = torch.Generator().manual_seed(seed)
+    pool = torch.randn(2 * n, kv.shape[1], generator=g).to(kv.dtype)
+    slots = torch.randperm(2 * n, generator=g)[: b - a]
+    pool[slots] = kv[a:b]
+    return KeyRows([(kv[:a], None), (pool, slots), (kv[b:], None)])
+
+
+def test_key_rows_read_the_rows_of_the_joined_matrix():
+    from v4stack.ops.key_rows import as_tensor, read_rows
+
+    kv = torch.randn(100, 8, generator=torch.Generator().manual_seed(4)).bfloat16()
+    keys = _segments(kv)
+    assert keys.shape == kv.shape and keys.dtype == kv.dtype
+    assert torch.equal(as_tensor(keys), kv) and as_tensor(kv) is kv
+    for lo, hi in ((0, 100), (0, 20), (15, 25), (19, 86), (85, 100), (50, 50)):
+        assert torch.equal(read_rows(keys, lo, hi), kv[lo:hi]), (lo, hi)
+
+
+@pytest.mark.parametrize("round_probs", [True, False])
+def test_attention_over_key_rows_in_place_equals_the_joined_keys(round_probs):
+    """The entries read from the pool slice by slice (fast) or joined (reference): the same bits as one tensor."""
+    from v4stack.ops.fast.attention import sparse_attention
+    from v4stack.ops.reference.attention import sparse_attention as reference
+
+    q, kv, idx, sink, scale = _attention_case(300)
+    keys = _segments(kv)
+    assert torch.equal(reference(q, keys, idx, sink, scale, round_probs), reference(q, kv, idx, sink, scale, round_probs))
+    for key_slice in (7, 64, 300):  # slices that straddle the segments, and one slice
+        assert torch.equal(sparse_attention(q, keys, idx, sink, scale, round_probs, key_slice=key_slice),
+                           sparse_attention(q, kv, idx, sink, scale, round_probs, key_slice=key_slice)), key_slice
+
+
+def test_engine_attention_reads_the_entries_in_place(monkeypatch):
+    """A CSA layer's prefill chunk hands sparse_attention its compressed entries as pool slots, not a copy."""
+    from v4stack.engine.config import SchedulerConfig
+    from v4stack.ops.key_rows import KeyRows, as_tensor
+    from v4stack.ops.reference import attention as reference
+
+    seen = []
+
+    def spy(kv):
+        seen.append(kv)
+        return as_tensor(kv)
+
+    monkeypatch.setattr(reference, "as_tensor", spy)
+    model = load_model(golden_case("flash_like"), Numerics.reference(), progress=False)
+    engine, _ = make_engine(model, EngineConfig(numerics="reference",
+                                                scheduler=SchedulerConfig(max_num_batched_tokens=128)))
+    run_to_end(engine, {"p": list(range(3, 300))}, SamplingParams(temperature=0, max_tokens=1))
+    paged = [kv for kv in seen if isinstance(kv, KeyRows)]
+    assert paged and any(slots is not None and slots.numel() for kv in paged for _, slots in kv.parts)

@@ -64,9 +64,13 @@ def test_workspace_bounds_the_probed_prefill_peak_within_slack(checkpoint):
         assert measured <= formula <= SLACK * measured, (context, measured / 2 ** 20, formula / 2 ** 20)
 
 
-def test_workspace_grows_with_the_context_only_through_the_entry_copies():
+def test_workspace_grows_with_the_context_only_through_the_index_keys_and_hca_lists():
     m = ModelShape.from_config(tiny_config(**FLASH_HEADS).to_dict())
-    near, far = (ws.workspace_terms(m, 1, context, CHUNK) for context in (1 << 16, 1 << 20))
-    assert {k: v for k, v in near.items() if k != "entry copies"} == {k: v for k, v in far.items()
-                                                                       if k != "entry copies"}
-    assert far["entry copies"] == 16 * near["entry copies"]
+    # up to 64K tokens an HCA layer lists at most top-k (512) entries: only the index keys copy grows
+    near, far = (ws.workspace_terms(m, 1, context, CHUNK) for context in (1 << 14, 1 << 16))
+    assert {k: v for k, v in near.items() if k != "index keys copy"} == {k: v for k, v in far.items()
+                                                                          if k != "index keys copy"}
+    assert far["index keys copy"] == 4 * near["index keys copy"] == 4 * (1 << 12) * 128 * 2  # entries x d_I bf16
+    # at 1M the HCA layer lists all 8,192 entries: its int64 lists [chunk, 128 + 8192] count
+    at_64k, at_1m = (ws.phases(m, 1, context, CHUNK)["attention"] for context in (1 << 16, 1 << 20))
+    assert at_1m - at_64k >= ws.HCA_LIST_COPIES * CHUNK * (128 + 8192) * 8

@@ -25,6 +25,7 @@ from v4stack.model.indexer import Indexer
 from v4stack.model.linear import FP8, Linear
 from v4stack.model.norm import RMSNorm
 from v4stack.model.rope import RopeSpec, Rotary
+from v4stack.ops.key_rows import KeyRows, as_tensor
 
 CSA_RATIO = 4  # ratio-4 layers select entries with the lightning indexer; ratio-128 layers attend to all
 
@@ -118,17 +119,18 @@ class Attention(nn.Module):
         return self._project_out(o)
 
     def _entries(self, batch: ForwardBatch, seq: int, name: str, fresh: torch.Tensor, start: int,
-                 end: int) -> torch.Tensor:
+                 end: int) -> KeyRows:
         """All compressed entries of ``seq`` visible after positions < end: the cached ones (groups completed
-        before ``start``) followed by ``fresh`` (completed now, also written to the cache) -> [end // r, w]."""
+        before ``start``, read in place from the pool by slot) followed by ``fresh`` (completed now, also written
+        to the cache) -> KeyRows [end // r, w], not copied (``ops.key_rows``: a 32K prompt has ~8,200 entries per
+        CSA layer, 1M ~262,000)."""
         view, r = batch.cache, self.ratio
         group = f"c{r}"
         pool = view.tensors.pool(group, name, self.layer_id)
         before, after = start // r, end // r
         if after > before:
             pool.index_copy_(0, view.entry_slots(group, seq, before, after), fresh.detach())
-        cached = pool.index_select(0, view.entry_slots(group, seq, 0, before))
-        return torch.cat([cached, fresh])
+        return KeyRows([(pool, view.entry_slots(group, seq, 0, before)), (fresh, None)])
 
     def _attend(self, q, kv, window, extras, seq: int, span: SeqSpan, positions, batch: ForwardBatch,
                 key) -> torch.Tensor:
@@ -149,7 +151,8 @@ class Attention(nn.Module):
                 ikv, iscore = extras["icomp"]
                 ring = view.ring("c4_index", self.layer_id, seq, tail_prefix="index_")
                 fresh = self.indexer.compressor.advance(ikv[rows], iscore[rows], start, ring)
-                index_keys = self._entries(batch, seq, "index_keys", fresh, start, end)
+                # joined once (one [N, d_I] allocation): the indexer scores every entry for each query slice
+                index_keys = as_tensor(self._entries(batch, seq, "index_keys", fresh, start, end))
                 iq, iw = extras["iq"][rows], extras["iw"][rows]
                 chosen = self._choose_entries(iq, iw, index_keys, positions, q[rows], entries, key)
                 if batch.trace is not None:
@@ -159,17 +162,18 @@ class Attention(nn.Module):
                 chosen = torch.arange(entries.shape[0], device=positions.device)[None, :].expand(positions.shape[0], -1)
                 chosen = chosen.masked_fill(chosen >= visible[:, None], -1)
             chosen = torch.where(chosen >= 0, chosen + keys.shape[0], chosen)
-            keys = torch.cat([keys, entries])
+            keys = KeyRows([(keys, None), *entries.parts])  # window + chunk rows, then the entries in place
             idx = torch.cat([idx, chosen], dim=1)
         c = self.compute
         return c.ops.sparse_attention(q[rows], keys, idx, self.attn_sink, self.scale, c.quant)
 
     def _choose_entries(self, iq: torch.Tensor, iw: torch.Tensor, index_keys: torch.Tensor, positions: torch.Tensor,
-                        q: torch.Tensor, entries: torch.Tensor, key) -> torch.Tensor:
+                        q: torch.Tensor, entries: KeyRows, key) -> torch.Tensor:
         """The indexer's choice for S queries at ``positions`` -> compressed entry ids [S, k] (-1 = unused slot).
 
         iq/iw: the indexer's queries and head weights of these rows; index_keys [N, d_i]: every visible index key.
-        q [S, H, d] and entries [N, d] (the attention's own queries and compressed entries) and ``key`` (layer,
+        q [S, H, d] and entries (KeyRows [N, d], read in place: ``ops.key_rows.as_tensor`` joins them) (the
+        attention's own queries and compressed entries) and ``key`` (layer,
         sequence) are not used here: they are the extension point a subclass overrides (training's
         ``ProbedAttention`` compares the attention's distribution over the entries with the indexer's)."""
         return self.indexer.select(iq, iw, index_keys, positions)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from v4stack.ops.key_rows import as_tensor
 from v4stack.ops.table import OpTable, reference_ops
 
 
@@ -22,6 +23,7 @@ def sparse_attention_masked(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor
     if round_probs:
         raise ValueError("sparse_attention_masked computes the exact softmax; use sparse_attention for the "
                          "kernel's rounded probabilities")
+    kv = as_tensor(kv)  # KeyRows segments joined (ops.key_rows)
     allowed = torch.zeros(idx.shape[0], kv.shape[0] + 1, dtype=torch.bool, device=idx.device)
     allowed.scatter_(1, torch.where(idx >= 0, idx, kv.shape[0]).long(), True)
     allowed = allowed[:, :-1]  # [S, N]; the extra column swallowed the -1 padding

@@ -9,8 +9,9 @@ activations are
   FP4 simulation of the index queries (``QUANT_BUDGET`` elements at a time), the indexer's scoring
   (``SCORE_BUDGET`` elements of [queries, H_I, entries]), the fast sparse attention (``SCORE_ELEMENTS`` scores of
   [queries, H, ``KEY_SLICE``] at a time), the routed experts;
-* one CSA layer's compressed entries and index keys copied out of the pools for attention (``ENTRY_COPIES``
-  copies, bf16): the only term that grows with the context, d x 2 B per entry.
+* one CSA layer's index keys joined out of the pool for the indexer (``INDEX_KEY_COPIES``, bf16): the only term
+  that grows with the context, d_I x 2 B per entry. The compressed entries themselves are not copied: the
+  attention reads them from the cache pool one key slice at a time (``ops/key_rows.py``).
 
 Figures are bytes on one device for the bf16 numerics (the engine's default ``fast``), one sequence in prefill.
 ``tests/planner/test_planner_workspace.py`` ties the formula to the code: it is at least the activation peak
@@ -48,9 +49,14 @@ ATTN_SCORE_BYTES = FP64 + 2 * FP32
 # Per list slot of a query slice: scores gathered in list order, the running maxima, numerators, rescale factors
 # and weights, fp32 [rows, H, slots].
 ATTN_SLOT_BYTES = 5 * FP32
-# Copies of one layer's compressed entries alive during its attention: the pool rows joined with the chunk's fresh
-# entries (model/attention.py ``_entries``) and the window + entries key matrix passed to sparse_attention.
-ENTRY_COPIES = 2
+# Copies of one CSA layer's index keys alive during its attention: the pool rows and the chunk's fresh keys joined
+# once (model/attention.py ``_attend``: the indexer scores all of them for every query slice). The compressed
+# entries are read in place (ops/key_rows.py): no copy of them is counted.
+INDEX_KEY_COPIES = 1
+# Index lists [chunk, window + entries] int64 of a layer that lists all its entries (HCA), alive at once while they
+# are built (model/attention.py: the entry ids, their offset copy, the joined list); counted where they are wider
+# than the indexer layers' lists (which ``live_per_token`` holds).
+HCA_LIST_COPIES = 3
 # Logits rows of the sampled positions (fp32) and the sampler's softmax of them.
 LOGIT_COPIES = 2
 
@@ -96,9 +102,16 @@ def phases(m: ModelShape, heads: int, context: int, chunk: int) -> dict[str, flo
     keys = m.window + chunk + entries  # window + chunk rows + compressed entries of one layer
     cols = min(ATTN_KEY_SLICE, keys)
     rows = min(chunk, QUERY_CHUNK, max(1, ATTN_SCORE_ELEMENTS // (heads * cols)))
-    slots = m.window + (m.index_topk if ratio else entries)
-    out["attention"] = (rows * heads * cols * ATTN_SCORE_BYTES + cols * m.head_dim * (FP64 + FP32)
-                        + rows * heads * (m.head_dim * (FP64 + FP32) + slots * ATTN_SLOT_BYTES))
+    # index-list slots: window + top-k on indexer layers; a layer without indexer lists every visible entry
+    # (HCA: context / 128, more than top-512 beyond 64K tokens) in lists [chunk, slots] int64 it builds in
+    # ``HCA_LIST_COPIES`` copies (the entry ids, their offset copy, the joined window + entries list)
+    hca = max([context // l.ratio for l in m.main_layers if l.ratio > 1 and not l.index_scores] or [0])
+    slots = m.window + max(m.index_topk if ratio else 0, hca)
+    hca_lists = HCA_LIST_COPIES * chunk * (m.window + hca) * I64 if hca > m.index_topk else 0
+    # one key slice gathered from the pool (bf16) and its fp64 / fp32 upcasts, scores, query slice and P.V sums
+    out["attention"] = (rows * heads * cols * ATTN_SCORE_BYTES + cols * m.head_dim * (BF16 + FP64 + FP32)
+                        + rows * heads * (m.head_dim * (FP64 + FP32) + slots * ATTN_SLOT_BYTES)
+                        + hca_lists)
     # routed experts: gathered inputs and outputs [T x k, D] bf16, the fp32 sum [T, D]; the shared expert's
     # gate/up [T, 2I] fp32 and activation [T, I] fp32
     out["experts"] = (chunk * m.topk * m.hidden * 2 * BF16 + chunk * m.hidden * FP32
@@ -106,20 +119,21 @@ def phases(m: ModelShape, heads: int, context: int, chunk: int) -> dict[str, flo
     return out
 
 
-def entry_bytes(m: ModelShape, context: int) -> float:
-    """One layer's compressed entries and index keys copied for its attention (bf16, ``ENTRY_COPIES``)."""
-    index_keys = m.index_head_dim if _csa_ratio(m) is not None else 0
-    return ENTRY_COPIES * _entries(m, context) * (m.head_dim + index_keys) * BF16
+def index_key_bytes(m: ModelShape, context: int) -> float:
+    """One CSA layer's index keys joined for its indexer (bf16, ``INDEX_KEY_COPIES``); 0 without indexer layers."""
+    if _csa_ratio(m) is None:
+        return 0.0
+    return INDEX_KEY_COPIES * _entries(m, context) * m.index_head_dim * BF16
 
 
 def workspace_terms(m: ModelShape, tp: int, context: int, chunk: int, sequences: int = 1) -> dict[str, float]:
-    """Named terms (bytes) of :func:`workspace`: the chunk's live tensors, the largest phase, the entry copies
+    """Named terms (bytes) of :func:`workspace`: the chunk's live tensors, the largest phase, the index keys copy
     at ``context`` and the logits of ``sequences`` sampled rows."""
     heads = max(1, m.n_heads // tp)
     ph = phases(m, heads, context, chunk)
     name = max(ph, key=ph.get)
     return {"chunk tensors": chunk * live_per_token(m, heads), f"largest phase ({name})": ph[name],
-            "entry copies": entry_bytes(m, context), "logits": sequences * LOGIT_COPIES * (m.vocab / tp) * FP32}
+            "index keys copy": index_key_bytes(m, context), "logits": sequences * LOGIT_COPIES * (m.vocab / tp) * FP32}
 
 
 def workspace(m: ModelShape, tp: int, context: int, chunk: int, sequences: int = 1) -> float:

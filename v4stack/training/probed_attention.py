@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from v4stack.model.attention import Attention
+from v4stack.ops.key_rows import as_tensor
 
 # probe((layer, seq), q [S, H, d], entries [N, d], scores [S, N] with -inf at invisible entries)
 IndexerProbe = Callable[[tuple, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -34,7 +35,7 @@ class ProbedAttention(Attention):
     def _choose_entries(self, iq, iw, index_keys, positions, q, entries, key) -> torch.Tensor:
         scores = self.indexer.scores(iq, iw, index_keys, positions)
         if self.probe is not None:
-            self.probe(key, q, entries, scores)
+            self.probe(key, q, as_tensor(entries), scores)  # the entries joined [N, d] (ops.key_rows)
         return self.indexer.top(scores, positions)
 
 

@@ -4,7 +4,8 @@
 rows) instead of one gather per query, keeps the scores of the slots its index list names (V4 index lists hold no
 repeats, so this is the gather's softmax), computes the official kernel's weights from them in list order (running
 max per block of 64 slots, numerators rounded to bf16 before P.V) and accumulates P.V slice by slice. Its memory
-is bounded by the query and key slices, not by the context: at a 32K prompt ``kv`` (window + chunk + compressed
+is bounded by the query and key slices, not by the context (given ``KeyRows``, the compressed entries are read
+from the cache pool a slice at a time, never copied whole): at a 32K prompt ``kv`` (window + chunk + compressed
 entries) holds ~9,300 rows per CSA layer, and a 1M prompt ~262,000. In decode ``kv`` is the sequence's window plus
 its compressed entries, so the dense form costs about what the gather would.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from v4stack.ops.fast import kernels
+from v4stack.ops.key_rows import read_rows
 from v4stack.ops.reference.indexer import _hidden
 
 QUERY_CHUNK = 512  # queries per GEMM at most
@@ -29,7 +31,8 @@ KERNEL_BLOCK = 64  # index-list slots per step of the official kernel's online s
 
 def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink: torch.Tensor, scale: float,
                      round_probs: bool, budget: int = SCORE_ELEMENTS, key_slice: int = KEY_SLICE) -> torch.Tensor:
-    """``ops.reference.attention.sparse_attention``'s contract: q [S, H, d], kv [N, d], idx [S, K] (-1 empty),
+    """``ops.reference.attention.sparse_attention``'s contract: q [S, H, d], kv [N, d] (a tensor or
+    ``ops.key_rows.KeyRows``: the segments are read one key slice at a time, never joined), idx [S, K] (-1 empty),
     sink [H] -> o [S, H, d] in q.dtype.
 
     Queries go in slices of at most ``budget // (H * key_slice)`` rows (at least one), keys in context slices of
@@ -55,7 +58,7 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink:
             inside = valid & (ids >= c0) & (ids < c1)
             if not bool(inside.any()):
                 continue
-            scores = (qs @ kv[c0:c1].to(exact).T).float().view(rows, heads, c1 - c0) * scale
+            scores = (qs @ read_rows(kv, c0, c1).to(exact).T).float().view(rows, heads, c1 - c0) * scale
             local = (ids - c0).clamp(0, c1 - c0 - 1)[:, None, :].expand(-1, heads, -1)
             listed = torch.where(inside[:, None, :], scores.gather(2, local), listed)
         if round_probs:
@@ -73,7 +76,7 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink:
             width = c1 - c0
             where = torch.where(inside, ids - c0, width)[:, None, :].expand(-1, heads, -1)  # column width: others
             dense = torch.zeros(rows, heads, width + 1, device=q.device).scatter_(2, where, weights)
-            o.addmm_(dense[..., :width].reshape(rows * heads, width), kv[c0:c1].float())
+            o.addmm_(dense[..., :width].reshape(rows * heads, width), read_rows(kv, c0, c1).float())
         out[start:stop] = (o.view(rows, heads, d) / denom[..., None]).to(q.dtype)
     return out
 

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import torch
 
+from v4stack.ops.key_rows import as_tensor
+
 QUERY_CHUNK = 256  # queries per gather; bounds the [chunk, K, d] gathered-key temporary
 KERNEL_BLOCK = 64  # indices per step of the official kernel's online softmax
 
 
 def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink: torch.Tensor, scale: float,
                      round_probs: bool) -> torch.Tensor:
-    """q [S, H, d], kv [N, d], idx [S, K] int (-1 = empty), sink [H] fp32 -> o [S, H, d] in q.dtype.
+    """q [S, H, d], kv [N, d] (a tensor, or ``ops.key_rows.KeyRows`` segments, joined here), idx [S, K] int
+    (-1 = empty), sink [H] fp32 -> o [S, H, d] in q.dtype.
 
     Every row of idx must hold at least one valid index (the window always contains the query itself).
     """
+    kv = as_tensor(kv)
     out = torch.empty_like(q)
     for start in range(0, q.shape[0], QUERY_CHUNK):
         stop = min(start + QUERY_CHUNK, q.shape[0])
