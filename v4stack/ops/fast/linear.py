@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4stack.ops.fast import decode_ops, fused_linear, kernels, lowbit
+from v4stack.ops.fast import decode_ops, fused_linear, kernels, lowbit, ordered_gemm
 from v4stack.ops.fast.prepare import LOWBIT, LOWBIT_RAW, PREPARED, dense_copy
 from v4stack.ops.reference import layers as reference_layers
 from v4stack.ops.reference.layers import DENSE
@@ -59,6 +59,13 @@ def project(layer, xq: torch.Tensor) -> torch.Tensor | None:
 def linear(layer, x: torch.Tensor) -> torch.Tensor:
     """``ops.reference.layers.linear``'s contract on the layer's prepared weight (reference path when the layer was
     not prepared, e.g. a model whose weights were not prepared)."""
+    if layer.fmt == DENSE and layer.dense_compute_fp32 and _prepared(layer):
+        # the reference's fp32 GEMM (compressor projections): its summation order where it has one (>= 8 rows)
+        y = ordered_gemm.linear(x.float(), getattr(layer, PREPARED, layer.weight))
+        if y is not None:
+            return y
+        if not ordered_gemm.available():  # no C kernel: blas_order's torch formulation, like the reference
+            return reference_layers.linear(layer, x)
     fused = fused_linear.linear(layer, x)  # decode rows: the whole chain below in one C call, same values
     if fused is not None:
         return fused
@@ -76,9 +83,12 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor:
 
 def lm_head(head, x: torch.Tensor) -> torch.Tensor:
     """``ops.reference.layers.lm_head``'s contract (fp32 logits [n, V]) reading the bf16 head weight directly, so
-    no fp32 copy of [V, D] is made; the reference head where the kernel cannot take it."""
+    no fp32 copy of [V, D] is made: in the reference's summation order where it has one (``ordered_gemm``: n >=
+    ``blas_order.BLOCKED_MIN_ROWS``), else the direct low-bit kernel; the reference head where neither applies."""
     if head.weight.dtype == torch.bfloat16 and x.dim() == 2:
-        y = lowbit.matmul(x.float(), DENSE, head.weight, None, 0)
+        y = ordered_gemm.linear(x.float(), head.weight)
+        if y is None:
+            y = lowbit.matmul(x.float(), DENSE, head.weight, None, 0)
         if y is not None:
             return y
     return reference_layers.lm_head(head, x)

@@ -7,27 +7,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4stack.ops.fast import moe_kernel
+from v4stack.ops.fast import moe_kernel, ordered_gemm
 from v4stack.ops.fast.linear import act_quant, project
 from v4stack.ops.fast.prepare import LOWBIT
-from v4stack.ops.reference import blas_order
 from v4stack.ops.reference import moe as reference_moe
 from v4stack.ops.reference.moe import gate_scores, swiglu
 
 
 def route(gate, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ops.reference.moe.route`` on the prepared fp32 gate weight; torch.topk instead of a stable sort (fp32
-    router scores essentially never tie). Decode-sized calls (< ``BLOCKED_MIN_ROWS`` rows) compute the router
-    logits in the reference's fixed small-row order (``blas_order``; ~0.2 ms a call in torch, until a C kernel
-    takes it), so a decode step routes exactly like the reference; prefill rows keep the BLAS."""
+    """``ops.reference.moe.route`` on the prepared fp32 gate weight, its GEMM in the reference's summation order
+    (``ops.fast.ordered_gemm.linear_fp32``: the C kernel for prefill rows, ``blas_order``'s small-row order in torch
+    for decode-sized calls), so a step routes exactly like the reference; torch.topk instead of a stable sort (fp32
+    router scores essentially never tie)."""
     weight = getattr(gate, "prepared", None)
     if weight is None:
         return reference_moe.route(gate, x, token_ids)
-    if x.shape[0] < blas_order.BLOCKED_MIN_ROWS:
-        logits = blas_order.linear_fp32(x.float(), weight)
-    else:
-        logits = F.linear(x.float(), weight)
-    scores = gate_scores(logits, gate.score_func)
+    scores = gate_scores(ordered_gemm.linear_fp32(x.float(), weight), gate.score_func)
     if gate.hashed:
         experts = gate.tid2eid[token_ids.to(gate.tid2eid.device)].long()
     else:

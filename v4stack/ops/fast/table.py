@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
-from v4stack.ops.fast import attention, attention_qkv, indexer, linear, mixing, moe, norm, quant, rope
+from v4stack.ops.fast import attention, attention_qkv, indexer, linear, mixing, moe, norm, ordered_gemm, quant, rope
 from v4stack.ops.fast.prepare import prepare_model
 from v4stack.ops.table import OpTable, reference_ops
 
@@ -27,4 +25,4 @@ def fast_ops(base: OpTable | None = None) -> OpTable:
         hc_split_sinkhorn=mixing.hc_split_sinkhorn, hc_collapse=mixing.hc_collapse, hc_post=mixing.hc_post,
         rope=rope.rope, quant_dequant_fp8=quant.quant_dequant_fp8,
         quant_dequant_fp4=quant.quant_dequant_fp4, hadamard_rotate=quant.hadamard_rotate,
-        prepare_weights=prepare_weights, fp32_linear=torch.nn.functional.linear)
+        prepare_weights=prepare_weights, fp32_linear=ordered_gemm.linear_fp32)

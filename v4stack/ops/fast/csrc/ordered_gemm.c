@@ -1,0 +1,210 @@
+/* fp32 GEMM in one fixed summation order (loaded with ctypes by v4stack/ops/fast/ordered_gemm.py):
+ *   y[t, n] = s_0 + s_1 + ... (block sums added in K order, fp32 adds),
+ *   s_b     = fma(x[t, k_last], w[n, k_last], ... fma(x[t, k_first], w[n, k_first], 0))  over block b's k,
+ * the order of v4stack/ops/reference/blas_order.py (blocked_fma_linear). Every output is its own chain, so the
+ * kernel vectorises across output columns: a lane of a vector register is one output n, and a chain's terms are
+ * added in k order whatever the tiling, the thread count or the CPU (fmaf / vfmadd round once, as IEEE says).
+ * x fp32 [M, K] row-major; w [N, K] row-major in fp32 or bf16 (bf16 -> fp32 is exact); y fp32 [M, N].
+ * Built with -ffp-contract=off: the block sums' adds must stay adds. AVX-512 where the compiler targets it
+ * (-march=native), plain C with fmaf otherwise (same values). No fast-math. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define ORDERED_AVX512 1
+#endif
+
+#define NP 32         /* output columns per panel: two 16-lane vectors, one chain per lane */
+#define MR 12         /* rows per micro-tile: 12 x 2 accumulators + 2 weight vectors + 1 broadcast of the 32 vector
+                         registers (measured, 1 thread: 135 vs 120 GFLOP/s for 8 rows at 2048 x 4096 x 1024) */
+#define ROW_CHUNK 384 /* rows per work item (32 micro-tiles): packing a panel block costs ~1/3 of computing 96
+                         rows with it, so a chunk reuses it for many rows; x's chunk x block (384 x 192 fp32,
+                         288 KiB) stays in L2 across the panels */
+#define PARALLEL_MIN_FMAS (1 << 22) /* below ~4M fmas (~40 us on one core) one thread: waking and joining the
+                                       OpenMP team costs more than it saves, and much more on a loaded machine */
+
+static inline float bf16_bits_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Scalar packing of w rows [n0 + j0, n0 + j1) x columns [k0, k0 + kb) into p[kb][NP] (columns j0..j1-1). */
+static void pack_scalar(const void *w, int w_bf16, int64_t K, int64_t n0, int64_t j0, int64_t j1, int64_t k0,
+                        int64_t kb, float *p) {
+    for (int64_t j = j0; j < j1; j++) {
+        if (w_bf16) {
+            const uint16_t *row = (const uint16_t *)w + (n0 + j) * K + k0;
+            for (int64_t k = 0; k < kb; k++) p[k * NP + j] = bf16_bits_to_f32(row[k]);
+        } else {
+            const float *row = (const float *)w + (n0 + j) * K + k0;
+            for (int64_t k = 0; k < kb; k++) p[k * NP + j] = row[k];
+        }
+    }
+}
+
+#ifdef ORDERED_AVX512
+/* 16 rows of 16 columns -> r[c] = column c of the 16 rows (an in-register transpose: 64 shuffles for 256 values,
+ * against one scattered 4-byte store per value in pack_scalar, which dominated the head's cost at 8-16 rows). */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {  /* per 128-bit lane L: t[2i] = a0 b0 a1 b1, t[2i+1] = a2 b2 a3 b3 */
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {  /* u[4i + c], lane L: rows 4i .. 4i+3 at column 4L + c */
+        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+        const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    for (int c = 0; c < 4; c++) {  /* gather lane L of u[c], u[4+c], u[8+c], u[12+c] into column 4L + c */
+        const __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+        const __m512 w1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xdd), w2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xdd);
+        r[c] = _mm512_shuffle_f32x4(v1, v2, 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(v1, v2, 0xdd);
+        r[4 + c] = _mm512_shuffle_f32x4(w1, w2, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(w1, w2, 0xdd);
+    }
+}
+#endif
+
+/* w rows [n0, n0 + np) x columns [k0, k0 + kb) transposed into p[kb][NP]; columns np..NP-1 are zero (computed,
+ * never stored). Values are copied exactly (bf16 -> fp32 by placing the bits), so packing never changes a sum. */
+static void pack_panel(const void *w, int w_bf16, int64_t K, int64_t n0, int64_t np, int64_t k0, int64_t kb,
+                       float *p) {
+    int64_t j_done = 0;
+#ifdef ORDERED_AVX512
+    int64_t k_done = 0;
+    for (; j_done + 16 <= np; j_done += 16) {  /* full groups of 16 rows, 16 columns at a time */
+        int64_t k = 0;
+        for (; k + 16 <= kb; k += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                const int64_t at = (n0 + j_done + i) * K + k0 + k;
+                r[i] = w_bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(
+                                    _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + at))), 16))
+                              : _mm512_loadu_ps((const float *)w + at);
+            }
+            transpose16(r);
+            for (int c = 0; c < 16; c++) _mm512_storeu_ps(p + (k + c) * NP + j_done, r[c]);
+        }
+        k_done = k;
+    }
+    if (j_done > 0 && k_done < kb)  /* the columns past the last multiple of 16, for the rows done above */
+        pack_scalar(w, w_bf16, K, n0, 0, j_done, k0 + k_done, kb - k_done, p + k_done * NP);
+#endif
+    pack_scalar(w, w_bf16, K, n0, j_done, np, k0, kb, p);
+    for (int64_t k = 0; k < kb; k++)
+        for (int64_t j = np; j < NP; j++) p[k * NP + j] = 0.0f;
+}
+
+/* One micro-tile: rows x[0 .. R) (row stride K, columns from k0), the packed block p [kb][NP]; the R x np chain
+ * sums are stored to y (first block) or added to it (row stride N, columns from n0). */
+static inline __attribute__((always_inline)) void tile_generic(const float *x, int64_t K, int R, const float *p,
+                                                               int64_t k0, int64_t kb, int first, float *y,
+                                                               int64_t N, int64_t n0, int64_t np) {
+    float acc[MR][NP];
+    memset(acc, 0, sizeof(acc));
+    for (int64_t k = 0; k < kb; k++) {
+        const float *pk = p + k * NP;
+        for (int r = 0; r < R; r++) {
+            const float xv = x[r * K + k0 + k];
+            for (int j = 0; j < NP; j++) acc[r][j] = fmaf(xv, pk[j], acc[r][j]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float *yr = y + r * N + n0;
+        for (int64_t j = 0; j < np; j++) yr[j] = first ? acc[r][j] : yr[j] + acc[r][j];
+    }
+}
+
+#ifdef ORDERED_AVX512
+static inline __attribute__((always_inline)) void tile_avx512(const float *x, int64_t K, int R, const float *p,
+                                                              int64_t k0, int64_t kb, int first, float *y,
+                                                              int64_t N, int64_t n0, int64_t np) {
+    __m512 a0[MR], a1[MR];
+    for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kb; k++) {
+        const __m512 w0 = _mm512_loadu_ps(p + k * NP), w1 = _mm512_loadu_ps(p + k * NP + 16);
+        for (int r = 0; r < R; r++) {
+            const __m512 xv = _mm512_set1_ps(x[r * K + k0 + k]);
+            a0[r] = _mm512_fmadd_ps(xv, w0, a0[r]);
+            a1[r] = _mm512_fmadd_ps(xv, w1, a1[r]);
+        }
+    }
+    const int64_t lo = np < 16 ? np : 16, hi = np - lo;
+    const __mmask16 m0 = (__mmask16)((1u << lo) - 1u), m1 = (__mmask16)((1u << hi) - 1u);
+    for (int r = 0; r < R; r++) {
+        float *yr = y + r * N + n0;
+        __m512 s0 = a0[r], s1 = a1[r];
+        if (!first) {
+            s0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, yr), s0);
+            s1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, yr + 16), s1);
+        }
+        _mm512_mask_storeu_ps(yr, m0, s0);
+        _mm512_mask_storeu_ps(yr + 16, m1, s1);
+    }
+}
+#define TILE tile_avx512
+#else
+#define TILE tile_generic
+#endif
+
+/* Rows [t0, t0 + rows) of one panel for one packed K block: micro-tiles of MR rows, then tiles of 4, then the
+ * rest (each a call with a constant row count, so the compiler keeps the accumulators in registers). */
+static void panel_rows(const float *x, int64_t K, int64_t t0, int64_t rows, const float *p, int64_t k0, int64_t kb,
+                       int first, float *y, int64_t N, int64_t n0, int64_t np) {
+    int64_t t = t0;
+    const int64_t end = t0 + rows;
+    for (; t + MR <= end; t += MR) TILE(x + t * K, K, MR, p, k0, kb, first, y + t * N, N, n0, np);
+    for (; t + 4 <= end; t += 4) TILE(x + t * K, K, 4, p, k0, kb, first, y + t * N, N, n0, np);
+    switch (end - t) {
+        case 3: TILE(x + t * K, K, 3, p, k0, kb, first, y + t * N, N, n0, np); break;
+        case 2: TILE(x + t * K, K, 2, p, k0, kb, first, y + t * N, N, n0, np); break;
+        case 1: TILE(x + t * K, K, 1, p, k0, kb, first, y + t * N, N, n0, np); break;
+        default: break;
+    }
+}
+
+/* y = x w^T in the blocked fma order with K blocks of `block` (the last one shorter when block does not divide
+ * K). Work items (panel of NP columns x chunk of ROW_CHUNK rows) are split over `threads` OpenMP threads; each
+ * output is computed by one thread from its own chain, so the values do not depend on the split. Returns 0, or
+ * -1 when the packing buffer cannot be allocated (y is then incomplete). */
+int ordered_gemm(const float *x, int64_t M, int64_t K, const void *w, int w_bf16, int64_t N, int64_t block,
+                 float *y, int threads) {
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) {
+        for (int64_t i = 0; i < M * N; i++) y[i] = 0.0f;
+        return 0;
+    }
+    if (block <= 0 || block > K) block = K;
+    const int64_t panels = (N + NP - 1) / NP, chunks = (M + ROW_CHUNK - 1) / ROW_CHUNK;
+    const int64_t items = panels * chunks;
+    if (threads > items) threads = (int)items;
+    if (M * N * K < PARALLEL_MIN_FMAS || threads < 1) threads = 1;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        float *p = (float *)aligned_alloc(64, (size_t)block * NP * sizeof(float));  /* block * 128 bytes */
+        if (p == NULL) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < items; item++) {
+            if (p == NULL) continue;  /* every thread still meets the worksharing loop */
+            const int64_t n0 = (item / chunks) * NP, t0 = (item % chunks) * ROW_CHUNK;
+            const int64_t np = N - n0 < NP ? N - n0 : NP, rows = M - t0 < ROW_CHUNK ? M - t0 : ROW_CHUNK;
+            for (int64_t k0 = 0; k0 < K; k0 += block) {
+                const int64_t kb = K - k0 < block ? K - k0 : block;
+                pack_panel(w, w_bf16, K, n0, np, k0, kb, p);
+                panel_rows(x, K, t0, rows, p, k0, kb, k0 == 0, y, N, n0, np);
+            }
+        }
+        free(p);
+    }
+    return failed ? -1 : 0;
+}
