@@ -75,20 +75,48 @@ def test_result_does_not_depend_on_the_thread_count():
     assert torch.equal(one, two) and torch.equal(one, blas_order.blocked_fma_linear(x, w, 256))
 
 
-def test_linear_takes_prefill_sized_gemms_and_leaves_the_rest():
+# (N, K) of the small-row kernel's classes: N mod 4 = 0..3 left-over features (each with its own lanes), N = 1
+# (the roles swap), the golden GEMMs, and a K that is not a multiple of 8 (the in-order tails)
+SMALL_SHAPES = [(15, 768), (24, 1024), (3, 768), (4, 1024), (8, 256), (2048, 256), (6, 256), (1, 256), (33, 304),
+                (17, 456), (2, 64), (7, 100)]
+
+
+@pytest.mark.parametrize("n,k", SMALL_SHAPES)
+def test_small_row_kernel_equals_blas_order_bit_for_bit(n, k):
+    for m in range(1, BLOCKED_MIN_ROWS):
+        x, w = _data(m, n, k, seed=m * 100 + n + k)
+        want = blas_order.small_rows_linear(x, w)
+        assert torch.equal(ordered_gemm.small_rows_linear(x, w), want), (m, n, k)
+        wb = w.bfloat16()
+        assert torch.equal(ordered_gemm.small_rows_linear(x, wb), blas_order.small_rows_linear(x, wb.float())), (
+            m, n, k, "bf16")
+
+
+def test_small_row_kernel_takes_the_lane_tree():
+    # one row, N = 8: the 4 products k < 4 peeled into lane 0, then 4 lanes (k - 4) mod 4. +BIG at k = 4 (lane 0)
+    # and -BIG at k = 6 (lane 2) absorb their lanes (the peel too) and cancel at the halving (l0 + l2); what is
+    # left is lanes 1 and 3: 2 x 63 ones
+    big, k = 2.0 ** 40, 256
+    x = torch.ones(1, k)
+    x[0, 4], x[0, 6] = big, -big
+    y = ordered_gemm.small_rows_linear(x, torch.ones(8, k))
+    assert (y == 2 * ((k - 4) // 4)).all()
+
+
+def test_linear_takes_every_row_count():
     w = torch.randn(15, 768)
     x = torch.randn(BLOCKED_MIN_ROWS // 2, 2, 768)  # 8 rows in two leading dims
     assert torch.equal(ordered_gemm.linear(x, w), blas_order.linear_fp32(x, w))
-    assert ordered_gemm.linear(torch.randn(BLOCKED_MIN_ROWS - 1, 768), w) is None  # no order fixed for them
-    for m in (1, BLOCKED_MIN_ROWS - 1, BLOCKED_MIN_ROWS, 50):
+    for m in (1, 2, BLOCKED_MIN_ROWS - 1, BLOCKED_MIN_ROWS, 50):
         xm = torch.randn(m, 768)
         assert torch.equal(ordered_gemm.linear_fp32(xm, w), blas_order.linear_fp32(xm, w)), m
+    assert ordered_gemm.linear(torch.randn(0, 768), w) is None  # no rows: the caller's own path
     with pytest.raises(TypeError, match="fp32"):
         ordered_gemm.linear_fp32(x.bfloat16(), w)
     assert ordered_gemm.blocked_fma_linear(x.reshape(-1, 768).double(), w, 192) is None  # not its dtype
 
 
-@pytest.mark.parametrize("rows", [BLOCKED_MIN_ROWS, 40])
+@pytest.mark.parametrize("rows", [1, 5, BLOCKED_MIN_ROWS, 40])
 def test_fast_entries_route_their_fp32_gemms_through_the_order(rows):
     """On the golden flash_like model (D = 256: K = 256 GEMMs that this machine's BLAS may sum in another order;
     the tiny test checkpoint's K = 128 ones it sums like blas_order): head, router, compressor projections."""

@@ -60,7 +60,7 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor:
     """``ops.reference.layers.linear``'s contract on the layer's prepared weight (reference path when the layer was
     not prepared, e.g. a model whose weights were not prepared)."""
     if layer.fmt == DENSE and layer.dense_compute_fp32 and _prepared(layer):
-        # the reference's fp32 GEMM (compressor projections): its summation order where it has one (>= 8 rows)
+        # the reference's fp32 GEMM (compressor projections) in its summation order (every row count)
         y = ordered_gemm.linear(x.float(), getattr(layer, PREPARED, layer.weight))
         if y is not None:
             return y
@@ -83,8 +83,8 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor:
 
 def lm_head(head, x: torch.Tensor) -> torch.Tensor:
     """``ops.reference.layers.lm_head``'s contract (fp32 logits [n, V]) reading the bf16 head weight directly, so
-    no fp32 copy of [V, D] is made: in the reference's summation order where it has one (``ordered_gemm``: n >=
-    ``blas_order.BLOCKED_MIN_ROWS``), else the direct low-bit kernel; the reference head where neither applies."""
+    no fp32 copy of [V, D] is made, in the reference's summation order (``ordered_gemm``); the direct low-bit kernel
+    where that kernel cannot take the call, the reference head where neither can."""
     if head.weight.dtype == torch.bfloat16 and x.dim() == 2:
         y = ordered_gemm.linear(x.float(), head.weight)
         if y is None:

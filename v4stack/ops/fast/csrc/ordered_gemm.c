@@ -208,3 +208,153 @@ int ordered_gemm(const float *x, int64_t M, int64_t K, const void *w, int w_bf16
     }
     return failed ? -1 : 0;
 }
+
+/* ---- GEMMs with few rows: the small-row kernel's order (blas_order.small_row_order / lane_sum) ----
+ * One output's tree is (peel, lanes, step): products rounded to fp32 (mul, then add: no fma), the first `peel`
+ * summed in order into lane 0, products peel .. stop-1 (stop = peel + step * ((K - peel) / step)) added to lane
+ * (k - peel) % lanes in order, the lanes reduced by halving (lane l + lane l + half), then products stop .. K-1
+ * added in order. The order of each output comes from Python (blas_order.small_row_order), per row: one for the
+ * features n < first_left_over, one for each left-over feature. */
+#define MAX_LANES 8
+#define MAX_LEFT_OVER 3   /* the N mod 4 left-over features (blas_order.FEATURE_GROUP = 4) */
+#define ORDER_SLOTS (1 + MAX_LEFT_OVER)
+#define SMALL_COLS 8      /* output features per block: 8 independent lane vectors hide the add latency */
+
+static inline float w_at(const void *w, int w_bf16, int64_t at) {
+    return w_bf16 ? bf16_bits_to_f32(((const uint16_t *)w)[at]) : ((const float *)w)[at];
+}
+
+/* Any (peel, lanes, step), one output: x row xr [K], weight row c. */
+static float lane_sum_one(const float *xr, const void *w, int w_bf16, int64_t K, int64_t c, int peel, int lanes,
+                          int step) {
+    float acc[MAX_LANES] = {0.0f};
+    const int64_t row = c * K, stop = peel + step * ((K - peel) / step);
+    if (peel) {
+        float head = xr[0] * w_at(w, w_bf16, row);
+        for (int i = 1; i < peel; i++) head = head + xr[i] * w_at(w, w_bf16, row + i);
+        acc[0] = head;
+    }
+    for (int64_t s = peel; s < stop; s += lanes)
+        for (int l = 0; l < lanes; l++) acc[l] = acc[l] + xr[s + l] * w_at(w, w_bf16, row + s + l);
+    for (int half = lanes / 2; half >= 1; half /= 2)
+        for (int l = 0; l < half; l++) acc[l] = acc[l] + acc[l + half];
+    float out = acc[0];
+    for (int64_t i = stop; i < K; i++) out = out + xr[i] * w_at(w, w_bf16, row + i);
+    return out;
+}
+
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef uint16_t v4u16 __attribute__((vector_size(8)));
+typedef uint16_t v8u16 __attribute__((vector_size(16)));
+typedef uint32_t v4u32 __attribute__((vector_size(16)));
+typedef uint32_t v8u32 __attribute__((vector_size(32)));
+
+/* SMALL_COLS outputs (features c0 .. c0+cb-1) of one row with lanes = step = L: the L lanes of each output are
+ * the L elements of one vector (lane l = element l), so the vector adds are the lanes' adds. */
+#define SMALL_BLOCK(L, VF, VU16, VU32)                                                                              \
+    static inline __attribute__((always_inline)) void small_block_body_##L(                                      \
+        const float *xr, const void *w, int w_bf16, int64_t K, int64_t c0, int cb, int peel, float *yr) {         \
+        VF acc[SMALL_COLS];                                                                                       \
+        const int64_t stop = peel + L * ((K - peel) / L);                                                         \
+        for (int j = 0; j < cb; j++) {                                                                            \
+            acc[j] = (VF){0};                                                                                     \
+            if (peel) {                                                                                           \
+                const int64_t row = (c0 + j) * K;                                                                 \
+                float head = xr[0] * w_at(w, w_bf16, row);                                                        \
+                for (int i = 1; i < peel; i++) head = head + xr[i] * w_at(w, w_bf16, row + i);                    \
+                acc[j][0] = head;                                                                                 \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int64_t s = peel; s < stop; s += L) {                                                                \
+            VF xv;                                                                                                \
+            memcpy(&xv, xr + s, sizeof(xv));                                                                      \
+            for (int j = 0; j < cb; j++) {                                                                        \
+                const int64_t at = (c0 + j) * K + s;                                                              \
+                VF wv;                                                                                            \
+                if (w_bf16) {                                                                                     \
+                    VU16 h;                                                                                       \
+                    memcpy(&h, (const uint16_t *)w + at, sizeof(h));                                              \
+                    const VU32 bits = __builtin_convertvector(h, VU32) << 16;                                     \
+                    memcpy(&wv, &bits, sizeof(wv));                                                               \
+                } else {                                                                                          \
+                    memcpy(&wv, (const float *)w + at, sizeof(wv));                                               \
+                }                                                                                                 \
+                acc[j] = acc[j] + xv * wv;                                                                        \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int j = 0; j < cb; j++) {                                                                            \
+            float a[L];                                                                                           \
+            memcpy(a, &acc[j], sizeof(a));                                                                        \
+            for (int half = L / 2; half >= 1; half /= 2)                                                          \
+                for (int l = 0; l < half; l++) a[l] = a[l] + a[l + half];                                         \
+            float out = a[0];                                                                                     \
+            const int64_t row = (c0 + j) * K;                                                                     \
+            for (int64_t i = stop; i < K; i++) out = out + xr[i] * w_at(w, w_bf16, row + i);                      \
+            yr[c0 + j] = out;                                                                                     \
+        }                                                                                                         \
+    }                                                                                                             \
+    /* a full block with a constant width (the accumulators stay in registers), else the tail block */            \
+    static void small_block_##L(const float *xr, const void *w, int w_bf16, int64_t K, int64_t c0, int cb,        \
+                                int peel, float *yr) {                                                            \
+        if (cb == SMALL_COLS && w_bf16) small_block_body_##L(xr, w, 1, K, c0, SMALL_COLS, peel, yr);              \
+        else if (cb == SMALL_COLS) small_block_body_##L(xr, w, 0, K, c0, SMALL_COLS, peel, yr);                   \
+        else small_block_body_##L(xr, w, w_bf16, K, c0, cb, peel, yr);                                            \
+    }
+SMALL_BLOCK(4, v4f, v4u16, v4u32)
+SMALL_BLOCK(8, v8f, v8u16, v8u32)
+
+/* y[M, N] for M < 8 rows in the small-row order; orders int32 [M][ORDER_SLOTS][3] = (peel, lanes, step): slot 0
+ * for the features n < first_left_over, slot 1 + i for feature first_left_over + i. Feature blocks are split over
+ * `threads` OpenMP threads (each output from its own tree: the values do not depend on the split). Returns 0, or
+ * -1 for an order the kernel does not take (lanes not 4 or 8 or above MAX_LANES, too many left-over features). */
+int ordered_small_gemm(const float *x, int64_t M, int64_t K, const void *w, int w_bf16, int64_t N,
+                       int64_t first_left_over, const int32_t *orders, float *y, int threads) {
+    if (N - first_left_over > MAX_LEFT_OVER || first_left_over < 0) return -1;
+    for (int64_t r = 0; r < M; r++)
+        for (int s = 0; s < ORDER_SLOTS; s++) {
+            const int32_t *o = orders + (r * ORDER_SLOTS + s) * 3;
+            if (s > 0 && s > N - first_left_over) break;
+            if (s == 0 && first_left_over == 0) continue;
+            if (o[1] < 1 || o[1] > MAX_LANES || o[2] < 1 || o[0] < 0 || o[0] > K) return -1;
+            if (s == 0 && (o[1] != o[2] || (o[1] != 4 && o[1] != 8))) return -1;
+        }
+    const int64_t blocks = (first_left_over + SMALL_COLS - 1) / SMALL_COLS;
+    if (threads > blocks) threads = (int)blocks;
+    if (M * N * K < PARALLEL_MIN_FMAS || threads < 1) threads = 1;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        /* bf16 weights with several rows: the block's weight rows converted to fp32 once (exact), not per row */
+        float *wf = (w_bf16 && M > 1) ? (float *)malloc((size_t)SMALL_COLS * K * sizeof(float)) : NULL;
+        if (w_bf16 && M > 1 && wf == NULL) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; b++) {
+            if (w_bf16 && M > 1 && wf == NULL) continue;
+            const int64_t c0 = b * SMALL_COLS;
+            const int cb = (int)(first_left_over - c0 < SMALL_COLS ? first_left_over - c0 : SMALL_COLS);
+            const void *wb = w;
+            int64_t cw = c0;  /* the block's first weight row in wb */
+            if (wf != NULL) {
+                for (int j = 0; j < cb; j++)
+                    for (int64_t k = 0; k < K; k++) wf[j * K + k] = w_at(w, 1, (c0 + j) * K + k);
+                wb = wf;
+                cw = 0;
+            }
+            for (int64_t r = 0; r < M; r++) {  /* the block's weight rows stay in cache across the rows of x */
+                const int32_t *o = orders + r * ORDER_SLOTS * 3;
+                float *yr = y + r * N + c0 - cw;
+                if (o[1] == 4) small_block_4(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], yr);
+                else small_block_8(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], yr);
+            }
+        }
+        free(wf);
+    }
+    if (failed) return -1;
+    for (int64_t r = 0; r < M; r++)
+        for (int64_t c = first_left_over; c < N; c++) {
+            const int32_t *o = orders + (r * ORDER_SLOTS + 1 + (c - first_left_over)) * 3;
+            y[r * N + c] = lane_sum_one(x + r * K, w, w_bf16, K, c, o[0], o[1], o[2]);
+        }
+    return 0;
+}
