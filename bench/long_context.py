@@ -177,8 +177,8 @@ def run(args, directory: Path) -> None:
               f"planner workspace {plan.workspace_bytes / MIB:.1f} MiB")
     print("planner: " + " + ".join(f"{k} {v / MIB:.1f}" for k, v in terms.items()) + f" = {estimate / MIB:.1f} MiB")
     print("planner workspace: " + ", ".join(f"{k} {v / MIB:.1f}" for k, v in plan.workspace_terms.items()))
-    print(f"stated overhead: the planner's CPU runtime reserve {overhead / MIB:.1f} MiB (RSS after import + first "
-          f"forward; here after import {imported / MIB:.1f} MiB); the engine's window pools {held / MIB:.1f} MiB "
+    print(f"stated overhead: the planner's CPU runtime reserve {overhead / MIB:.1f} MiB (the runtime after a first "
+          f"1,024-token chunk; here RSS after import {imported / MIB:.1f} MiB); the engine's window pools {held / MIB:.1f} MiB "
           f"(the planner's window blocks count the MTP layer too)")
     verdict = "within" if peak <= estimate + overhead else "ABOVE"
     print(f"peak RSS {peak / MIB:.1f} MiB (after load {loaded / MIB:.1f}) vs planner + overhead "

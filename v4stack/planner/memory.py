@@ -28,11 +28,16 @@ MEMORY_UTILIZATION = 0.9
 # CUDA/ACL graphs, communicator buffers (HCCL_BUFFSIZE ~ 200 MB x groups), allocator slack.
 # Assumption of ours, not a measurement.
 RUNTIME_RESERVE = 2 * GIB
-# On the CPU the reserve is the Python + torch + v4stack runtime, measured on 2026-12-02 (bench/long_context.py,
-# glibc mmap threshold fixed at 128 KiB): 222.2 MiB RSS after importing torch 2.13 and the engine, before any weight
-# is read, plus 53.8 MiB that the first forward initialises whatever its size (a 16-token prompt on the 43-layer
-# bench model: lazily loaded kernels and library state), rounded up to 280 MiB.
-CPU_RUNTIME_RESERVE = 280 * 2 ** 20
+# On the CPU the reserve is the Python + torch + v4stack runtime after a first prefill chunk, measured on 2026-12-03
+# (43-layer bench model of bench/long_context.py, fast numerics, 2 threads, glibc mmap threshold fixed at 128 KiB,
+# one step of a 1,024-token prompt): RSS 465.2 MiB minus what the plan counts as resident (weights 114.4, prepared
+# fast weights 5.8, the cache pages the step touched 50.1 - mincore of every pool tensor - and the compressor state
+# 12.1) = 282.8 MiB: 222.2 after importing torch 2.13 and the engine, ~56 MiB of library code the first forward pages
+# in (file-backed pages 162.3 -> 218.5 MiB); a 1,024-row step leaves ~10 MiB more anonymous memory than a 16-token
+# one in library mappings (no tensor holds it: gc finds none; MKL's buffer cache, oneDNN's primitive cache).
+# Rounded up to 290 MiB. Not in it: the per-shape library caches growing ~0.5-1 MiB per prefill chunk of a long
+# prompt (docs/benchmarks.md "Long context").
+CPU_RUNTIME_RESERVE = 290 * 2 ** 20
 # Prefill chunk for the activation workspace (vLLM-style --max-num-batched-tokens).
 PREFILL_CHUNK = 4096
 # ModelSlim W8A8/W4A8 (A2/A3): per-output-channel fp32 scale; W4 adds a group scale per 256

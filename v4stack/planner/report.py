@@ -15,7 +15,7 @@ from v4stack.planner.plan import Plan, make_plan
 
 GB = 1e9
 # What the runtime reserve stands for, by whether the plan is for this CPU (planner.memory's two reserves).
-RESERVE_NOTE = {True: "Python + torch runtime: RSS after import + first forward, measured",
+RESERVE_NOTE = {True: "Python + torch runtime after a first 1,024-token chunk, measured",
                 False: "graphs, communicator buffers, allocator slack: assumed"}
 DEFAULT_PLOT_CHIPS = ("950pr", "950dt", "910c", "h200", "b200", "gb300")
 # Context sweep for the plot: 4K to 1M in powers of two.
