@@ -121,3 +121,34 @@ def test_decode_attention_never_reads_masked_slots(round_probs, monkeypatch):
     torch_path = fast_attention.decode_attention(q, poisoned, valid, sink, scale, round_probs)
     assert not torch_path.isnan().any()
     assert torch.equal(torch_path, fast_attention.decode_attention(q, clean, valid, sink, scale, round_probs))
+
+
+def test_pooled_decode_attention_reads_the_pools_in_place(monkeypatch):
+    """``decode_attention_pooled``: the C kernel reading key rows through their pool slots gives exactly the fast
+    ``decode_attention`` of the gathered keys (the same kernel), with NaN rows at masked slots never read; the
+    reference is the reference ``decode_attention`` of the gathered keys; the torch fallback gathers."""
+    from v4stack.ops.fast import fast_ops, kernels
+    from v4stack.ops.fast import pooled_attention as fast_pooled
+    from v4stack.ops.reference import pooled_attention
+    from v4stack.ops.table import reference_ops
+
+    fast_table, ref_table = fast_ops(), reference_ops()
+
+    q, keys, valid, sink, scale, _ = _decode_case(True)
+    b, k, d = keys.shape
+    g = torch.Generator().manual_seed(5)
+    pool = torch.randn(3 * b * k, d, generator=g).bfloat16()
+    order = 5 + torch.randperm(pool.shape[0] - 5, generator=g)[:b * k].view(b, k)  # distinct rows, any order
+    pool[order[~valid]] = float("nan")  # masked slots name unwritten rows
+    parts = [(pool, order[:, :100]), (pool[5:], order[:, 100:] - 5)]  # two pools, a split inside a kernel block
+    gathered = pooled_attention.gather_keys(parts)
+    assert torch.equal(gathered.nan_to_num(7.0), pool[order].nan_to_num(7.0))  # NaN rows where masked
+    got = fast_pooled.decode_attention_pooled(q, parts, valid, sink, scale, True, fast_table)
+    assert torch.equal(got, fast_attention.decode_attention(q, gathered, valid, sink, scale, True))
+    assert not got.isnan().any()
+    one = fast_pooled.decode_attention_pooled(q, [(pool, order)], valid, sink, scale, True, fast_table)
+    assert torch.equal(one, got)
+    want = pooled_attention.decode_attention_pooled(q, parts, valid, sink, scale, True, ref_table)
+    assert torch.equal(want, attention.decode_attention(q, gathered, valid, sink, scale, True))
+    monkeypatch.setattr(kernels, "decode_attention_pooled", lambda *a: None)
+    assert torch.equal(fast_pooled.decode_attention_pooled(q, parts, valid, sink, scale, True, fast_table), got)

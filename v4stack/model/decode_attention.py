@@ -5,9 +5,10 @@ For the B decode rows of a step (``cache.decode_view.DecodeView``), one V4 atten
      token closes a group write their new entry;
   2. CSA: the indexer scores each query against its own visible index keys, gathered into [B, N, d_I]
      (``ops.decode_index_scores``), and picks its top-k (``ops.index_topk``);
-  3. each query's keys are gathered through the block tables into [B, W + K, d] in the reference's index-list
+  3. each query's keys are named through the block tables as pool slots [B, W + K] in the reference's index-list
      order (window positions oldest first, then the compressed entries: HCA all visible, CSA the top-k), with a
-     validity mask, and attended with the sink (``ops.decode_attention``).
+     validity mask, and attended with the sink (``ops.decode_attention_pooled``: the gathered keys through
+     ``ops.decode_attention``, or read in place).
 Same values as ``Attention._attend`` per sequence (same inputs to every op; only the batching differs), which
 stays in use for prefill chunks (and for every row of training's ``ProbedAttention``).
 """
@@ -28,7 +29,7 @@ def attend_decode(attn, q: torch.Tensor, extras: dict, batch: ForwardBatch, laye
     pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
     window = view.tensors.pool(view.window_group, "kv", attn.layer_id)
     slots, valid = decode.window(attn.window)
-    keys, masks = [window[slots]], [valid]  # [B, W, d]
+    parts, masks = [(window, slots)], [valid]  # keys named in their pools: window rows [B, W]
     if attn.compressor is not None:
         r, group = attn.ratio, f"c{attn.ratio}"
         ckv, cscore = extras["comp"]
@@ -44,15 +45,15 @@ def attend_decode(attn, q: torch.Tensor, extras: dict, batch: ForwardBatch, laye
             if batch.trace is not None:
                 _trace(batch.trace, layer, decode, chosen, r)
             per = view.entries_per_block(group)
-            keys.append(pool[decode.slots(group, chosen, per)])
+            parts.append((pool, decode.slots(group, chosen, per)))  # the top-k entries [B, k]
             masks.append(chosen >= 0)
         else:
             entry_slots, entry_valid = decode.visible_entries(group, r)
-            keys.append(pool[entry_slots])
+            parts.append((pool, entry_slots))  # every visible entry [B, N]
             masks.append(entry_valid)
-    keys, valid = (torch.cat(keys, 1), torch.cat(masks, 1)) if len(keys) > 1 else (keys[0], masks[0])
-    # slots where valid is False may hold unwritten rows (NaN): the op keeps them out of P.V (K = V)
-    return c.ops.decode_attention(q, keys, valid, attn.attn_sink, attn.scale, c.quant)
+    valid = torch.cat(masks, 1) if len(masks) > 1 else masks[0]
+    # slots where valid is False may name unwritten rows (NaN): the op keeps them out of P.V (K = V)
+    return c.ops.decode_attention_pooled(q, parts, valid, attn.attn_sink, attn.scale, c.quant, c.ops)
 
 
 def _advance(compressor, kv: torch.Tensor, score: torch.Tensor, decode: DecodeView, state: str, name: str,

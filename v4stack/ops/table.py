@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
-from v4stack.ops.reference import (attention, attention_input, blas_order, compress, gemm, hadamard, indexer, layers, mixing, moe,
-                                   norm, quant, rope)
+from v4stack.ops.reference import (attention, attention_input, blas_order, compress, gemm, hadamard, indexer, layers,
+                                   mixing, moe, norm, pooled_attention, quant, rope)
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class OpTable:
     hadamard_rotate: Callable = hadamard.hadamard_rotate
     sparse_attention: Callable = attention.sparse_attention
     decode_attention: Callable = attention.decode_attention  # every decode row of a step in one call
+    decode_attention_pooled: Callable = pooled_attention.decode_attention_pooled  # its keys named in the pools
     hc_split_sinkhorn: Callable = mixing.hc_split_sinkhorn
     hc_collapse: Callable = mixing.hc_collapse
     hc_expand: Callable = mixing.hc_expand

@@ -70,6 +70,8 @@ def _library() -> ctypes.CDLL | None:
     lib.hc_sinkhorn_normalise.argtypes = [ptr, i64, i64, i64, ctypes.c_float]
     lib.decode_attention_blocked.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_float, i64, i64, i64, i64, ptr, ptr,
                                              ptr]
+    lib.decode_attention_pooled.argtypes = [ptr, ptr, ptr, i64, ptr, ptr, i64, ptr, ptr, ctypes.c_float, i64, i64,
+                                            i64, ptr, ptr, ptr]
     return lib
 
 
@@ -144,6 +146,37 @@ def decode_attention_blocked(q: torch.Tensor, keys: torch.Tensor, valid: torch.T
     qd = torch.empty(heads * d, dtype=torch.float64)
     lib.decode_attention_blocked(q.data_ptr(), keys.data_ptr(), valid.data_ptr(), sink.data_ptr(), scale, batch,
                                  heads, slots, d, out.data_ptr(), scratch.data_ptr(), qd.data_ptr())
+    return out
+
+
+def decode_attention_pooled(q: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]], valid: torch.Tensor,
+                            sink: torch.Tensor, scale: float) -> torch.Tensor | None:
+    """``decode_attention_blocked`` with the keys read in place: parts (1 or 2) of (pool [P, d] bf16, slots [B, n]
+    int64), valid [B, sum n] -> o [B, H, d] bf16; None when the kernel cannot take it. Slots must name rows of
+    their pool wherever valid is True (the kernel reads no other row)."""
+    lib = _library()
+    if lib is None or q.device.type != "cpu" or q.dtype != torch.bfloat16 or not 1 <= len(parts) <= 2:
+        return None
+    batch, heads, d = q.shape
+    flat = []
+    for pool, slots in parts:
+        if (pool.dtype != torch.bfloat16 or pool.device.type != "cpu" or pool.dim() != 2 or pool.shape[1] != d
+                or slots.shape[0] != batch or slots.device.type != "cpu"):
+            return None
+        flat.append((pool.contiguous(), slots.to(torch.int64).contiguous()))
+    if len(flat) == 1:
+        flat.append((flat[0][0], flat[0][1][:, :0].contiguous()))
+    (p0, s0), (p1, s1) = flat
+    q = q.contiguous()
+    valid = valid.contiguous().view(torch.uint8)
+    sink = sink.float().contiguous()
+    slots_total = s0.shape[1] + s1.shape[1]
+    out = torch.empty_like(q)
+    scratch = torch.empty(heads * (slots_total + d) + d, dtype=torch.float32)
+    qd = torch.empty(heads * d, dtype=torch.float64)
+    lib.decode_attention_pooled(q.data_ptr(), p0.data_ptr(), s0.data_ptr(), s0.shape[1], p1.data_ptr(),
+                                s1.data_ptr(), s1.shape[1], valid.data_ptr(), sink.data_ptr(), scale, batch, heads, d,
+                                out.data_ptr(), scratch.data_ptr(), qd.data_ptr())
     return out
 
 

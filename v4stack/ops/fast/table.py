@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from v4stack.ops.fast import attention, attention_qkv, indexer, linear, mixing, moe, norm, ordered_gemm, quant, rope
+from v4stack.ops.fast import (attention, attention_qkv, indexer, linear, mixing, moe, norm, ordered_gemm,
+                              pooled_attention, quant, rope)
 from v4stack.ops.fast.prepare import prepare_model
 from v4stack.ops.table import OpTable, reference_ops
 
@@ -20,6 +21,7 @@ def fast_ops(base: OpTable | None = None) -> OpTable:
         attention_qkv=attention_qkv.attention_qkv, linear=linear.linear, lm_head=linear.lm_head, grouped_output=linear.grouped_output, route=moe.route,
         moe_experts=moe.moe_experts, sparse_attention=attention.sparse_attention,
         index_scores=attention.index_scores, decode_attention=attention.decode_attention,
+        decode_attention_pooled=pooled_attention.decode_attention_pooled,
         decode_index_scores=indexer.decode_index_scores,
         index_topk=indexer.index_topk, rms_norm=norm.rms_norm,
         hc_split_sinkhorn=mixing.hc_split_sinkhorn, hc_collapse=mixing.hc_collapse, hc_post=mixing.hc_post,

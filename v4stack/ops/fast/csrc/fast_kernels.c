@@ -227,17 +227,35 @@ static float blocked_weights(float *s, int64_t K, float sink) {
     return denom + expf(sink - final_max);
 }
 
-/* One decode query per sequence over its gathered keys, in the official kernel's rounding (the dense form of
- * ops.fast.attention._blocked_weights): q [B, H, d] bf16, keys [B, K, d] bf16 (K = V; slots where valid == 0 are
- * never read), valid [B, K] uint8 (slot 0 valid), sink [H] fp32 -> out [B, H, d] bf16:
- * s_j = fp32(exact q.k_j) * scale (bf16 products are exact in double, so their sum does not depend on the order),
- * o = (sum_j w_j k_j) / l. scratch: H * K + H * d + d floats and H * d doubles (qd). */
-void decode_attention_blocked(const uint16_t *q, const uint16_t *keys, const uint8_t *valid, const float *sink,
-                              float scale, int64_t B, int64_t H, int64_t K, int64_t d, uint16_t *out,
-                              float *scratch, double *qd) {
+/* Key row j (0 <= j < W + E) of decode sequence b: rows j < W from part 0, the rest from part 1. A part is a pool
+ * [*, d] read at slots [B, n] (slots NULL: row b's own n contiguous rows, pool + (b * n + j) * d). */
+typedef struct {
+    const uint16_t *pool;
+    const int64_t *slots;
+    int64_t n;
+} KeyPart;
+
+static inline const uint16_t *key_row(const KeyPart *parts, int64_t b, int64_t j, int64_t d) {
+    const KeyPart *p = parts;
+    if (j >= p->n) {
+        j -= p->n;
+        p = parts + 1;
+    }
+    int64_t row = p->slots ? p->slots[b * p->n + j] : b * p->n + j;
+    return p->pool + row * d;
+}
+
+/* One decode query per sequence over its keys, in the official kernel's rounding (the dense form of
+ * ops.fast.attention._blocked_weights): q [B, H, d] bf16, keys from two parts (K = parts[0].n + parts[1].n slots;
+ * K = V; slots where valid == 0 are never read), valid [B, K] uint8 (slot 0 valid), sink [H] fp32 -> out [B, H, d]
+ * bf16: s_j = fp32(exact q.k_j) * scale (bf16 products are exact in double, so their sum does not depend on the
+ * order), o = (sum_j w_j k_j) / l. scratch: H * K + H * d + d floats and H * d doubles (qd). */
+static void decode_attention_parts(const uint16_t *q, const KeyPart *parts, const uint8_t *valid, const float *sink,
+                                   float scale, int64_t B, int64_t H, int64_t d, uint16_t *out, float *scratch,
+                                   double *qd) {
+    int64_t K = parts[0].n + parts[1].n;
     float *s = scratch, *acc = scratch + H * K, *kf = scratch + H * K + H * d;
     for (int64_t b = 0; b < B; b++) {
-        const uint16_t *kb = keys + b * K * d;
         const uint8_t *vb = valid + b * K;
         for (int64_t i = 0; i < H * d; i++) qd[i] = (double)bf16_to_f32(q[b * H * d + i]);
         for (int64_t j = 0; j < K; j++) {
@@ -245,7 +263,8 @@ void decode_attention_blocked(const uint16_t *q, const uint16_t *keys, const uin
                 for (int64_t h = 0; h < H; h++) s[h * K + j] = -INFINITY;
                 continue;
             }
-            for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kb[j * d + i]);
+            const uint16_t *kr = key_row(parts, b, j, d);
+            for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kr[i]);
             for (int64_t h = 0; h < H; h++) s[h * K + j] = (float)exact_dot(qd + h * d, kf, d) * scale;
         }
         float denom[H];
@@ -253,7 +272,8 @@ void decode_attention_blocked(const uint16_t *q, const uint16_t *keys, const uin
         for (int64_t i = 0; i < H * d; i++) acc[i] = 0.0f;
         for (int64_t j = 0; j < K; j++) {
             if (!vb[j]) continue;
-            for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kb[j * d + i]);
+            const uint16_t *kr = key_row(parts, b, j, d);
+            for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kr[i]);
             for (int64_t h = 0; h < H; h++) {
                 float wj = s[h * K + j];
                 float *ah = acc + h * d;
@@ -263,6 +283,24 @@ void decode_attention_blocked(const uint16_t *q, const uint16_t *keys, const uin
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < d; i++) out[(b * H + h) * d + i] = f32_to_bf16(acc[h * d + i] / denom[h]);
     }
+}
+
+/* Keys gathered as keys [B, K, d] bf16 (ops.fast.attention.decode_attention). */
+void decode_attention_blocked(const uint16_t *q, const uint16_t *keys, const uint8_t *valid, const float *sink,
+                              float scale, int64_t B, int64_t H, int64_t K, int64_t d, uint16_t *out,
+                              float *scratch, double *qd) {
+    KeyPart parts[2] = {{keys, 0, K}, {keys, 0, 0}};
+    decode_attention_parts(q, parts, valid, sink, scale, B, H, d, out, scratch, qd);
+}
+
+/* Keys read in place from the cache pools (ops.fast.decode_ops.decode_attention_pooled): part 0 pool0 [*, d] at
+ * slots0 [B, n0] (the window rows), part 1 pool1 at slots1 [B, n1] (the compressed entries; n1 may be 0). */
+void decode_attention_pooled(const uint16_t *q, const uint16_t *pool0, const int64_t *slots0, int64_t n0,
+                             const uint16_t *pool1, const int64_t *slots1, int64_t n1, const uint8_t *valid,
+                             const float *sink, float scale, int64_t B, int64_t H, int64_t d, uint16_t *out,
+                             float *scratch, double *qd) {
+    KeyPart parts[2] = {{pool0, slots0, n0}, {pool1, slots1, n1}};
+    decode_attention_parts(q, parts, valid, sink, scale, B, H, d, out, scratch, qd);
 }
 
 /* Element i of a bf16 (is_bf16 = 1) or fp32 array as fp32, and the store back in the same dtype (bf16 rounded to
