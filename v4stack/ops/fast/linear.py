@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from v4stack.ops.fast import decode_ops, fused_linear, kernels, lowbit, ordered_gemm
 from v4stack.ops.fast.prepare import LOWBIT, LOWBIT_RAW, PREPARED, dense_copy
+from v4stack.ops.reference import blas_order
 from v4stack.ops.reference import layers as reference_layers
 from v4stack.ops.reference.layers import DENSE
 from v4stack.ops.reference.quant import FP8_AMAX_FLOOR, quant_dequant_fp8
@@ -81,12 +82,20 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor:
     return project(layer, xq).to(c.dtype)  # fp32 accumulation, one rounding to c.dtype
 
 
+# The head's rows from which the ordered kernel computes it. Below, the direct kernel is faster (1 thread, bf16,
+# 129,280 x 512: 15.6 vs 21.7 ms at 1 row, 23.0 vs 33.8 at 7; ordered from 8 rows: 36.1 vs 37.2 at 16, 75.5 vs 83.2
+# at 64), and the logits' ulps feed nothing back into the model: the golden fast checks pass either way
+# (docs/numerics.md).
+HEAD_ORDERED_MIN_ROWS = blas_order.BLOCKED_MIN_ROWS
+
+
 def lm_head(head, x: torch.Tensor) -> torch.Tensor:
     """``ops.reference.layers.lm_head``'s contract (fp32 logits [n, V]) reading the bf16 head weight directly, so
-    no fp32 copy of [V, D] is made, in the reference's summation order (``ordered_gemm``); the direct low-bit kernel
-    where that kernel cannot take the call, the reference head where neither can."""
+    no fp32 copy of [V, D] is made: from ``HEAD_ORDERED_MIN_ROWS`` rows in the reference's summation order
+    (``ordered_gemm``), below that (decode) and where that kernel cannot take the call the direct low-bit kernel,
+    the reference head where neither can."""
     if head.weight.dtype == torch.bfloat16 and x.dim() == 2:
-        y = ordered_gemm.linear(x.float(), head.weight)
+        y = ordered_gemm.linear(x.float(), head.weight) if x.shape[0] >= HEAD_ORDERED_MIN_ROWS else None
         if y is None:
             y = lowbit.matmul(x.float(), DENSE, head.weight, None, 0)
         if y is not None:
