@@ -106,3 +106,14 @@ def test_small_gemms_take_the_small_row_order_and_bad_dtypes_are_refused():
     assert torch.equal(linear_fp32(big, w), expect)
     with pytest.raises(TypeError, match="fp32"):
         linear_fp32(x.bfloat16(), w)
+
+
+def test_merged_and_grouped_small_row_paths_agree():
+    from v4stack.ops.reference.blas_order import _grouped_rows_linear, _merged_rows_linear, _small_row_groups
+
+    torch.manual_seed(1)
+    for m, n, k in ((1, 15, 768), (3, 7, 256), (5, 24, 1024), (2, 1, 256), (4, 2048, 256)):
+        x, w = torch.randn(m, k), torch.randn(n, k)
+        merged = _merged_rows_linear(x, w)
+        assert torch.equal(merged, _grouped_rows_linear(x, w, _small_row_groups(m, n, k)))
+        assert torch.equal(small_rows_linear(x, w), merged)

@@ -47,6 +47,7 @@ to a true fp32 fma except when the fp64 sum rounds onto an fp32 rounding midpoin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -135,12 +136,87 @@ def _small_row_groups(rows: int, n_out: int, k: int):
     return groups
 
 
+@dataclass(frozen=True)
+class _MergedPlan:
+    """Every output's ``LaneOrder`` of one (rows, n_out, k) shape laid out for one common loop: lane_index
+    [M, N, steps * lanes] and tail_index [M, N, tail] point into the products with index k = an appended zero
+    (4-lane orders fill lanes 0-3 of an 8-lane layout, shorter chains are padded: adding +0 changes no sum, and
+    halving 8 lanes whose upper 4 are zero gives the 4-lane reduction)."""
+
+    peel: int
+    lanes: int
+    steps: int
+    lane_index: torch.Tensor
+    tail_index: torch.Tensor
+
+
+@functools.lru_cache(maxsize=32)
+def _merged_plan(rows: int, n_out: int, k: int) -> _MergedPlan:
+    groups = _small_row_groups(rows, n_out, k)
+    peels = {order.peel for _, _, order in groups}
+    if len(peels) != 1:
+        raise AssertionError(f"mixed peels {peels} in one GEMM")  # not a shape the kernel has
+    peel = peels.pop()
+    stops = {order: order.peel + order.step * ((k - order.peel) // order.step) for _, _, order in groups}
+    lanes = max(order.lanes for _, _, order in groups)
+    steps = max((stops[order] - peel) // order.lanes for _, _, order in groups)
+    tail = max(k - stop for stop in stops.values())
+    lane_index = torch.full((rows, n_out, steps, lanes), k, dtype=torch.long)
+    tail_index = torch.full((rows, n_out, tail), k, dtype=torch.long)
+    for r, cols, order in groups:
+        stop = stops[order]
+        chain = torch.arange(peel, stop).view(-1, order.lanes)  # [its steps, its lanes]
+        lane_index[r, cols, :chain.shape[0], :order.lanes] = chain
+        tail_index[r, cols, :k - stop] = torch.arange(stop, k)
+    return _MergedPlan(peel, lanes, steps, lane_index.flatten(2), tail_index)
+
+
+MERGE_MAX_PRODUCTS = 1 << 17  # above this many products the merged plan's gather costs more than its loop saves
+
+
 def small_rows_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x [M, K] fp32 (M < 8), w [N, K] fp32 -> fp32 [M, N] in the small-row kernel's order (``small_row_order``)."""
+    """x [M, K] fp32 (M < 8), w [N, K] fp32 -> fp32 [M, N] in the small-row kernel's order (``small_row_order``).
+
+    Every output is its ``lane_sum``; small GEMMs with several orders (mHC mixes, hc head, router) run all of them
+    in one loop (``_merged_rows_linear``), large ones (the head) one loop per group of equal orders."""
+    groups = _small_row_groups(x.shape[0], w.shape[0], x.shape[1])
+    if len(groups) > 1 and x.shape[0] * w.shape[0] * x.shape[1] <= MERGE_MAX_PRODUCTS:
+        return _merged_rows_linear(x, w)
+    return _grouped_rows_linear(x, w, groups)
+
+
+def _grouped_rows_linear(x: torch.Tensor, w: torch.Tensor, groups) -> torch.Tensor:
     out = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32, device=x.device)
-    for rows, cols, order in _small_row_groups(x.shape[0], w.shape[0], x.shape[1]):
+    for rows, cols, order in groups:
         products = x[rows, None, :] * w[None, cols, :]  # [m, n, K], each product rounded to fp32
         out[rows, cols] = lane_sum(products, order)  # rows: an index list (advanced indexing writes through)
+    return out
+
+
+def _merged_rows_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``small_rows_linear`` with all outputs in one loop over the longest lane chain (``_MergedPlan``)."""
+    m, k = x.shape
+    n = w.shape[0]
+    plan = _merged_plan(m, n, k)
+    products = x[:, None, :] * w[None, :, :]  # [M, N, K], each product rounded to fp32 (mul, then add: no fma)
+    padded = torch.cat([products, products.new_zeros(m, n, 1)], dim=-1)  # index k: the +0 padding
+    chains = padded.gather(2, plan.lane_index.to(x.device)).view(m, n, plan.steps, plan.lanes)
+    chains = chains.permute(2, 0, 1, 3).contiguous()  # [steps, M, N, lanes]: one contiguous slice per loop step
+    acc = products.new_zeros(m, n, plan.lanes)
+    if plan.peel:
+        head = products[..., 0]
+        for i in range(1, plan.peel):
+            head = head + products[..., i]
+        acc[..., 0] = head
+    for t in range(plan.steps):
+        acc = acc + chains[t]
+    while acc.shape[-1] > 1:
+        half = acc.shape[-1] // 2
+        acc = acc[..., :half] + acc[..., half:]
+    out = acc[..., 0]
+    tails = padded.gather(2, plan.tail_index.to(x.device))  # [M, N, tail]
+    for i in range(tails.shape[-1]):
+        out = out + tails[..., i]
     return out
 
 
