@@ -14,10 +14,10 @@ import torch
 
 from v4stack.ops.table import OpTable, reference_ops
 
-YARN_RAMP_MIN_WIDTH = 1e-3
+YARN_RAMP_MIN_WIDTH = 1e-3  # reference: if the correction range collapses (low == high) widen it by 0.001
 # Rotary reuses one step's phases for at most this many positions (decode batches: 16 KiB of complex64 per layer at
 # rope_dim 64); a prefill chunk's phases are recomputed per use rather than held between steps
-PHASE_CACHE_ROWS = 256  # reference: if the correction range collapses (low == high) widen it by 0.001
+PHASE_CACHE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,6 @@ class Rotary:
             return self._step[1]
         angles = torch.outer(positions.to(torch.float32), self.inv_freq.to(positions.device))
         return torch.polar(torch.ones_like(angles), angles)
-        angles = torch.outer(positions.to(torch.float32), self.inv_freq.to(positions.device))
-        phase = torch.polar(torch.ones_like(angles), angles)
-        if positions.numel() <= PHASE_CACHE_ROWS:
-            self._recent = [(positions, positions._version, phase), *self._recent[:PHASE_CACHE_ENTRIES - 1]]
-        return phase
 
     def apply(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
         """x [N, ..., D] -> copy with the last rope_dim dims of each row rotated by its position (or back)."""
