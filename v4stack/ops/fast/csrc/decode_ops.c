@@ -3,26 +3,9 @@
  * rows. On these shapes torch's bf16 bmm costs ~25 us per call and ~350 us whenever the number of entries grows
  * (a fresh oneDNN primitive), and the top-k is a full stable sort; here each is one pass.
  * Plain C, no fast-math: every lane's fp32 sum runs in a fixed order, the compiler vectorises across lanes. */
-#include <stdint.h>
-#include <string.h>
+#include "fast_kernels.c" /* bf16_to_f32, f32_to_bf16, round_bf16_f32 */
 
 #define LANES 16 /* independent fp32 partial sums of a dot product (one AVX-512 register) */
-
-static inline float bf16_to_f32(uint16_t v) {
-    uint32_t u = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs here are finite */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
 /* sum_i a[i] b[i] of two bf16 vectors in fp32 (products exact in fp32): LANES partial sums, then added in order. */
 static float dot_bf16(const uint16_t *a, const uint16_t *b, int64_t d) {
@@ -52,11 +35,11 @@ void decode_index_scores(const uint16_t *q, const uint16_t *w, const uint16_t *k
             }
             float total = 0.0f;
             for (int64_t h = 0; h < H; h++) {
-                float v = round_bf16(dot_bf16(qb + h * d, kb + s * d, d));
+                float v = round_bf16_f32(dot_bf16(qb + h * d, kb + s * d, d));
                 v = v > 0.0f ? v : 0.0f;
-                total += round_bf16(bf16_to_f32(w[b * H + h]) * v);
+                total += round_bf16_f32(bf16_to_f32(w[b * H + h]) * v);
             }
-            ob[s] = round_bf16(total);
+            ob[s] = round_bf16_f32(total);
         }
     }
 }
