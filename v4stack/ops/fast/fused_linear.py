@@ -40,8 +40,10 @@ def _library() -> ctypes.CDLL | None:
 def _plan(layer) -> tuple[int, torch.dtype] | None:
     """(act code, output dtype) as ``ops.fast.linear.linear`` computes this layer, or None if C cannot."""
     c = layer.compute
+    if layer.fmt == DENSE and layer.dense_compute_fp32:
+        return None  # fp32 GEMMs (compressor projections) keep the reference's summation order: ops.fast.ordered_gemm
     if layer.fmt == DENSE:
-        dtype = torch.float32 if layer.dense_compute_fp32 else c.dtype
+        dtype = c.dtype
         act = ACT_ROUND_BF16 if dtype == torch.bfloat16 else ACT_AS_IS
     elif c.quant:
         dtype = c.dtype
