@@ -172,10 +172,9 @@ class Attention(nn.Module):
         """The indexer's choice for S queries at ``positions`` -> compressed entry ids [S, k] (-1 = unused slot).
 
         iq/iw: the indexer's queries and head weights of these rows; index_keys [N, d_i]: every visible index key.
-        q [S, H, d] and entries (KeyRows [N, d], read in place: ``ops.key_rows.as_tensor`` joins them) (the
-        attention's own queries and compressed entries) and ``key`` (layer,
-        sequence) are not used here: they are the extension point a subclass overrides (training's
-        ``ProbedAttention`` compares the attention's distribution over the entries with the indexer's)."""
+        Not used here, for a subclass that overrides this (training's ``ProbedAttention`` compares the attention's
+        distribution over the entries with the indexer's): the attention's own queries q [S, H, d], its compressed
+        entries (KeyRows [N, d], read in place; ``ops.key_rows.as_tensor`` joins them) and ``key`` (layer, seq)."""
         return self.indexer.select(iq, iw, index_keys, positions)
 
     def _project_out(self, o: torch.Tensor) -> torch.Tensor:

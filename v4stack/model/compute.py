@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from v4stack.config.numerics import Numerics
+from v4stack.ops.reference.quant import KV_QUANT_BLOCK  # noqa: F401  (re-exported: the model's KV QAT block)
 from v4stack.ops.table import OpTable
 
-KV_QUANT_BLOCK = 64  # V4 window/compressed KV QAT: FP8 blocks of 64 on the non-rope dims (model_spec.md §3.12)
 INDEX_QUANT_BLOCK = 32  # V4 indexer q/k QAT: FP4 blocks of 32 with UE8M0 scales
 
 

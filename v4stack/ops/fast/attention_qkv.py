@@ -21,6 +21,7 @@ from v4stack.ops.fast import lowbit
 from v4stack.ops.fast.fused_linear import ACT_QUANT_FP8, FUSED_PLAN
 from v4stack.ops.fast.kernels import CFLAGS, compile_library
 from v4stack.ops.reference import attention_input
+from v4stack.ops.reference.quant import KV_QUANT_BLOCK
 
 SOURCE = Path(__file__).with_name("csrc") / "attention_qkv.c"
 # Elements per pass of torch 2.13's vectorised bf16 unary loop by CPU capability (Vectorized<BFloat16>::size(), measured
@@ -48,17 +49,15 @@ def _plans(attn) -> list | None:
     plans = []
     for layer in (attn.wq_a, attn.wq_b, attn.wkv):
         plan = getattr(layer, FUSED_PLAN, None)
-        if plan is None or plan[3] != torch.bfloat16 or plan[4][0] != ACT_QUANT_FP8:
+        if plan is None or plan.dtype != torch.bfloat16 or plan.fixed[0] != ACT_QUANT_FP8:
             return None
-        if plan[0].data_ptr() != layer.weight.data_ptr():
+        if plan.weight.data_ptr() != layer.weight.data_ptr():
             return None
         plans.append(plan)
     return plans
 
 
 def _fused(attn, x: torch.Tensor, positions: torch.Tensor):
-    from v4stack.model.compute import KV_QUANT_BLOCK  # here, not at import: model.compute imports the op table
-
     c = attn.compute
     t = x.shape[0] if x.dim() == 2 else 0
     if t == 0 or t > lowbit.DECODE_ROWS or x.dtype != torch.bfloat16 or x.device.type != "cpu" or not c.quant:
@@ -68,22 +67,22 @@ def _fused(attn, x: torch.Tensor, positions: torch.Tensor):
     lib = _library()
     d, rd, heads = attn.head_dim, attn.rope_dim, attn.n_heads
     norms = (attn.q_norm.weight, attn.kv_norm.weight)
-    if (plans is None or lib is None or (d - rd) % KV_QUANT_BLOCK or plans[1][2] != heads * d
-            or plans[2][2] != d or any(w.dtype != torch.bfloat16 for w in norms)):
+    if (plans is None or lib is None or (d - rd) % KV_QUANT_BLOCK or plans[1].n != heads * d
+            or plans[2].n != d or any(w.dtype != torch.bfloat16 for w in norms)):
         return None
     phases = attn.rotary.phases(positions)  # [T, rd/2] complex64 (the step's, see Rotary.begin_step)
     if phases.dtype != torch.complex64 or phases.shape != (t, rd // 2):
         return None
     ph = torch.view_as_real(phases.resolve_conj()).contiguous()  # [T, rd/2, 2] (cos, sin)
     x = x.contiguous()
-    q_lora = plans[0][2]
+    q_lora = plans[0].n
     qr = torch.empty(t, q_lora, dtype=torch.bfloat16)
     q = torch.empty(t, heads, d, dtype=torch.bfloat16)
     kv = torch.empty(t, d, dtype=torch.bfloat16)
     scratch = torch.empty(t, max(q_lora, d), dtype=torch.bfloat16)
-    done = lib.attention_qkv(x.data_ptr(), t, x.shape[1], plans[0][5].data_ptr(), plans[1][5].data_ptr(),
-                             plans[2][5].data_ptr(), norms[0].data_ptr(), norms[1].data_ptr(), attn.eps, heads, d, rd,
-                             ph.data_ptr(), KV_QUANT_BLOCK, qr.data_ptr(), q.data_ptr(), kv.data_ptr(),
+    fixed = [plan.fixed_tensor.data_ptr() for plan in plans]  # wq_a, wq_b, wkv
+    done = lib.attention_qkv(x.data_ptr(), t, x.shape[1], *fixed, norms[0].data_ptr(), norms[1].data_ptr(), attn.eps,
+                             heads, d, rd, ph.data_ptr(), KV_QUANT_BLOCK, qr.data_ptr(), q.data_ptr(), kv.data_ptr(),
                              scratch.data_ptr(), chunk, torch.get_num_threads())
     return (q, kv, qr) if done == 0 else None
 

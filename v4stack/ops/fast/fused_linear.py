@@ -2,7 +2,8 @@
 the GEMM on the checkpoint bytes (``lowbit_gemm``) and the rounding of the fp32 result, bit-identical to the
 chain ``ops.fast.linear.linear`` runs otherwise (``act_quant`` -> ``lowbit.matmul`` -> ``.to(dtype)``).
 
-``prepare(layer)`` (at load) stores the call's fixed arguments on the layer; ``linear(layer, x)`` returns None where the one-call path does not apply (not a direct low-bit layer, more than
+``prepare(layer)`` (at load) stores the call's fixed arguments on the layer; ``linear(layer, x)`` returns None
+where the one-call path does not apply (not a direct low-bit layer, more than
 ``lowbit.DECODE_ROWS`` rows, a compute dtype or activation block the C act quant does not take, no compiler);
 the caller then runs its chain. Threads: torch's intra-op count, as ``lowbit.matmul``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import ctypes
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -22,7 +24,18 @@ from v4stack.ops.reference.layers import DENSE, FP4
 SOURCE = Path(__file__).with_name("csrc") / "fused_linear.c"
 ACT_QUANT_FP8, ACT_ROUND_BF16, ACT_AS_IS = 0, 1, 2  # the C enum: what happens to x before the GEMM
 _IN_DTYPES = (torch.bfloat16, torch.float32)
-FUSED_PLAN = "lowbit_fused_plan"  # layer attribute set by ``prepare``: the fixed arguments of the C call
+FUSED_PLAN = "lowbit_fused_plan"  # layer attribute set by ``prepare``: a FusedPlan
+
+
+class FusedPlan(NamedTuple):
+    """The fixed arguments of one layer's C call, from load (no weight copy)."""
+
+    weight: torch.Tensor  # the layer's weight when planned (the plan is void once the layer's weight moved)
+    k: int  # in features
+    n: int  # out features
+    dtype: torch.dtype  # output dtype
+    fixed: tuple  # (act code, act block, weight address, scale address, format code, n, weight block)
+    fixed_tensor: torch.Tensor  # ``fixed`` as int64 [7], for kernels running several linears (csrc/attention_qkv.c)
 
 
 @lru_cache(maxsize=1)
@@ -41,17 +54,13 @@ def _plan(layer) -> tuple[int, torch.dtype] | None:
     """(act code, output dtype) as ``ops.fast.linear.linear`` computes this layer, or None if C cannot."""
     c = layer.compute
     if layer.fmt == DENSE and layer.dense_compute_fp32:
-        return None  # fp32 GEMMs (compressor projections) keep the reference's summation order: ops.fast.ordered_gemm
-    if layer.fmt == DENSE:
-        dtype = c.dtype
-        act = ACT_ROUND_BF16 if dtype == torch.bfloat16 else ACT_AS_IS
-    elif c.quant:
-        dtype = c.dtype
+        return None  # fp32 GEMMs (compressor projections) keep the reference's order: ops.fast.ordered_gemm
+    dtype = c.dtype
+    if layer.fmt != DENSE and c.quant:
         if dtype != torch.bfloat16 or layer.in_features % c.act_block or c.act_block > kernels.MAX_ACT_BLOCK:
             return None  # the torch act_quant paths
         act = ACT_QUANT_FP8
     else:
-        dtype = c.dtype
         act = ACT_ROUND_BF16 if dtype == torch.bfloat16 else ACT_AS_IS
     return (act, dtype) if dtype in _IN_DTYPES else None
 
@@ -74,8 +83,7 @@ def prepare(layer, raw: tuple[torch.Tensor, torch.Tensor | None]) -> None:
     c = layer.compute
     fixed = (act, c.act_block, w.data_ptr(), 0 if s is None else s.data_ptr(), lowbit.FORMAT_CODE[layer.fmt], n,
              c.weight_block)
-    # the same 7 values as an int64 tensor, for kernels that run several linears in one call (csrc/attention_qkv.c)
-    setattr(layer, FUSED_PLAN, (w, k, n, dtype, fixed, torch.tensor(fixed, dtype=torch.int64)))
+    setattr(layer, FUSED_PLAN, FusedPlan(w, k, n, dtype, fixed, torch.tensor(fixed, dtype=torch.int64)))
 
 
 def linear(layer, x: torch.Tensor) -> torch.Tensor | None:
@@ -83,7 +91,7 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor | None:
     plan = getattr(layer, FUSED_PLAN, None)
     if plan is None or x.device.type != "cpu" or x.dtype not in _IN_DTYPES or x.dim() == 0:
         return None
-    w, k, n, dtype, fixed, _ = plan
+    w, k, n, dtype, fixed, _ = plan  # a FusedPlan
     if w.data_ptr() != layer.weight.data_ptr() or x.shape[-1] != k:  # weights moved since load: the chain
         return None
     m = x.numel() // k

@@ -149,13 +149,16 @@ def decode_attention_blocked(q: torch.Tensor, keys: torch.Tensor, valid: torch.T
     return out
 
 
+POOLED_MAX_PARTS = 2  # window rows + compressed entries: the kernel's row lookup takes two pools
+
+
 def decode_attention_pooled(q: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]], valid: torch.Tensor,
                             sink: torch.Tensor, scale: float) -> torch.Tensor | None:
     """``decode_attention_blocked`` with the keys read in place: parts (1 or 2) of (pool [P, d] bf16, slots [B, n]
     int64), valid [B, sum n] -> o [B, H, d] bf16; None when the kernel cannot take it. Slots must name rows of
     their pool wherever valid is True (the kernel reads no other row)."""
     lib = _library()
-    if lib is None or q.device.type != "cpu" or q.dtype != torch.bfloat16 or not 1 <= len(parts) <= 2:
+    if lib is None or q.device.type != "cpu" or q.dtype != torch.bfloat16 or not 1 <= len(parts) <= POOLED_MAX_PARTS:
         return None
     batch, heads, d = q.shape
     flat = []

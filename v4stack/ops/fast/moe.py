@@ -16,8 +16,8 @@ from v4stack.ops.reference.moe import gate_scores, swiglu
 
 def route(gate, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``ops.reference.moe.route`` on the prepared fp32 gate weight, its GEMM in the reference's summation order
-    (``ops.fast.ordered_gemm.linear_fp32``: the C kernel for prefill rows, ``blas_order``'s small-row order in torch
-    for decode-sized calls), so a step routes exactly like the reference; torch.topk instead of a stable sort (fp32
+    (``ops.fast.ordered_gemm.linear_fp32``: its C kernels for every row count), so a step routes exactly like the
+    reference; torch.topk instead of a stable sort (fp32
     router scores essentially never tie)."""
     weight = getattr(gate, "prepared", None)
     if weight is None:

@@ -11,13 +11,11 @@ import torch
 from v4stack.ops.fast import kernels
 from v4stack.ops.reference import pooled_attention
 
-MAX_PARTS = 2  # window rows + compressed entries: what the kernel's row lookup takes
-
 
 def decode_attention_pooled(q: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]], valid: torch.Tensor,
                             sink: torch.Tensor, scale: float, round_probs: bool, ops) -> torch.Tensor:
     """``ops.reference.pooled_attention.decode_attention_pooled``'s contract."""
-    if round_probs and len(parts) <= MAX_PARTS:
+    if round_probs:
         fused = kernels.decode_attention_pooled(q, parts, valid, sink, scale)
         if fused is not None:
             return fused

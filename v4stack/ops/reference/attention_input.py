@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 
+from v4stack.ops.reference.quant import KV_QUANT_BLOCK
+
 
 def attention_qkv(attn, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``attn`` (a V4 ``model.attention.Attention``), x [T, D] (the normed sublayer input), positions [T] ->
     (q [T, H, d], kv [T, d], qr [T, q_lora]) in the compute dtype."""
-    from v4stack.model.compute import KV_QUANT_BLOCK  # here, not at import: model.compute imports the op table
-
     c = attn.compute
     qr = attn.q_norm(attn.wq_a(x))
     q = attn.wq_b(qr).unflatten(-1, (attn.n_heads, attn.head_dim))  # [T, H, d]

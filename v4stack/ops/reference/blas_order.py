@@ -104,21 +104,33 @@ def lane_sum(products: torch.Tensor, order: LaneOrder) -> torch.Tensor:
     """products [..., K] fp32 (already rounded) -> [...] fp32 summed in ``order``'s tree."""
     k = products.shape[-1]
     stop = order.peel + order.step * ((k - order.peel) // order.step)
-    acc = torch.zeros(*products.shape[:-1], order.lanes, dtype=torch.float32, device=products.device)
-    if order.peel:
-        head = products[..., 0]
-        for i in range(1, order.peel):
-            head = head + products[..., i]
-        acc[..., 0] = head
+    acc = _peeled_lanes(products, order.peel, order.lanes)
     for start in range(order.peel, stop, order.lanes):
         acc = acc + products[..., start:start + order.lanes]
-    while acc.shape[-1] > 1:
-        half = acc.shape[-1] // 2
-        acc = acc[..., :half] + acc[..., half:]
-    out = acc[..., 0]
+    out = _halve(acc)
     for i in range(stop, k):
         out = out + products[..., i]
     return out
+
+
+def _peeled_lanes(products: torch.Tensor, peel: int, lanes: int) -> torch.Tensor:
+    """products [..., K] -> the lane accumulators [..., lanes] before the loop: lane 0 holds the first ``peel``
+    products summed in order, the others 0."""
+    acc = products.new_zeros(*products.shape[:-1], lanes)
+    if peel:
+        head = products[..., 0]
+        for i in range(1, peel):
+            head = head + products[..., i]
+        acc[..., 0] = head
+    return acc
+
+
+def _halve(acc: torch.Tensor) -> torch.Tensor:
+    """Lanes [..., L] (L a power of two) -> [...]: pairwise halving, lane i + L/2 added onto lane i, until one."""
+    while acc.shape[-1] > 1:
+        half = acc.shape[-1] // 2
+        acc = acc[..., :half] + acc[..., half:]
+    return acc[..., 0]
 
 
 def _small_row_groups(rows: int, n_out: int, k: int):
@@ -202,18 +214,10 @@ def _merged_rows_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     padded = torch.cat([products, products.new_zeros(m, n, 1)], dim=-1)  # index k: the +0 padding
     chains = padded.gather(2, plan.lane_index.to(x.device)).view(m, n, plan.steps, plan.lanes)
     chains = chains.permute(2, 0, 1, 3).contiguous()  # [steps, M, N, lanes]: one contiguous slice per loop step
-    acc = products.new_zeros(m, n, plan.lanes)
-    if plan.peel:
-        head = products[..., 0]
-        for i in range(1, plan.peel):
-            head = head + products[..., i]
-        acc[..., 0] = head
+    acc = _peeled_lanes(products, plan.peel, plan.lanes)
     for t in range(plan.steps):
         acc = acc + chains[t]
-    while acc.shape[-1] > 1:
-        half = acc.shape[-1] // 2
-        acc = acc[..., :half] + acc[..., half:]
-    out = acc[..., 0]
+    out = _halve(acc)
     tails = padded.gather(2, plan.tail_index.to(x.device))  # [M, N, tail]
     for i in range(tails.shape[-1]):
         out = out + tails[..., i]

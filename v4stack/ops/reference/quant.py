@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from v4stack.weights.formats import FP4_E2M1_MAX, FP8_E4M3_MAX, e2m1_block_values, round_to_e2m1
 
 FP8_AMAX_FLOOR = 1e-4  # reference act_quant: amax floored at 1e-4 before the scale
+KV_QUANT_BLOCK = 64  # V4 window/compressed KV QAT: FP8 blocks of 64 on the non-rope dims
 
 
 def _blocks(x: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
