@@ -105,8 +105,7 @@ def engine_op_table(platform, numerics: Numerics, cfg):
 def size_cache(specs: CacheSpecs, config: EngineConfig, available_bytes: int) -> tuple[dict[str, int], int]:
     """Blocks per pool group and state slots for a budget. Sliding groups get what max_num_seqs requests need
     (a window each + one step's rows, ``cache.window_blocks``), doubled with prefix caching so recent windows
-    stay findable; whole-sequence
-    groups share the rest with one block count (a request holds as many c4 as c128 blocks)."""
+    stay findable; whole-sequence groups share the rest with one block count (a request holds as many c4 as c128 blocks)."""
     sc, cc = config.scheduler, config.cache
     slots = sc.max_num_seqs
     budget = cc.memory_bytes

@@ -8,8 +8,8 @@ What it is: pure arithmetic over ``ModelShape.tensors()`` and the KV-cache forma
 
 What it does not know: allocator fragmentation, page rounding of the whole-sequence pools (at most one
 block per pool per sequence; the window groups are counted in the engine's whole blocks), framework buffers
-beyond ``RUNTIME_RESERVE``, or context parallelism (vllm-ascend's ``enable_dsa_cp``): the single latent KV head is replicated on every
-tensor-parallel rank, so KV scales with sequences per DP rank, not with TP.
+beyond ``RUNTIME_RESERVE``, or context parallelism (vllm-ascend's ``enable_dsa_cp``): the single latent KV
+head is replicated on every tensor-parallel rank, so KV scales with sequences per DP rank, not with TP.
 """
 
 from __future__ import annotations
