@@ -1,0 +1,30 @@
+"""The machine gate of the golden checks that need the golden machines' fp32 vector math."""
+
+import torch
+
+from v4stack.golden.machine import INTEL_VENDOR, cpu_vendor, golden_vector_math, vector_math_note
+
+
+def _cpuinfo(tmp_path, vendor: str):
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: x\n\nprocessor\t: 1\nvendor_id\t: {vendor}\n")
+    return path
+
+
+def test_vendor_is_read_from_cpuinfo(tmp_path):
+    assert cpu_vendor(_cpuinfo(tmp_path, "AuthenticAMD")) == "AuthenticAMD"
+    assert cpu_vendor(tmp_path / "missing") is None
+    (tmp_path / "empty").write_text("processor\t: 0\n")
+    assert cpu_vendor(tmp_path / "empty") is None
+
+
+def test_intel_and_unknown_cpus_do_not_count_as_the_golden_machines(tmp_path):
+    mkl = torch.backends.mkl.is_available()
+    assert golden_vector_math(_cpuinfo(tmp_path, "AuthenticAMD")) == mkl
+    assert not golden_vector_math(_cpuinfo(tmp_path, INTEL_VENDOR))
+    assert not golden_vector_math(tmp_path / "missing")
+
+
+def test_note_names_this_machine():
+    note = vector_math_note()
+    assert (cpu_vendor() or "unknown vendor") in note and ("not the golden" in note) != golden_vector_math()
