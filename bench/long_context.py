@@ -112,6 +112,7 @@ def run(args, directory: Path) -> None:
     import torch
 
     from v4stack.engine.activation_probe import ActivationProbe
+    from v4stack.envs import LIBRARY_DEFAULTS  # set by import v4stack unless in the environment
     from v4stack.engine.config import CacheConfig, EngineConfig, SchedulerConfig
     from v4stack.engine.llm_engine import LLMEngine
     from v4stack.engine.sampling_params import SamplingParams
@@ -129,9 +130,10 @@ def run(args, directory: Path) -> None:
     prompt = torch.randint(3, engine.model.cfg.vocab_size, (args.tokens,),
                            generator=torch.Generator().manual_seed(0)).tolist()
     threshold = f"fixed {args.mmap_threshold}" if args.mmap_threshold else "glibc dynamic"
+    libraries = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in LIBRARY_DEFAULTS)
     print(f"RSS before import {before_import / MIB:.1f} MiB, after import {imported / MIB:.1f}, "
           f"after load {loaded / MIB:.1f} (numerics {args.numerics}, {args.threads} threads, mmap threshold "
-          f"{threshold})", flush=True)
+          f"{threshold}, {libraries})", flush=True)
     t0, c0 = time.perf_counter(), time.process_time()
     engine.add_request("long", prompt, SamplingParams(temperature=0, max_tokens=DECODED, ignore_eos=True))
     steps, peak, worst_probe = 0, loaded, (0, "")

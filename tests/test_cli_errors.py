@@ -145,6 +145,8 @@ ROWS = [
     ("threads-zero", PLAN, {"V4STACK_THREADS": "0"}, USAGE, "V4STACK_THREADS: '0'"),
     ("threads-neg", PLAN, {"V4STACK_THREADS": "-2"}, USAGE, "V4STACK_THREADS: '-2'"),
     ("debug-bad", PLAN, {"V4STACK_DEBUG": "maybe"}, USAGE, "V4STACK_DEBUG: 'maybe' is not allowed"),
+    ("library-defaults-bad", PLAN, {"V4STACK_LIBRARY_DEFAULTS": "maybe"}, USAGE,
+     "V4STACK_LIBRARY_DEFAULTS: 'maybe' is not allowed"),
     ("default-model-gone", GEN, {"V4STACK_DEFAULT_MODEL": "/nonexistent/v4"}, DATA,
      "the default model is not at /nonexistent/v4"),
     # ---- the top-level command
@@ -263,7 +265,7 @@ def test_the_table_is_large_and_ids_are_unique():
 
 @pytest.mark.parametrize("name,argv,env,code,message", ROWS, ids=[r[0] for r in ROWS])
 def test_bad_input_gives_one_line_and_the_exit_code(name, argv, env, code, message, tmp_path, capsys, monkeypatch):
-    for key in ("V4STACK_THREADS", "V4STACK_DEBUG", "V4STACK_DEFAULT_MODEL"):
+    for key in ("V4STACK_THREADS", "V4STACK_DEBUG", "V4STACK_DEFAULT_MODEL", "V4STACK_LIBRARY_DEFAULTS"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -38,10 +38,17 @@ def test_readme_exit_codes_equal_the_code():
 
 
 def test_readme_environment_variables_equal_the_ones_read():
+    # the ones v4stack reads, and the CPU libraries' ones it sets as defaults
     documented = {row[0].strip("`") for row in _table_rows("Environment variables")}
     read = set(re.findall(r'_get\("(V4STACK_\w+)"\)', inspect.getsource(envs)))
     assert read, "envs.py reads no variable through _get: the test's pattern is stale"
-    assert documented == read
+    assert documented == read | set(envs.LIBRARY_DEFAULTS)
+
+
+def test_readme_states_the_library_defaults():
+    rows = {row[0].strip("`"): row[1] for row in _table_rows("Environment variables")}
+    for name, value in envs.LIBRARY_DEFAULTS.items():
+        assert rows[name].split()[0] == value, name
 
 
 def test_every_variable_reader_documents_its_variable():

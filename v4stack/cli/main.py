@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = False
     try:
         debug = envs.debug()
+        envs.library_defaults()  # validated here: a bad value is a one-line error (import v4stack skipped it)
         apply_thread_choice()  # V4STACK_THREADS, else the cores the load average leaves free
         return int(args.func(args) or 0)
     except BaseException as exc:  # noqa: BLE001 - every error becomes one line and an exit code

@@ -1,4 +1,8 @@
-"""The CPU platform: host memory; the fast op table (``ops.fast``) under fast numerics, else the references."""
+"""The CPU platform: host memory; the fast op table (``ops.fast``) under fast numerics, else the references.
+
+Its process-level library settings (oneDNN's primitive cache off, MKL's memory manager off) are
+``envs.LIBRARY_DEFAULTS``, set by ``import v4stack`` because they must precede torch's first oneDNN/MKL call.
+"""
 
 from __future__ import annotations
 
