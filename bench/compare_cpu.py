@@ -267,7 +267,8 @@ def weight_bytes_per_token(cfg, engine: str) -> float:
         for s in shape:
             n *= s
         params = n * 2 if dtype == torch.int8 else n  # FP4: two e2m1 values per stored byte
-        fast = params * 2 if "wo_a" in name else params * 4 if name.endswith("gate.weight") else n * dtype.itemsize
+        # the MoE router (ffn.gate) has an fp32 copy; the compressors' bf16 wgate is read as stored
+        fast = params * 2 if "wo_a" in name else params * 4 if name.endswith("ffn.gate.weight") else n * dtype.itemsize
         bytes_ = {"reference": n * dtype.itemsize, "fast": fast}.get(engine, params * 4)
         total += bytes_ * (share if ".experts." in name else 1)
     return total

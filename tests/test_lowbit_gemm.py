@@ -71,6 +71,21 @@ def test_bf16_matches_the_fp32_product(m, n, k):
     _close(lowbit.matmul(x, "dense", w, None, 0), x.float() @ w.float().t())
 
 
+@pytest.mark.parametrize("n,k", [(1, 16), (3, 17), (4, 512), (13, 40), (129, 384), (257, 640), (70, 130)])
+def test_bf16_few_rows_direct_path_is_bit_identical_to_the_panel_path(n, k):
+    """1-4 rows of x against bf16 W take the direct kernel (weight converted in registers, prefetched); each
+    output is the same FMA chain and sum as the panel kernel's, which a 5+-row call runs: torch.equal row by row
+    (outputs do not depend on the other rows of x), with row slices and weight-row tails."""
+    g = torch.Generator().manual_seed(n * 7 + k)
+    w = (torch.randn(n, k, generator=g) * 10.0 ** torch.randint(-8, 8, (n, k), generator=g)).bfloat16()
+    x = torch.randn(lowbit.BF16_DIRECT_ROWS + 1, k, generator=g)
+    panel = lowbit.matmul(x, "dense", w, None, 0)
+    for m in range(1, lowbit.BF16_DIRECT_ROWS + 1):
+        assert torch.equal(lowbit.matmul(x[:m], "dense", w, None, 0), panel[:m]), m
+    if n > 3:
+        assert torch.equal(lowbit.matmul(x[:1], "dense", w, None, 0, row0=2, rows=n - 3), panel[:1, 2:n - 1])
+
+
 def test_bad_inputs_get_a_clear_answer():
     w, s = _fp8(8, 32, 16, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="columns"):

@@ -83,8 +83,9 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor:
 
 
 # The head's rows from which the ordered kernel computes it. Below, the direct kernel is faster (1 thread, bf16,
-# 129,280 x 512: 15.6 vs 21.7 ms at 1 row, 23.0 vs 33.8 at 7; ordered from 8 rows: 36.1 vs 37.2 at 16, 75.5 vs 83.2
-# at 64), and the logits' ulps feed nothing back into the model: the golden fast checks pass either way
+# 129,280 x 512: 15.6 vs 21.7 ms at 1 row, 23.0 vs 33.8 at 7 with its fp32 panel; 8.6 / 17.8 ms at 1 / 7 rows since
+# bf16 weights at <= lowbit.BF16_DIRECT_ROWS rows skip the panel; ordered from 8 rows: 36.1 vs 37.2 at 16, 75.5 vs
+# 83.2 at 64), and the logits' ulps feed nothing back into the model: the golden fast checks pass either way
 # (docs/numerics.md).
 HEAD_ORDERED_MIN_ROWS = blas_order.BLOCKED_MIN_ROWS
 

@@ -3,7 +3,9 @@ scales (1 byte per weight), FP4 e2m1 nibbles + ue8m0 1x32 scales (half a byte), 
 copy of them. ``matmul(x, fmt, weight, scale, block)`` -> x @ W^T in fp32 (fp32 accumulation):
 
 - up to ``DECODE_ROWS`` rows of x (decode, bandwidth-bound): the C kernel, which dequantises each weight once per
-  call into a small per-thread fp32 panel and streams the checkpoint bytes once;
+  call into a small per-thread fp32 panel and streams the checkpoint bytes once; bf16 weights at up to
+  ``BF16_DIRECT_ROWS`` rows (the decode head) skip the panel: converted in registers, prefetched ahead, the same
+  FMA chain per output (bit-identical);
 - more rows (prefill, compute-bound): tiles of ``PREFILL_TILE_ROWS`` weight rows dequantised to fp32 by the C
   kernel and multiplied by torch's GEMM (transient memory: one tile, 4 bytes x tile rows x K).
 
@@ -26,6 +28,7 @@ from v4stack.weights.formats import FP4_BLOCK
 SOURCE = Path(__file__).with_name("csrc") / "lowbit_gemm.c"
 OPENMP_CFLAG = "-fopenmp"  # torch's wheel ships libgomp.so.1: the same soname, so one thread pool in the process
 FORMAT_CODE = {DENSE: 0, FP8: 1, FP4: 2}  # the C enum
+BF16_DIRECT_ROWS = 8  # csrc's BF16_DIRECT_ROWS: up to here a bf16 weight is read without the fp32 panel
 DECODE_ROWS = 16  # measured (bench/lowbit_bench.py, 1 thread): the C kernel wins up to here, torch's tiled GEMM above
 PREFILL_TILE_ROWS = 2048  # weight rows per dequantised tile: 8 MiB of fp32 at K = 1024
 
