@@ -86,6 +86,49 @@ def test_bf16_few_rows_direct_path_is_bit_identical_to_the_panel_path(n, k):
         assert torch.equal(lowbit.matmul(x[:1], "dense", w, None, 0, row0=2, rows=n - 3), panel[:1, 2:n - 1])
 
 
+LOW_SCALES = {"random": SCALE_RANGE, "huge": (240, 255), "tiny": (0, 3)}  # ue8m0 bytes; huge: 2^8 x s overflows
+
+
+def _same_bits(a, b):
+    """Bit equality (huge scales give inf and NaN outputs, which torch.equal never calls equal)."""
+    return torch.equal(a.contiguous().view(torch.int32), b.contiguous().view(torch.int32))
+
+
+@pytest.mark.parametrize("n,k,block", [(1, 16, 16), (3, 17, 16), (4, 512, 128), (13, 40, 16), (129, 384, 128),
+                                       (70, 130, 32), (9, 256, 48)])
+@pytest.mark.parametrize("scales", sorted(LOW_SCALES))
+def test_fp8_few_rows_direct_path_is_bit_identical_to_the_panel_path(n, k, block, scales):
+    """1-4 rows of x against FP8 W take the direct kernel (dequantised in registers, prefetched; AVX-512 builds);
+    each output is the same FMA chain of the same dequantised values and the same sum as the panel kernel's, which
+    a 5+-row call runs: bit-equal row by row, with row slices, tails, block sizes that are not multiples of 16
+    (the panel path) and scales whose 2^8 x s is not exact."""
+    g = torch.Generator().manual_seed(n * 7 + k + block)
+    w, _ = _fp8(n, k, block, g)
+    s = torch.randint(*LOW_SCALES[scales], (-(-n // block), -(-k // block)), generator=g,
+                      dtype=torch.uint8).view(torch.float8_e8m0fnu)
+    x = torch.randn(lowbit.LOWBIT_DIRECT_ROWS + 1, k, generator=g) * 10.0 ** torch.randint(-3, 3, (1, k), generator=g)
+    panel = lowbit.matmul(x, "fp8", w, s, block)
+    for m in range(1, lowbit.LOWBIT_DIRECT_ROWS + 1):
+        assert _same_bits(lowbit.matmul(x[:m], "fp8", w, s, block), panel[:m]), m
+    if n > 3:
+        assert _same_bits(lowbit.matmul(x[:1], "fp8", w, s, block, row0=2, rows=n - 3), panel[:1, 2:n - 1])
+
+
+@pytest.mark.parametrize("n,k", [(1, 32), (3, 64), (4, 512), (13, 96), (129, 256), (70, 160)])
+@pytest.mark.parametrize("scales", sorted(LOW_SCALES))
+def test_fp4_few_rows_direct_path_is_bit_identical_to_the_panel_path(n, k, scales):
+    """The FP4 counterpart: 1-4 rows take the direct kernel, bit-equal to the 5-row panel call row by row."""
+    g = torch.Generator().manual_seed(n * 5 + k)
+    w, _ = _fp4(n, k, g)
+    s = torch.randint(*LOW_SCALES[scales], (n, k // 32), generator=g, dtype=torch.uint8).view(torch.float8_e8m0fnu)
+    x = torch.randn(lowbit.LOWBIT_DIRECT_ROWS + 1, k, generator=g)
+    panel = lowbit.matmul(x, "fp4", w, s, 0)
+    for m in range(1, lowbit.LOWBIT_DIRECT_ROWS + 1):
+        assert _same_bits(lowbit.matmul(x[:m], "fp4", w, s, 0), panel[:m]), m
+    if n > 3:
+        assert _same_bits(lowbit.matmul(x[:1], "fp4", w, s, 0, row0=2, rows=n - 3), panel[:1, 2:n - 1])
+
+
 def test_bad_inputs_get_a_clear_answer():
     w, s = _fp8(8, 32, 16, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="columns"):

@@ -4,8 +4,9 @@ copy of them. ``matmul(x, fmt, weight, scale, block)`` -> x @ W^T in fp32 (fp32 
 
 - up to ``DECODE_ROWS`` rows of x (decode, bandwidth-bound): the C kernel, which dequantises each weight once per
   call into a small per-thread fp32 panel and streams the checkpoint bytes once; bf16 weights at up to
-  ``BF16_DIRECT_ROWS`` rows (the decode head) skip the panel: converted in registers, prefetched ahead, the same
-  FMA chain per output (bit-identical);
+  ``BF16_DIRECT_ROWS`` rows (the decode head), and FP8 / FP4 weights at up to ``LOWBIT_DIRECT_ROWS`` rows (decode's
+  linears and experts; AVX-512 builds), skip the panel: converted in registers, prefetched ahead, the same FMA
+  chain per output (bit-identical);
 - more rows (prefill, compute-bound): tiles of ``PREFILL_TILE_ROWS`` weight rows dequantised to fp32 by the C
   kernel and multiplied by torch's GEMM (transient memory: one tile, 4 bytes x tile rows x K).
 
@@ -29,6 +30,7 @@ SOURCE = Path(__file__).with_name("csrc") / "lowbit_gemm.c"
 OPENMP_CFLAG = "-fopenmp"  # torch's wheel ships libgomp.so.1: the same soname, so one thread pool in the process
 FORMAT_CODE = {DENSE: 0, FP8: 1, FP4: 2}  # the C enum
 BF16_DIRECT_ROWS = 8  # csrc's BF16_DIRECT_ROWS: up to here a bf16 weight is read without the fp32 panel
+LOWBIT_DIRECT_ROWS = 4  # csrc's LOWBIT_DIRECT_ROWS: the same for FP8 / FP4 weights (AVX-512 builds)
 DECODE_ROWS = 16  # measured (bench/lowbit_bench.py, 1 thread): the C kernel wins up to here, torch's tiled GEMM above
 PREFILL_TILE_ROWS = 2048  # weight rows per dequantised tile: 8 MiB of fp32 at K = 1024
 

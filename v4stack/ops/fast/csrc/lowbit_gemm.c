@@ -24,6 +24,10 @@ enum { FMT_BF16 = 0, FMT_FP8 = 1, FMT_FP4 = 2 };
 #define BF16_DIRECT_ROWS 8      /* activation rows it takes; more rows: the panel path (converts each weight once) */
 #define BF16_DIRECT_CHUNK 4     /* activation rows per pass over a weight group: 4 x 4 accumulators in registers */
 #define BF16_DIRECT_GROUP 4     /* weight rows in flight: 4 independent FMA chains per activation row */
+/* FP8 / FP4 weights at a few activation rows (decode's linears and experts): dequantised in registers, no panel */
+#define LOWBIT_DIRECT_ROWS 4    /* activation rows it takes (one pass: more would dequantise each weight twice) */
+#define LOWBIT_DIRECT_GROUP 4   /* weight rows in flight */
+#define LOWBIT_PREFETCH_BYTES 4096 /* bytes ahead of each weight row read */
 #define PREFETCH_AHEAD 4096     /* elements (8 KiB) ahead of each weight row read: measured 1 thread, bf16
                                  * 129,280 x 512, 1 row: 8.7 ms without, 6.9-7.5 with 2-8 KiB ahead (the
                                  * hardware prefetcher alone keeps too few lines in flight) */
@@ -209,6 +213,134 @@ static void bf16_direct(const float *x, int64_t M, int64_t K, const uint16_t *w,
     }
 }
 
+#ifdef LOWBIT_AVX512
+/* 16 e4m3 bytes (masked lanes 0) -> their fp32 values x s256 = 2^8 x the block scale. The byte placed in fp16
+ * (b << 8, arithmetic >> 1, bit 14 cleared: sign at 15, exponent|mantissa at 7..13) is the value x 2^-8, as in
+ * dequant_row; its fp16 -> fp32 conversion is exact, so one product rounds exactly once, like dequant_row's
+ * (v x 2^8) x s (whose first product is exact) whenever 2^8 x s is itself exact (fp8_fold). */
+static inline __m512 fp8x16(const uint8_t *p, __mmask16 mask, __m512 s256) {
+    __m256i b = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(mask, p));
+    __m256i h = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(b, 8), 1), _mm256_set1_epi16((short)0xBFFF));
+    return _mm512_maskz_mul_ps(mask, _mm512_cvtph_ps(h), s256);
+}
+
+/* 16 bytes = 32 e2m1 values (low nibble = even column) x s -> columns [0, 16) in *lo, [16, 32) in *hi, the same
+ * lookups, interleave and product as dequant_row. */
+static inline void fp4x32(const uint8_t *p, __m512 s, __m512 *lo, __m512 *hi) {
+    const __m512 lut = _mm512_loadu_ps(E2M1);
+    const __m512i even = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i odd = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    __m512 l = _mm512_permutexvar_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)), lut);
+    __m512 h = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
+    *lo = _mm512_mul_ps(_mm512_permutex2var_ps(l, even, h), s);
+    *hi = _mm512_mul_ps(_mm512_permutex2var_ps(l, odd, h), s);
+}
+
+/* 2^8 x ue8m0(e) is exact for e <= this (2^128 overflows): then fp8x16's single product equals dequant_row's two */
+#define FP8_FOLD_MAX_EXPONENT 246
+
+/* FP8 / FP4 weight rows [n0, n0 + nr) (global rows row0 + n) against mr activation rows, bit-identical to
+ * dequant_row + tile: each output is one 16-lane FMA chain over k in order (the same masked tail) of the same
+ * dequantised values, then the same horizontal sum; the weight is dequantised in registers and prefetched ahead. */
+static inline __attribute__((always_inline)) void lowbit_direct_group(const float *x, int mr, int64_t K, int fmt,
+                                                                      const uint8_t *w, const uint8_t *scale,
+                                                                      int64_t block, int64_t row0, int64_t n0,
+                                                                      int nr, float *y, int64_t N) {
+    __m512 acc[LOWBIT_DIRECT_ROWS][LOWBIT_DIRECT_GROUP];
+    const int64_t rowbytes = fmt == FMT_FP8 ? K : K / 2;
+    const uint8_t *b = w + (row0 + n0) * rowbytes;
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) acc[i][j] = _mm512_setzero_ps();
+    if (fmt == FMT_FP8) {
+        const int64_t kblocks = (K + block - 1) / block;
+        const __m512 two8 = _mm512_set1_ps(256.0f);
+        for (int64_t b0 = 0; b0 < K; b0 += block) {
+            __m512 s[LOWBIT_DIRECT_GROUP], s256[LOWBIT_DIRECT_GROUP];
+            int fold = 1;
+            for (int j = 0; j < nr; j++) {
+                uint8_t e = scale[((row0 + n0 + j) / block) * kblocks + b0 / block];
+                fold &= e <= FP8_FOLD_MAX_EXPONENT;
+                s[j] = _mm512_set1_ps(ue8m0(e));
+                s256[j] = _mm512_mul_ps(s[j], two8);
+            }
+            int64_t end = b0 + block < K ? b0 + block : K;
+            for (int64_t k = b0; k < end; k += 16) {
+                __mmask16 mask = end - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (end - k)) - 1);
+                if ((k & 63) == 0) /* one prefetch per 64-byte line of each row */
+                    for (int j = 0; j < nr; j++)
+                        _mm_prefetch((const char *)(b + j * K + k + LOWBIT_PREFETCH_BYTES), _MM_HINT_T0);
+                __m512 xv[LOWBIT_DIRECT_ROWS];
+                for (int i = 0; i < mr; i++) xv[i] = _mm512_maskz_loadu_ps(mask, x + i * K + k);
+                for (int j = 0; j < nr; j++) {
+                    __m512 wv = fold ? fp8x16(b + j * K + k, mask, s256[j])
+                                     : _mm512_mul_ps(fp8x16(b + j * K + k, mask, two8), s[j]);
+                    for (int i = 0; i < mr; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);
+                }
+            }
+        }
+    } else { /* FMT_FP4, K a multiple of FP4_BLOCK */
+        for (int64_t k = 0; k < K; k += FP4_BLOCK) {
+            if ((k & 127) == 0) /* 128 columns = one 64-byte line of each row */
+                for (int j = 0; j < nr; j++)
+                    _mm_prefetch((const char *)(b + j * rowbytes + k / 2 + LOWBIT_PREFETCH_BYTES), _MM_HINT_T0);
+            __m512 xlo[LOWBIT_DIRECT_ROWS], xhi[LOWBIT_DIRECT_ROWS];
+            for (int i = 0; i < mr; i++) {
+                xlo[i] = _mm512_loadu_ps(x + i * K + k);
+                xhi[i] = _mm512_loadu_ps(x + i * K + k + 16);
+            }
+            for (int j = 0; j < nr; j++) {
+                __m512 lo, hi;
+                fp4x32(b + j * rowbytes + k / 2, _mm512_set1_ps(ue8m0(scale[(row0 + n0 + j) * (K / FP4_BLOCK) +
+                                                                             k / FP4_BLOCK])), &lo, &hi);
+                for (int i = 0; i < mr; i++) acc[i][j] = _mm512_fmadd_ps(xlo[i], lo, acc[i][j]);
+                for (int i = 0; i < mr; i++) acc[i][j] = _mm512_fmadd_ps(xhi[i], hi, acc[i][j]);
+            }
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) y[i * N + n0 + j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+/* Whether lowbit_direct takes this call: few rows, FP8 blocks of whole vectors, FP4 whole scale blocks. */
+static int lowbit_direct_applies(int fmt, int64_t M, int64_t K, int64_t block) {
+    return M <= LOWBIT_DIRECT_ROWS && ((fmt == FMT_FP8 && block > 0 && block % 16 == 0) ||
+                                       (fmt == FMT_FP4 && K % FP4_BLOCK == 0));
+}
+
+/* M <= LOWBIT_DIRECT_ROWS rows of x against FP8 / FP4 W; weight-row groups split over the threads. The first
+ * LOWBIT_PREFETCH_BYTES of the rows are requested up front (the loop's prefetches run that far ahead). */
+static void lowbit_direct(const float *x, int64_t M, int64_t K, int fmt, const uint8_t *w, const uint8_t *scale,
+                          int64_t N, int64_t block, int64_t row0, float *y, int nthreads) {
+    int64_t rowbytes = fmt == FMT_FP8 ? K : K / 2, groups = (N + LOWBIT_DIRECT_GROUP - 1) / LOWBIT_DIRECT_GROUP;
+    int64_t head = N * rowbytes < LOWBIT_PREFETCH_BYTES ? N * rowbytes : LOWBIT_PREFETCH_BYTES;
+    for (int64_t off = 0; off < head; off += 64) _mm_prefetch((const char *)(w + row0 * rowbytes + off), _MM_HINT_T0);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t g = 0; g < groups; g++) {
+        int64_t n0 = g * LOWBIT_DIRECT_GROUP;
+        int nr = N - n0 >= LOWBIT_DIRECT_GROUP ? LOWBIT_DIRECT_GROUP : (int)(N - n0);
+        if (nr != LOWBIT_DIRECT_GROUP) {
+            lowbit_direct_group(x, (int)M, K, fmt, w, scale, block, row0, n0, nr, y, N);
+            continue;
+        }
+        /* constant trip counts and format keep acc in registers */
+#define LOWBIT_DIRECT_CASE(rows)                                                                                  \
+    case rows:                                                                                                    \
+        if (fmt == FMT_FP8) lowbit_direct_group(x, rows, K, FMT_FP8, w, scale, block, row0, n0, LOWBIT_DIRECT_GROUP, y, N); \
+        else lowbit_direct_group(x, rows, K, FMT_FP4, w, scale, block, row0, n0, LOWBIT_DIRECT_GROUP, y, N);    \
+        break;
+        switch (M) {
+            LOWBIT_DIRECT_CASE(1)
+            LOWBIT_DIRECT_CASE(2)
+            LOWBIT_DIRECT_CASE(3)
+            LOWBIT_DIRECT_CASE(4)
+        default: lowbit_direct_group(x, (int)M, K, fmt, w, scale, block, row0, n0, nr, y, N);
+        }
+#undef LOWBIT_DIRECT_CASE
+    }
+}
+#endif
+
 /* The entry point. Returns 0, or -1 when a per-thread panel cannot be allocated (the caller falls back). */
 int lowbit_gemm(const float *x, int64_t M, int64_t K, const void *w, const uint8_t *scale, int fmt, int64_t N,
                 int64_t block, int64_t row0, float *y, int nthreads) {
@@ -216,6 +348,12 @@ int lowbit_gemm(const float *x, int64_t M, int64_t K, const void *w, const uint8
         bf16_direct(x, M, K, (const uint16_t *)w, N, row0, y, nthreads);
         return 0;
     }
+#ifdef LOWBIT_AVX512
+    if (lowbit_direct_applies(fmt, M, K, block)) {
+        lowbit_direct(x, M, K, fmt, (const uint8_t *)w, scale, N, block, row0, y, nthreads);
+        return 0;
+    }
+#endif
     int failed = 0;
     int64_t panels = (N + PANEL - 1) / PANEL;
 #pragma omp parallel num_threads(nthreads) reduction(|: failed)
