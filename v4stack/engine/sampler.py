@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from v4stack.engine.request import Request
+from v4stack.model.decode_loop import greedy
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Sampler:
             if p.uses_penalties:
                 _apply_penalties(row, req)
             if p.greedy:
-                token = int(row.argmax())
+                token = int(greedy(row[None])[0])
             else:
                 probs = _filter(row, req)
                 race = torch.empty_like(probs).exponential_(generator=req.generator)

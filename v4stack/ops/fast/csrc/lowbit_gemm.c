@@ -324,10 +324,12 @@ static void lowbit_direct(const float *x, int64_t M, int64_t K, int fmt, const u
             continue;
         }
         /* constant trip counts and format keep acc in registers */
-#define LOWBIT_DIRECT_CASE(rows)                                                                                  \
-    case rows:                                                                                                    \
-        if (fmt == FMT_FP8) lowbit_direct_group(x, rows, K, FMT_FP8, w, scale, block, row0, n0, LOWBIT_DIRECT_GROUP, y, N); \
-        else lowbit_direct_group(x, rows, K, FMT_FP4, w, scale, block, row0, n0, LOWBIT_DIRECT_GROUP, y, N);    \
+#define LOWBIT_DIRECT_CASE(rows)                                                                            \
+    case rows:                                                                                              \
+        if (fmt == FMT_FP8)                                                                                 \
+            lowbit_direct_group(x, rows, K, FMT_FP8, w, scale, block, row0, n0, LOWBIT_DIRECT_GROUP, y, N); \
+        else                                                                                                \
+            lowbit_direct_group(x, rows, K, FMT_FP4, w, scale, block, row0, n0, LOWBIT_DIRECT_GROUP, y, N); \
         break;
         switch (M) {
             LOWBIT_DIRECT_CASE(1)
