@@ -304,6 +304,98 @@ typedef uint32_t v8u32 __attribute__((vector_size(32)));
 SMALL_BLOCK(4, v4f, v4u16, v4u32)
 SMALL_BLOCK(8, v8f, v8u16, v8u32)
 
+#ifdef ORDERED_AVX512
+/* The 4-lane order (lanes = step = 4: every one-row GEMM's features) with four outputs per 512-bit accumulator
+ * (128-bit quarter j = output j's 4 lanes) instead of one 128-bit vector each: the same products (mul, then add)
+ * added to the same lanes in the same order. 16 columns of 4 weight rows are loaded as 4 vectors and transposed by
+ * 128-bit quarters, so quarter q of T[q] holds each row's columns s + 4q .. s + 4q + 3 (step q of the lanes). */
+#define PACKED_OUTPUTS 4  /* outputs per accumulator */
+#define PACKED_SPAN 16    /* columns per transposed load: 4 steps of the 4 lanes */
+#define SMALL_PREFETCH_BYTES 2048 /* ahead of each weight row read (the rows are 1-2 KiB: a few rows ahead) */
+
+static inline __m512 row16(const void *w, int w_bf16, int64_t at) { /* 16 weights from element `at`, fp32 */
+    if (w_bf16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + at))), 16));
+    return _mm512_loadu_ps((const float *)w + at);
+}
+
+static inline __m128 row4(const void *w, int w_bf16, int64_t at) { /* 4 weights from element `at`, fp32 */
+    if (w_bf16)
+        return _mm_castsi128_ps(_mm_slli_epi32(
+            _mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)((const uint16_t *)w + at))), 16));
+    return _mm_loadu_ps((const float *)w + at);
+}
+
+/* SMALL_COLS outputs c0 .. c0 + SMALL_COLS - 1 of row xr in the order (peel, 4, 4); same values as
+ * small_block_body_4. */
+static inline __attribute__((always_inline)) void small_block_packed4(const float *xr, const void *w, int w_bf16,
+                                                                      int64_t K, int64_t c0, int peel, float *yr) {
+    enum { GROUPS = SMALL_COLS / PACKED_OUTPUTS };
+    const int64_t stop = peel + 4 * ((K - peel) / 4);
+    const int64_t elem = w_bf16 ? 2 : 4, line_cols = 64 / elem;
+    float lanes[GROUPS][16] = {{0.0f}};
+    for (int j = 0; j < SMALL_COLS && peel; j++) { /* the peel: lane 0 of output j */
+        const int64_t row = (c0 + j) * K;
+        float head = xr[0] * w_at(w, w_bf16, row);
+        for (int i = 1; i < peel; i++) head = head + xr[i] * w_at(w, w_bf16, row + i);
+        lanes[j / PACKED_OUTPUTS][4 * (j % PACKED_OUTPUTS)] = head;
+    }
+    __m512 acc[GROUPS];
+    for (int g = 0; g < GROUPS; g++) acc[g] = _mm512_loadu_ps(lanes[g]);
+    int64_t s = peel;
+    for (; s + PACKED_SPAN <= stop; s += PACKED_SPAN) {
+        if ((s - peel) % line_cols < PACKED_SPAN) /* about one prefetch per 64-byte line of each row */
+            for (int j = 0; j < SMALL_COLS; j++)
+                _mm_prefetch((const char *)w + ((c0 + j) * K + s) * elem + SMALL_PREFETCH_BYTES, _MM_HINT_T0);
+        __m512 xq[4];
+        for (int q = 0; q < 4; q++) xq[q] = _mm512_broadcast_f32x4(_mm_loadu_ps(xr + s + 4 * q));
+        for (int g = 0; g < GROUPS; g++) {
+            const int64_t r0 = (c0 + PACKED_OUTPUTS * g) * K + s;
+            const __m512 a = row16(w, w_bf16, r0), b = row16(w, w_bf16, r0 + K);
+            const __m512 c = row16(w, w_bf16, r0 + 2 * K), d = row16(w, w_bf16, r0 + 3 * K);
+            const __m512 ab01 = _mm512_shuffle_f32x4(a, b, 0x44), ab23 = _mm512_shuffle_f32x4(a, b, 0xEE);
+            const __m512 cd01 = _mm512_shuffle_f32x4(c, d, 0x44), cd23 = _mm512_shuffle_f32x4(c, d, 0xEE);
+            const __m512 t[4] = {_mm512_shuffle_f32x4(ab01, cd01, 0x88), _mm512_shuffle_f32x4(ab01, cd01, 0xDD),
+                                 _mm512_shuffle_f32x4(ab23, cd23, 0x88), _mm512_shuffle_f32x4(ab23, cd23, 0xDD)};
+            for (int q = 0; q < 4; q++) acc[g] = _mm512_add_ps(acc[g], _mm512_mul_ps(t[q], xq[q]));
+        }
+    }
+    for (; s < stop; s += 4) { /* the last steps, one at a time */
+        const __m512 xq = _mm512_broadcast_f32x4(_mm_loadu_ps(xr + s));
+        for (int g = 0; g < GROUPS; g++) {
+            const int64_t r0 = (c0 + PACKED_OUTPUTS * g) * K + s;
+            __m512 v = _mm512_castps128_ps512(row4(w, w_bf16, r0));
+            v = _mm512_insertf32x4(v, row4(w, w_bf16, r0 + K), 1);
+            v = _mm512_insertf32x4(v, row4(w, w_bf16, r0 + 2 * K), 2);
+            v = _mm512_insertf32x4(v, row4(w, w_bf16, r0 + 3 * K), 3);
+            acc[g] = _mm512_add_ps(acc[g], _mm512_mul_ps(v, xq));
+        }
+    }
+    for (int g = 0; g < GROUPS; g++) _mm512_storeu_ps(lanes[g], acc[g]);
+    for (int j = 0; j < SMALL_COLS; j++) {
+        const float *a = lanes[j / PACKED_OUTPUTS] + 4 * (j % PACKED_OUTPUTS);
+        float out = (a[0] + a[2]) + (a[1] + a[3]); /* the halving: lanes l + l + 2, then the two */
+        const int64_t row = (c0 + j) * K;
+        for (int64_t i = stop; i < K; i++) out = out + xr[i] * w_at(w, w_bf16, row + i);
+        yr[c0 + j] = out;
+    }
+}
+#endif
+
+/* A block in the order (peel, 4, 4): full blocks packed four outputs to a register where AVX-512 is there. */
+static void small_block_lanes4(const float *xr, const void *w, int w_bf16, int64_t K, int64_t c0, int cb, int peel,
+                               float *yr) {
+#ifdef ORDERED_AVX512
+    if (cb == SMALL_COLS) {
+        if (w_bf16) small_block_packed4(xr, w, 1, K, c0, peel, yr);
+        else small_block_packed4(xr, w, 0, K, c0, peel, yr);
+        return;
+    }
+#endif
+    small_block_4(xr, w, w_bf16, K, c0, cb, peel, yr);
+}
+
 /* y[M, N] for M < 8 rows in the small-row order; orders int32 [M][ORDER_SLOTS][3] = (peel, lanes, step): slot 0
  * for the features n < first_left_over, slot 1 + i for feature first_left_over + i. Feature blocks are split over
  * `threads` OpenMP threads (each output from its own tree: the values do not depend on the split). Returns 0, or
@@ -344,7 +436,7 @@ int ordered_small_gemm(const float *x, int64_t M, int64_t K, const void *w, int 
             for (int64_t r = 0; r < M; r++) {  /* the block's weight rows stay in cache across the rows of x */
                 const int32_t *o = orders + r * ORDER_SLOTS * 3;
                 float *yr = y + r * N + c0 - cw;
-                if (o[1] == 4) small_block_4(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], yr);
+                if (o[1] == 4) small_block_lanes4(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], yr);
                 else small_block_8(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], yr);
             }
         }
