@@ -67,6 +67,32 @@ def test_grouped_output_c_matches_the_reference_einsum():
         assert (got.float() - want.float()).abs().max() < (got.float() - want.roll(1, 1).float()).abs().max()
 
 
+def _lane_order_dot(o: torch.Tensor, w: torch.Tensor, lanes: int = 16) -> torch.Tensor:
+    """o [T, G, J], w [G, R, J] bf16 -> fp32 [T, G, R] in the C kernel's order: exact fp32 products, lane l the
+    in-order sum of products j = l mod lanes (the tail's too), the lanes then added in order 0 .. lanes - 1."""
+    p = o.float()[:, :, None, :] * w.float()[None]  # [T, G, R, J]
+    acc = torch.zeros(*p.shape[:-1], lanes)
+    for j in range(p.shape[-1]):
+        acc[..., j % lanes] = acc[..., j % lanes] + p[..., j]
+    out = acc[..., 0]
+    for lane in range(1, lanes):
+        out = out + acc[..., lane]
+    return out
+
+
+@pytest.mark.parametrize("t,groups,rank,width", [(1, 2, 128, 1024), (3, 2, 64, 256), (2, 2, 7, 64), (16, 2, 9, 40), (2, 1, 5, 17)])
+def test_grouped_output_c_sums_in_its_lane_order(t, groups, rank, width):
+    """Each output is one fixed fp32 tree (16 lanes, then in order) rounded to bf16, whatever the vector code:
+    equal to the tree restated in torch, with ranks and widths off the vector width."""
+    _need_kernel()
+    g = torch.Generator().manual_seed(t * 31 + rank + width)
+    o = torch.randn(t, groups, width, generator=g).bfloat16()
+    weight = (torch.randn(groups, rank, width, generator=g) * 10.0 ** torch.randint(-3, 3, (groups, rank, width),
+                                                                                     generator=g)).bfloat16()
+    got = decode_ops.grouped_output(o, weight)
+    assert torch.equal(got, _lane_order_dot(o, weight).bfloat16().flatten(1))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_rms_norm_c_matches_torch_for_decode_rows(dtype):
     from v4stack.ops.fast import norm as fast_norm

@@ -70,14 +70,53 @@ void index_topk_rows(const float *scores, const int64_t *visible, int64_t R, int
     }
 }
 
+#if defined(__AVX512F__)
+#define GROUPED_CHAINS 4          /* weight rows per pass: independent add chains hide the add latency */
+#define GROUPED_PREFETCH_BYTES 2048 /* ahead of each weight row read (rows are 2 KiB at the real shape) */
+
+static inline __m512 bf16x16_vec(const uint16_t *p) { /* 16 bf16 -> fp32 (exact) */
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+/* GROUPED_CHAINS outputs of dot_bf16 at once for J a multiple of LANES: vector lane l is dot_bf16's acc[l] (the same
+ * exact products added in the same order), then the same in-order lane sum. */
+static void dot_bf16_rows(const uint16_t *a, const uint16_t *w, int64_t J, float *out) {
+    __m512 acc[GROUPED_CHAINS];
+    for (int q = 0; q < GROUPED_CHAINS; q++) acc[q] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < J; k += LANES) {
+        if ((k & 31) == 0) /* one prefetch per 64-byte line of each row */
+            for (int q = 0; q < GROUPED_CHAINS; q++)
+                _mm_prefetch((const char *)(w + q * J + k) + GROUPED_PREFETCH_BYTES, _MM_HINT_T0);
+        const __m512 av = bf16x16_vec(a + k);
+        for (int q = 0; q < GROUPED_CHAINS; q++)
+            acc[q] = _mm512_add_ps(acc[q], _mm512_mul_ps(av, bf16x16_vec(w + q * J + k)));
+    }
+    for (int q = 0; q < GROUPED_CHAINS; q++) {
+        float lanes[LANES];
+        _mm512_storeu_ps(lanes, acc[q]);
+        float s = 0.0f;
+        for (int l = 0; l < LANES; l++) s += lanes[l];
+        out[q] = s;
+    }
+}
+#endif
+
 /* The block-diagonal wo_a: out[t, g * r + i] = bf16(sum_j o[t, g, j] w[g, i, j]), o [T, G, J], w [G, R, J]
- * bf16 (J = H / G * d), out [T, G * R] bf16. */
+ * bf16 (J = H / G * d), out [T, G * R] bf16; each sum is dot_bf16's tree. */
 void grouped_output_rows(const uint16_t *o, const uint16_t *w, int64_t T, int64_t G, int64_t R, int64_t J,
                          uint16_t *out) {
     for (int64_t t = 0; t < T; t++)
         for (int64_t g = 0; g < G; g++) {
             const uint16_t *og = o + (t * G + g) * J;
-            for (int64_t i = 0; i < R; i++)
-                out[(t * G + g) * R + i] = f32_to_bf16(dot_bf16(og, w + (g * R + i) * J, J));
+            int64_t i = 0;
+#if defined(__AVX512F__)
+            if (J % LANES == 0)
+                for (; i + GROUPED_CHAINS <= R; i += GROUPED_CHAINS) {
+                    float sums[GROUPED_CHAINS];
+                    dot_bf16_rows(og, w + (g * R + i) * J, J, sums);
+                    for (int q = 0; q < GROUPED_CHAINS; q++) out[(t * G + g) * R + i + q] = f32_to_bf16(sums[q]);
+                }
+#endif
+            for (; i < R; i++) out[(t * G + g) * R + i] = f32_to_bf16(dot_bf16(og, w + (g * R + i) * J, J));
         }
 }
