@@ -25,14 +25,16 @@ def test_fast_table_matches_the_reference_entry_by_entry(recorded):
     model, calls = recorded
     loose = {name: BF16_ULPS for name in ("linear", "attention_qkv", "moe_experts", "sparse_attention", "grouped_output",
                                           "index_scores", "rms_norm", "decode_attention", "decode_attention_pooled",
-                                          "decode_index_scores")}
+                                          "decode_index_scores", "hc_pre", "hc_head")}
     loose["lm_head"] = FP32_SUMS
     results = {r.op: r for r in check_parity(fast_ops(), model, calls, tolerances=loose)}
     assert all(r.ok for r in results.values()), [r.line() for r in results.values() if not r.ok]
     # exact where the fast entry keeps the reference's rounding points: routing, mixing, the untouched entries
-    for name in ("route", "hc_split_sinkhorn", "hc_pre", "index_topk", "rope", "compress_pool", "quant_dequant_fp8",
-                 "quant_dequant_fp4", "hadamard_rotate", "hc_collapse", "hc_post", "hc_head"):
+    for name in ("route", "hc_split_sinkhorn", "index_topk", "rope", "compress_pool", "quant_dequant_fp8",
+                 "quant_dequant_fp4", "hadamard_rotate", "hc_collapse", "hc_post"):
         assert results[name].max_abs == 0, results[name].line()
+    # hc_pre / hc_head of decode-sized calls are one C call with libm's exp (ops.fast.mhc_fused): within a bf16
+    # ulp of the reference's collapse, not bit-exact (tests/test_mhc_fused.py bounds them tightly)
     assert results["linear"].max_abs < 0.05  # a real difference would be O(1)
 
 

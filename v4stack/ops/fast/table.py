@@ -26,6 +26,7 @@ def fast_ops(base: OpTable | None = None) -> OpTable:
         decode_index_scores=indexer.decode_index_scores,
         index_topk=indexer.index_topk, rms_norm=norm.rms_norm,
         hc_split_sinkhorn=mixing.hc_split_sinkhorn, hc_collapse=mixing.hc_collapse, hc_post=mixing.hc_post,
+        hc_pre=mixing.hc_pre, hc_head=mixing.hc_head,
         rope=rope.rope, quant_dequant_fp8=quant.quant_dequant_fp8,
         quant_dequant_fp4=quant.quant_dequant_fp4, hadamard_rotate=quant.hadamard_rotate,
         prepare_weights=prepare_weights, fp32_linear=ordered_gemm.linear_fp32)
