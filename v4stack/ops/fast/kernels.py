@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ SOURCE = Path(__file__).with_name("csrc") / "fast_kernels.c"
 CFLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11")
 MAX_ACT_BLOCK = 1024  # the C act_quant's per-block buffer
 MAX_HC = 16
+MAX_HADAMARD = 4096  # csrc's MAX_HADAMARD: the largest rotation the C pass takes
 
 
 def _cache_dir() -> Path:
@@ -61,6 +63,7 @@ def _library() -> ctypes.CDLL | None:
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.act_quant.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
+    lib.hadamard_rows.argtypes = [ptr, ptr, i64, i64, ctypes.c_float, ctypes.c_int]
     lib.fp4_quant.argtypes = [ptr, ptr, i64, i64, i64, ctypes.c_int]
     lib.rope_apply.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ctypes.c_int, ctypes.c_int]
     lib.hc_collapse.argtypes = [ptr, ptr, ptr, i64, i64, i64, ctypes.c_int]
@@ -90,6 +93,21 @@ def act_quant(x: torch.Tensor, block: int) -> torch.Tensor | None:
     x = x.contiguous()
     out = torch.empty(x.shape, dtype=torch.bfloat16)
     lib.act_quant(x.data_ptr(), out.data_ptr(), x.numel() // k, k, block, int(x.dtype == torch.bfloat16))
+    return out
+
+
+def hadamard_rotate(x: torch.Tensor) -> torch.Tensor | None:
+    """``ops.reference.hadamard.hadamard_rotate`` of x [..., n] (bf16 or fp32, CPU, n a power of two up to
+    ``MAX_HADAMARD``) by butterflies in fp64, or None when the kernel cannot take it."""
+    lib = _library()
+    n = x.shape[-1]
+    if (lib is None or x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float32) or n < 1
+            or n & (n - 1) or n > MAX_HADAMARD or x.requires_grad):
+        return None
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    lib.hadamard_rows(x.data_ptr(), out.data_ptr(), x.numel() // n, n, math.sqrt(1.0 / n),
+                      int(x.dtype == torch.bfloat16))
     return out
 
 

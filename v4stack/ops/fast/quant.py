@@ -36,7 +36,10 @@ def _hadamard(n: int, device: torch.device) -> torch.Tensor:
 
 def hadamard_rotate(x: torch.Tensor) -> torch.Tensor:
     """``ops.reference.hadamard.hadamard_rotate``'s contract and rounding: exact +-1 sums in fp64, one rounding to
-    fp32, times fp32(n^-1/2)."""
+    fp32, times fp32(n^-1/2); the C butterflies where they apply, else the cached matrix."""
+    fused = kernels.hadamard_rotate(x)  # one C pass of butterflies: the same exact fp64 sums
+    if fused is not None:
+        return fused
     n = x.shape[-1]
     h = _hadamard(n, x.device)
     return ((x.double() @ h).float() * math.sqrt(1.0 / n)).to(x.dtype)

@@ -367,3 +367,29 @@ void hc_post_apply(const void *f, const void *x, const float *post, const float 
         }
     }
 }
+
+/* The indexer's Hadamard rotation (ops.reference.hadamard.hadamard_rotate): x [rows, n] (bf16 when is_bf16, else
+ * fp32), n a power of two <= MAX_HADAMARD -> out [rows, n] in x's dtype = fp32(x @ H_n) * scale, rounded to x's
+ * dtype (scale = fp32(n^-1/2)). The reference sums in an fp64 GEMM, exactly for these inputs (a +-1 sum of n bf16 or
+ * fp32 values fits fp64's 53 bits unless their exponents spread over ~25+ binades); the fast Walsh-Hadamard
+ * butterflies (log2 n stages of a + b, a - b in fp64, Sylvester order) sum the same terms, so they give the same
+ * exact sums, in n log n adds instead of n^2 multiply-adds. */
+#define MAX_HADAMARD 4096 /* a stack buffer of doubles per row */
+void hadamard_rows(const void *x, void *out, int64_t rows, int64_t n, float scale, int is_bf16) {
+    double v[MAX_HADAMARD];
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < n; j++) v[j] = (double)load_any(x, r * n + j, is_bf16);
+        for (int64_t h = 1; h < n; h <<= 1)
+            for (int64_t i = 0; i < n; i += 2 * h)
+                for (int64_t j = i; j < i + h; j++) {
+                    const double a = v[j], b = v[j + h];
+                    v[j] = a + b;
+                    v[j + h] = a - b;
+                }
+        for (int64_t j = 0; j < n; j++) {
+            const float f = (float)v[j] * scale;
+            if (is_bf16) ((uint16_t *)out)[r * n + j] = isnan(f) ? (uint16_t)0x7FC0 : f32_to_bf16(f);
+            else ((float *)out)[r * n + j] = f;
+        }
+    }
+}
