@@ -20,7 +20,7 @@ from v4stack.training.evaluate import held_out_loss, mtp_greedy_acceptance
 from v4stack.modelio.loader import load_model
 
 DEMO = BUNDLED_MODELS / DEMO_NAME
-WINDOWS = 4  # of the 16 stored held-out windows (512 tokens each)
+WINDOWS = 2  # of the 16 stored held-out windows (512 tokens each), each checked on its own
 # bf16 activations + the reference's FP8/FP4 activation QAT points vs the fp32 training forward: the mean NLL
 # moved by 0.0002 nats over all 16 windows (model card); 0.03 nats is 3% in perplexity
 REFERENCE_TOLERANCE = 0.03
@@ -52,11 +52,11 @@ def test_default_model_is_the_bundled_checkpoint():
 
 def test_held_out_loss_matches_training_time_evaluation(stored, reference_model):
     evaluation, windows = stored
-    want = sum(evaluation["held_out_nll_per_window"][:WINDOWS]) / WINDOWS
-    got = held_out_loss(reference_model, windows).nll
-    assert abs(got - want) < REFERENCE_TOLERANCE, (got, want)
-    exact = held_out_loss(load_model(DEMO, Numerics.exact_fp32(), progress=False), windows).nll
-    assert abs(exact - want) < FP32_TOLERANCE, (exact, want)
+    want = evaluation["held_out_nll_per_window"][:WINDOWS]
+    got = held_out_loss(reference_model, windows).per_window
+    assert all(abs(g - w) < REFERENCE_TOLERANCE for g, w in zip(got, want, strict=True)), (got, want)
+    exact = held_out_loss(load_model(DEMO, Numerics.exact_fp32(), progress=False), windows).per_window
+    assert all(abs(e - w) < FP32_TOLERANCE for e, w in zip(exact, want, strict=True)), (exact, want)
 
 
 def test_trained_model_is_far_better_than_random_weights(stored, reference_model, tmp_path):
