@@ -228,6 +228,15 @@ static inline __m512 fp8x16(const uint8_t *p, __mmask16 mask, __m512 s256) {
     return _mm512_maskz_mul_ps(mask, _mm512_cvtph_ps(h), s256);
 }
 
+/* 32 e4m3 bytes -> columns [0, 16) in *lo and [16, 32) in *hi, each as fp8x16 computes it (the placement done on
+ * 512 bits at once, then two exact fp16 -> fp32 conversions). */
+static inline void fp8x32(const uint8_t *p, __m512 s256, __m512 *lo, __m512 *hi) {
+    __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
+    __m512i h = _mm512_and_si512(_mm512_srai_epi16(_mm512_slli_epi16(b, 8), 1), _mm512_set1_epi16((short)0xBFFF));
+    *lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s256);
+    *hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s256);
+}
+
 /* 16 bytes = 32 e2m1 values (low nibble = even column) x s -> columns [0, 16) in *lo, [16, 32) in *hi, the same
  * lookups, interleave and product as dequant_row. */
 static inline void fp4x32(const uint8_t *p, __m512 s, __m512 *lo, __m512 *hi) {
@@ -268,8 +277,28 @@ static inline __attribute__((always_inline)) void lowbit_direct_group(const floa
                 s[j] = _mm512_set1_ps(ue8m0(e));
                 s256[j] = _mm512_mul_ps(s[j], two8);
             }
-            int64_t end = b0 + block < K ? b0 + block : K;
-            for (int64_t k = b0; k < end; k += 16) {
+            int64_t end = b0 + block < K ? b0 + block : K, k = b0;
+            for (; k + 32 <= end; k += 32) { /* 32 columns a step: the byte -> fp16 placement on 512 bits */
+                if ((k & 63) == 0) /* one prefetch per 64-byte line of each row */
+                    for (int j = 0; j < nr; j++)
+                        _mm_prefetch((const char *)(b + j * K + k + LOWBIT_PREFETCH_BYTES), _MM_HINT_T0);
+                __m512 xa[LOWBIT_DIRECT_ROWS], xb[LOWBIT_DIRECT_ROWS];
+                for (int i = 0; i < mr; i++) {
+                    xa[i] = _mm512_loadu_ps(x + i * K + k);
+                    xb[i] = _mm512_loadu_ps(x + i * K + k + 16);
+                }
+                for (int j = 0; j < nr; j++) {
+                    __m512 wa, wb;
+                    fp8x32(b + j * K + k, fold ? s256[j] : two8, &wa, &wb);
+                    if (!fold) {
+                        wa = _mm512_mul_ps(wa, s[j]);
+                        wb = _mm512_mul_ps(wb, s[j]);
+                    }
+                    for (int i = 0; i < mr; i++) acc[i][j] = _mm512_fmadd_ps(xa[i], wa, acc[i][j]);
+                    for (int i = 0; i < mr; i++) acc[i][j] = _mm512_fmadd_ps(xb[i], wb, acc[i][j]);
+                }
+            }
+            for (; k < end; k += 16) {
                 __mmask16 mask = end - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (end - k)) - 1);
                 if ((k & 63) == 0) /* one prefetch per 64-byte line of each row */
                     for (int j = 0; j < nr; j++)
