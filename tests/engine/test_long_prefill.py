@@ -68,7 +68,7 @@ def test_index_queries_in_row_slices_equal_one_pass(numerics, monkeypatch):
 
 
 def test_fast_attention_in_query_slices_equals_one_pass():
-    from v4stack.ops.fast.attention import sparse_attention
+    from v4stack.ops.fast.attention import sliced_attention as sparse_attention  # the torch form's slices
 
     g = torch.Generator().manual_seed(2)
     s, heads, d, n = 40, 2, 64, 90
@@ -98,7 +98,7 @@ def _attention_case(n: int, s: int = 32, heads: int = 2, d: int = 64, slots: int
 @pytest.mark.parametrize("round_probs", [True, False])
 def test_fast_attention_in_context_slices_matches_one_slice_and_the_reference(round_probs):
     """Scores and weights do not depend on the key slice (exact per slot); only P.V's fp32 sum order does."""
-    from v4stack.ops.fast.attention import sparse_attention
+    from v4stack.ops.fast.attention import sliced_attention as sparse_attention  # the torch form's slices
     from v4stack.ops.reference.attention import sparse_attention as reference
 
     q, kv, idx, sink, scale = _attention_case(300)
@@ -111,12 +111,15 @@ def test_fast_attention_in_context_slices_matches_one_slice_and_the_reference(ro
         assert ((sliced - whole).abs() <= bf16_ulp).all(), key_slice
 
 
-def test_fast_attention_activations_do_not_grow_with_the_context():
+@pytest.mark.parametrize("form", ["sparse_attention", "sliced_attention"])
+def test_fast_attention_activations_do_not_grow_with_the_context(form):
     """The same queries and index lists over 2,048 and 16,384 key rows: the probe's peak is the slices' (the old
-    dense form upcast all N rows to fp32 and fp64, 8x more at the longer context)."""
+    dense form upcast all N rows to fp32 and fp64, 8x more at the longer context); the C kernel of listed rows
+    (``sparse_attention``) and the torch form (``sliced_attention``) alike."""
     from v4stack.engine.activation_probe import ActivationProbe
-    from v4stack.ops.fast.attention import sparse_attention
+    from v4stack.ops.fast import attention
 
+    sparse_attention = getattr(attention, form)
     peaks = []
     for n in (2048, 16384):
         q, kv, idx, sink, scale = _attention_case(n, d=512, listed=2048)  # the same lists, any context
@@ -150,11 +153,15 @@ def test_key_rows_read_the_rows_of_the_joined_matrix():
         assert torch.equal(read_rows(keys, lo, hi), kv[lo:hi]), (lo, hi)
 
 
+@pytest.mark.parametrize("form", ["sparse_attention", "sliced_attention"])
 @pytest.mark.parametrize("round_probs", [True, False])
-def test_attention_over_key_rows_in_place_equals_the_joined_keys(round_probs):
-    """The entries read from the pool slice by slice (fast) or joined (reference): the same bits as one tensor."""
-    from v4stack.ops.fast.attention import sparse_attention
+def test_attention_over_key_rows_in_place_equals_the_joined_keys(round_probs, form):
+    """The entries read from the pool slice by slice (fast: the C kernel row by row, the torch form a slice at a
+    time) or joined (reference): the same bits as one tensor."""
+    from v4stack.ops.fast import attention
     from v4stack.ops.reference.attention import sparse_attention as reference
+
+    sparse_attention = getattr(attention, form)
 
     q, kv, idx, sink, scale = _attention_case(300)
     keys = _segments(kv)

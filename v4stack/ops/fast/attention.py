@@ -1,6 +1,8 @@
 """Fast sparse attention and indexer scoring: whole-tensor GEMMs instead of gathers and per-block loops.
 
-``sparse_attention`` scores each query against the rows of ``kv`` with one GEMM per context slice (``KEY_SLICE``
+``sparse_attention`` with the official kernel's rounding (``round_probs``) runs the C kernel of
+``ops.fast.prefill_attention`` (each query scores only its listed rows, read in place); without it, or where that
+kernel cannot run, ``sliced_attention``, the dense torch form below. ``sliced_attention`` scores each query against the rows of ``kv`` with one GEMM per context slice (``KEY_SLICE``
 rows) instead of one gather per query, keeps the scores of the slots its index list names (V4 index lists hold no
 repeats, so this is the gather's softmax), computes the official kernel's weights from them in list order (running
 max per block of 64 slots, numerators rounded to bf16 before P.V) and accumulates P.V slice by slice. Its memory
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from v4stack.ops.fast import kernels
+from v4stack.ops.fast import kernels, prefill_attention
 from v4stack.ops.key_rows import read_rows
 from v4stack.ops.reference.indexer import _hidden
 
@@ -31,7 +33,19 @@ KERNEL_BLOCK = 64  # index-list slots per step of the official kernel's online s
 
 def sparse_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink: torch.Tensor, scale: float,
                      round_probs: bool, budget: int = SCORE_ELEMENTS, key_slice: int = KEY_SLICE) -> torch.Tensor:
-    """``ops.reference.attention.sparse_attention``'s contract: q [S, H, d], kv [N, d] (a tensor or
+    """``ops.reference.attention.sparse_attention``'s contract: the C kernel of listed rows with ``round_probs``
+    (the decode kernel's scores and weights, P.V summed in double), else ``sliced_attention`` (``budget`` and
+    ``key_slice`` shape that torch form only)."""
+    if round_probs:
+        fused = prefill_attention.sparse_attention(q, kv, idx, sink, scale)
+        if fused is not None:
+            return fused
+    return sliced_attention(q, kv, idx, sink, scale, round_probs, budget, key_slice)
+
+
+def sliced_attention(q: torch.Tensor, kv: torch.Tensor, idx: torch.Tensor, sink: torch.Tensor, scale: float,
+                     round_probs: bool, budget: int = SCORE_ELEMENTS, key_slice: int = KEY_SLICE) -> torch.Tensor:
+    """``ops.reference.attention.sparse_attention``'s contract in torch: q [S, H, d], kv [N, d] (a tensor or
     ``ops.key_rows.KeyRows``: the segments are read one key slice at a time, never joined), idx [S, K] (-1 empty),
     sink [H] -> o [S, H, d] in q.dtype.
 
