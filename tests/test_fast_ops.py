@@ -164,3 +164,25 @@ def test_c_rope_and_mhc_mixing_are_bit_identical_to_the_reference(dtype):
         assert torch.equal(fast_mixing.hc_collapse(streams, pre), mixing.hc_collapse(streams, pre))
         assert torch.equal(fast_mixing.hc_post(out, streams, post, comb, reference_ops()),
                            mixing.hc_post(out, streams, post, comb, reference_ops()))
+
+
+def test_fast_index_scores_skip_only_hidden_entries():
+    """Chunks that score only the entries their last query sees: the same bits whatever the chunk (one chunk of
+    every query scores all visible columns), -inf exactly where hidden, and close to the reference."""
+    from v4stack.ops.fast.attention import index_scores
+    from v4stack.ops.reference.indexer import _hidden, index_scores as reference
+
+    g = torch.Generator().manual_seed(6)
+    s, heads, d, n, ratio = 300, 8, 32, 90, 4
+    q = torch.randn(s, heads, d, generator=g).bfloat16()
+    w = torch.randn(s, heads, generator=g).bfloat16()
+    keys = torch.randn(n, d, generator=g).bfloat16()
+    for first in (0, 57, 400):  # a prompt from position 0, a later chunk, a chunk that sees every entry
+        positions = torch.arange(first, first + s)
+        whole = index_scores(q, w, keys, positions, ratio, chunk=s)
+        for chunk in (1, 7, 128):
+            assert torch.equal(index_scores(q, w, keys, positions, ratio, chunk=chunk), whole), (first, chunk)
+        hidden = _hidden(n, positions, ratio)
+        assert torch.isinf(whole[hidden]).all() and torch.isfinite(whole[~hidden]).all()
+        want = reference(q, w, keys, positions, ratio)
+        assert torch.allclose(whole[~hidden], want[~hidden], rtol=2 ** -6, atol=1e-2), first
