@@ -15,11 +15,11 @@ import dataclasses
 import os
 import statistics
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
 
+from bench.op_timers import instrument
 from v4stack.config.numerics import Numerics
 from v4stack.model.decode_loop import prefill_then_decode, v4_forward
 from v4stack.modelio.loader import load_model
@@ -43,34 +43,9 @@ class Profile:
         return rows + [("outside", outside * 1e3, 0.0, outside / mean)]
 
 
-def _timed_table(ops, seconds: defaultdict, calls: Counter) -> None:
-    """Wrap every per-step entry of the (frozen) op table ``ops`` in place with an exclusive-time accumulator;
-    every module holding the table sees the wrapped entries."""
-    stack: list[float] = []  # the running time of the entries called inside the current one
-
-    def wrap(name, fn):
-        def timed(*args, **kwargs):
-            t0 = time.process_time()
-            stack.append(0.0)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent, inner = time.process_time() - t0, stack.pop()
-                seconds[name] += spent - inner
-                calls[name] += 1
-                if stack:
-                    stack[-1] += spent
-        return timed
-
-    for field in dataclasses.fields(ops):
-        if field.name not in NOT_PER_STEP:
-            object.__setattr__(ops, field.name, wrap(field.name, getattr(ops, field.name)))
-
-
 def profile(model, prompt: torch.Tensor, steps: int) -> Profile:
     """Decode ``steps`` timed greedy steps of ``model`` after ``prompt`` [L] with every entry timed."""
-    seconds, calls = defaultdict(float), Counter()
-    _timed_table(model.compute.ops, seconds, calls)
+    seconds, calls = instrument(model, NOT_PER_STEP)
     it = prefill_then_decode(v4_forward(model, [model.new_state()]), [prompt], 1 + WARMUP_STEPS + steps)
     for _ in range(1 + WARMUP_STEPS):
         next(it)

@@ -1,7 +1,7 @@
 """Where a prefill goes: exclusive CPU time per op-table entry of one prompt's prefill (issue #10's 2K prefill).
 
-Every entry of the model's op table (``v4stack/ops/table.py``) is wrapped with a timer of this process's CPU time;
-an entry that calls another entry (the wide ones compose the narrow ones) is charged its own time only. The
+Every entry of the model's op table (``v4stack/ops/table.py``) is wrapped with a timer of this process's CPU time
+(``bench/op_timers.py``; exclusive time: an entry that calls another is charged its own time only). The
 prefill runs ``--repeats`` times and the last run is reported (the first one builds the oneDNN primitives and
 compiles the C kernels), as a markdown table sorted by time, with the time outside every entry (Python, the
 embedding, the cache writes) as the last row.
@@ -12,44 +12,13 @@ embedding, the cache writes) as the last row.
 from __future__ import annotations
 
 import argparse
-import collections
-import dataclasses
 import time
 
 import torch
 
+from bench.op_timers import instrument
+
 SKIPPED = ("prepare_weights",)  # runs once at load, never during a prefill
-
-
-def instrument(model) -> tuple[dict[str, float], collections.Counter]:
-    """Swap the model's op table (every module holding it) for timed wrappers -> (seconds per entry, calls)."""
-    ops = model.compute.ops
-    seconds: dict[str, float] = collections.defaultdict(float)
-    calls: collections.Counter = collections.Counter()
-    nested: list[float] = []  # time of the entries called inside the running one, per nesting level
-
-    def timed(name, fn):
-        def call(*args, **kwargs):
-            t0 = time.process_time()
-            nested.append(0.0)
-            out = fn(*args, **kwargs)
-            spent, inner = time.process_time() - t0, nested.pop()
-            seconds[name] += spent - inner
-            calls[name] += 1
-            if nested:
-                nested[-1] += spent
-            return out
-        return call
-
-    table = ops.with_overrides(**{f.name: timed(f.name, getattr(ops, f.name))
-                                  for f in dataclasses.fields(ops) if f.name not in SKIPPED})
-    for module in model.modules():  # Compute is frozen and shared; RMSNorm and Rotary hold the table themselves
-        compute = getattr(module, "compute", None)
-        if compute is not None and compute.ops is ops:
-            object.__setattr__(compute, "ops", table)
-        if getattr(module, "ops", None) is ops:
-            module.ops = table
-    return seconds, calls
 
 
 def profile(model, tokens: int, repeats: int = 2, seed: int = 0) -> tuple[float, list[tuple[str, float, int]]]:
@@ -57,7 +26,7 @@ def profile(model, tokens: int, repeats: int = 2, seed: int = 0) -> tuple[float,
     (entry, seconds, calls) sorted by time, the last row ('(outside the table)', seconds, 0)."""
     from v4stack.model.decode_loop import prefill_then_decode, v4_forward
 
-    seconds, calls = instrument(model)
+    seconds, calls = instrument(model, SKIPPED)
     ids = torch.randint(3, model.cfg.vocab_size, (tokens,), generator=torch.Generator().manual_seed(seed))
     for _ in range(repeats):
         seconds.clear()
