@@ -78,7 +78,8 @@ def worker_v4stack(ckpt: Path, mode: str, task: str, a) -> dict:
     prompts = torch.randint(3, model.cfg.vocab_size, (batch, a.prompt), generator=gen)
     forward = v4_forward(model, [model.new_state() for _ in range(batch)])
     steps = []
-    for i, _ in enumerate(prefill_then_decode(forward, list(prompts), a.new + 2)):  # each step runs in next()
+    for i, _ in enumerate(prefill_then_decode(forward, list(prompts), a.new + 2,
+                                                     choose=model.compute.ops.argmax)):  # each step runs in next()
         if i >= 2:  # the prefill and one warm-up step are not timed
             steps.append(clock() - t0)
         t0 = clock()

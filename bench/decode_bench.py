@@ -51,7 +51,7 @@ def bench_v4stack(directory: Path, numerics: Numerics, prompts: torch.Tensor, ne
     model = load_model(directory, numerics, progress=False)
     forward = v4_forward(model, [model.new_state() for _ in range(prompts.shape[0])])
     # the prefill, one untimed warm-up step, then new_tokens timed steps
-    steps = list(prefill_then_decode(forward, list(prompts), new_tokens + 2))
+    steps = list(prefill_then_decode(forward, list(prompts), new_tokens + 2, choose=model.compute.ops.argmax))
     ids = torch.stack([s.tokens for s in steps[:-1]], 1)  # the last step's tokens were never fed back
     return steps[0].seconds, [s.seconds for s in steps[2:]], ids
 

@@ -46,7 +46,8 @@ class Profile:
 def profile(model, prompt: torch.Tensor, steps: int) -> Profile:
     """Decode ``steps`` timed greedy steps of ``model`` after ``prompt`` [L] with every entry timed."""
     seconds, calls = instrument(model, NOT_PER_STEP)
-    it = prefill_then_decode(v4_forward(model, [model.new_state()]), [prompt], 1 + WARMUP_STEPS + steps)
+    it = prefill_then_decode(v4_forward(model, [model.new_state()]), [prompt], 1 + WARMUP_STEPS + steps,
+                             choose=model.compute.ops.argmax)
     for _ in range(1 + WARMUP_STEPS):
         next(it)
     seconds.clear()

@@ -35,7 +35,7 @@ class ModelRunner:
         if enable_mtp and not model.mtp:
             raise ValueError("enable_mtp: this checkpoint has no MTP block")
         self.model, self.tensors, self.enable_mtp = model, tensors, enable_mtp
-        self.sampler = Sampler()
+        self.sampler = Sampler(model.compute.ops.argmax)
         self.device = model.device
 
     def _apply_cache_ops(self, sched: SchedulerOutput) -> None:

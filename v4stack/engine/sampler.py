@@ -11,11 +11,12 @@ whatever else is in the batch and wherever its row is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from v4stack.engine.request import Request
-from v4stack.model.decode_loop import greedy
+from v4stack.ops.reference.sampling import argmax as reference_argmax
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ def _logprobs(raw: torch.Tensor, token: int, n: int) -> TokenLogprobs:
 
 
 class Sampler:
+    def __init__(self, argmax: Callable[[torch.Tensor], torch.Tensor] = reference_argmax) -> None:
+        self.argmax = argmax  # the op table's greedy choice, logits [R, V] -> [R]
+
     def __call__(self, logits: torch.Tensor, requests: list[Request]) -> list[SampledToken]:
         """logits [n, V] fp32, row i for requests[i] -> one token per request."""
         out = []
@@ -96,7 +100,7 @@ class Sampler:
             if p.uses_penalties:
                 _apply_penalties(row, req)
             if p.greedy:
-                token = int(greedy(row[None])[0])
+                token = int(self.argmax(row[None])[0])
             else:
                 probs = _filter(row, req)
                 race = torch.empty_like(probs).exponential_(generator=req.generator)

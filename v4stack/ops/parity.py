@@ -90,7 +90,7 @@ def record_reference_calls(checkpoint: str | Path, numerics: Numerics, prompt_le
     states = [model.new_state(), model.new_state()]
     out = model(ForwardBatch.build(states, [ids, ids[: prompt_len // 3]]))
     for _ in range(decode_steps):
-        out = model(ForwardBatch.build(states, list(out.logits.argmax(-1)[:, None])))
+        out = model(ForwardBatch.build(states, list(model.compute.ops.argmax(out.logits)[:, None])))
     if getattr(model, "mtp", None):
         n = min(MTP_ROWS, prompt_len - 1)
         model.mtp_forward(ForwardBatch.build([model.new_state()], [ids[1:n + 1]], is_mtp=True),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 from v4stack.ops.reference import (attention, attention_input, blas_order, compress, gemm, hadamard, indexer, layers,
-                                   mixing, moe, norm, pooled_attention, quant, rope)
+                                   mixing, moe, norm, pooled_attention, quant, rope, sampling)
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class OpTable:
     grouped_output: Callable = layers.grouped_output
     attention_qkv: Callable = attention_input.attention_qkv  # a V4 attention layer's q / kv / qr input path
     lm_head: Callable = layers.lm_head
+    argmax: Callable = sampling.argmax  # greedy choice over a step's logits [R, V] -> [R]
     prepare_weights: Callable = layers.prepare_weights  # once after load: model -> None (may attach layouts)
 
     def with_overrides(self, **ops: Callable) -> "OpTable":

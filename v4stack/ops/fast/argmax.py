@@ -40,3 +40,10 @@ def argmax_rows(logits: torch.Tensor) -> torch.Tensor | None:
     out = torch.empty(x.shape[0], dtype=torch.int64)
     lib.argmax_rows(x.data_ptr(), x.shape[0], x.shape[1], out.data_ptr())
     return out
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """The fast table's ``argmax`` entry (contract: ``ops.reference.sampling.argmax``): the C kernel where it
+    applies, torch's argmax otherwise."""
+    fast = argmax_rows(logits)
+    return logits.argmax(-1) if fast is None else fast

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from v4stack.ops.fast import (attention, attention_qkv, indexer, linear, mixing, moe, norm, ordered_gemm,
+from v4stack.ops.fast import (argmax, attention, attention_qkv, indexer, linear, mixing, moe, norm, ordered_gemm,
                               pooled_attention, quant, rope)
 from v4stack.ops.fast.prepare import prepare_model
 from v4stack.ops.table import OpTable, reference_ops
@@ -29,4 +29,4 @@ def fast_ops(base: OpTable | None = None) -> OpTable:
         hc_pre=mixing.hc_pre, hc_head=mixing.hc_head,
         rope=rope.rope, quant_dequant_fp8=quant.quant_dequant_fp8,
         quant_dequant_fp4=quant.quant_dequant_fp4, hadamard_rotate=quant.hadamard_rotate,
-        prepare_weights=prepare_weights, fp32_linear=ordered_gemm.linear_fp32)
+        prepare_weights=prepare_weights, fp32_linear=ordered_gemm.linear_fp32, argmax=argmax.argmax)
