@@ -32,6 +32,7 @@ def test_slice_budgets_are_the_codes():
     assert ws.INDEX_QUANT_BUDGET == indexer.QUANT_BUDGET
     assert ws.INDEX_SCORE_BUDGET == indexer.SCORE_BUDGET
     assert ws.QUERY_CHUNK == attention.QUERY_CHUNK
+    assert ws.INDEX_QUERY_CHUNK == attention.INDEX_QUERY_CHUNK
     assert ws.ATTN_SCORE_ELEMENTS == attention.SCORE_ELEMENTS
     assert ws.ATTN_KEY_SLICE == attention.KEY_SLICE
 

@@ -7,8 +7,9 @@ activations are
   index lists);
 * the largest temporary phase of the layer, each bounded by a slice budget of the code, not by the prompt: the
   FP4 simulation of the index queries (``QUANT_BUDGET`` elements at a time), the indexer's scoring
-  (``SCORE_BUDGET`` elements of [queries, H_I, entries]), the fast sparse attention (``SCORE_ELEMENTS`` scores of
-  [queries, H, ``KEY_SLICE``] at a time), the routed experts;
+  (``SCORE_BUDGET`` elements of [queries, H_I, entries], ``INDEX_QUERY_CHUNK`` queries scored at once), the
+  compressor's projections, the fast sparse attention (its C kernel: the output and the lists; its torch form:
+  ``SCORE_ELEMENTS`` scores of [queries, H, ``KEY_SLICE``] at a time), the routed experts;
 * one CSA layer's index keys joined out of the pool for the indexer (``INDEX_KEY_COPIES``, bf16): the only term
   that grows with the context, d_I x 2 B per entry. The compressed entries themselves are not copied: the
   attention reads them from the cache pool one key slice at a time (``ops/key_rows.py``).
@@ -31,13 +32,19 @@ BF16, FP32, FP64, I64 = 2, 4, 8, 8
 INDEX_QUANT_BUDGET = 1 << 20   # model/indexer.py QUANT_BUDGET: index-query elements FP4-simulated at once
 INDEX_SCORE_BUDGET = 1 << 24   # model/indexer.py SCORE_BUDGET: [queries, H_I, entries] elements scored at once
 QUERY_CHUNK = 512              # ops/fast/attention.py QUERY_CHUNK: queries per GEMM at most
+INDEX_QUERY_CHUNK = 128        # ops/fast/attention.py INDEX_QUERY_CHUNK: queries the fast indexer scores at once
 ATTN_SCORE_ELEMENTS = 1 << 21  # ops/fast/attention.py SCORE_ELEMENTS: [queries, H, key slice] scores at once
 ATTN_KEY_SLICE = 2048          # ops/fast/attention.py KEY_SLICE: key rows upcast and scored at once
 
 # Bytes per element of each phase's temporaries (counted from the probe's live tensors at each phase's peak).
-# FP4 simulation of the index queries (weights/formats.py): about seven fp32 temporaries, two bool masks and the
-# bf16 Hadamard output of every element of its slice.
-QUANT_BYTES = 7 * FP32 + 2 * 1 + BF16
+# FP4 simulation of the index queries: the C Hadamard butterflies' output in the input dtype (bf16) and the C FP4
+# quant-dequant's fp32 output of every element of its slice (ops/fast/quant.py; the torch forms, run without a C
+# compiler, make about seven fp32 temporaries and two bool masks more).
+QUANT_BYTES = BF16 + FP32
+# The compressor's prefill: its fp32 projections a, g [T, coff*d] (coff = 2 for the overlapping ratio-4 pools),
+# their gated, softmaxed and grouped copies and the pooled entries: about this many [T, coff*d] fp32 arrays alive at
+# the pool's peak (probe: 15 MiB above the chunk's live tensors at T = 512, d = 512, coff = 2).
+COMPRESSOR_COPIES = 8
 # Indexer scoring: ReLU(q k^T) [rows, H_I, N] and its head-weighted copy, both bf16 while they are summed.
 INDEX_SCORE_BYTES = 2 * BF16
 # Per [query, entry] of the scored slice: the head sum (bf16), its fp32 copy, the masked copy, and the stable
@@ -88,15 +95,17 @@ def live_per_token(m: ModelShape, heads: int) -> float:
     return b
 
 
-def phases(m: ModelShape, heads: int, context: int, chunk: int) -> dict[str, float]:
-    """The temporary phases of one layer for a chunk of ``chunk`` tokens ending at ``context`` (bytes each)."""
+def phases(m: ModelShape, heads: int, context: int, chunk: int, fused_attention: bool = True) -> dict[str, float]:
+    """The temporary phases of one layer for a chunk of ``chunk`` tokens ending at ``context`` (bytes each).
+    ``fused_attention``: the fast sparse attention runs its C kernel over the listed rows (the fast numerics with
+    a C compiler); False prices the torch form ``ops.fast.attention.sliced_attention`` instead."""
     ratio, entries = _csa_ratio(m), _entries(m, context)
     out: dict[str, float] = {}
     if ratio is not None:
         n_i = max(1, entries)
         out["index query FP4"] = chunk * m.index_heads * m.index_head_dim * BF16 + INDEX_QUANT_BUDGET * QUANT_BYTES
         select_rows = min(chunk, max(1, INDEX_SCORE_BUDGET // (m.index_heads * n_i)))
-        score_rows = min(select_rows, QUERY_CHUNK)
+        score_rows = min(select_rows, INDEX_QUERY_CHUNK)
         out["index scores"] = (score_rows * m.index_heads * n_i * INDEX_SCORE_BYTES
                                + select_rows * n_i * TOPK_BYTES)
     keys = m.window + chunk + entries  # window + chunk rows + compressed entries of one layer
@@ -108,10 +117,15 @@ def phases(m: ModelShape, heads: int, context: int, chunk: int) -> dict[str, flo
     hca = max([context // l.ratio for l in m.main_layers if l.ratio > 1 and not l.index_scores] or [0])
     slots = m.window + max(m.index_topk if ratio else 0, hca)
     hca_lists = HCA_LIST_COPIES * chunk * (m.window + hca) * I64 if hca > m.index_topk else 0
-    # one key slice gathered from the pool (bf16) and its fp64 / fp32 upcasts, scores, query slice and P.V sums
-    out["attention"] = (rows * heads * cols * ATTN_SCORE_BYTES + cols * m.head_dim * (BF16 + FP64 + FP32)
-                        + rows * heads * (m.head_dim * (FP64 + FP32) + slots * ATTN_SLOT_BYTES)
-                        + hca_lists)
+    if fused_attention:  # the output [T, H, d] bf16 and the lists as int64 (ops/fast/prefill_attention.py)
+        out["attention"] = chunk * heads * m.head_dim * BF16 + chunk * slots * I64 + hca_lists
+    else:  # one key slice gathered from the pool (bf16), its fp64 / fp32 upcasts, scores, query slice, P.V sums
+        out["attention"] = (rows * heads * cols * ATTN_SCORE_BYTES + cols * m.head_dim * (BF16 + FP64 + FP32)
+                            + rows * heads * (m.head_dim * (FP64 + FP32) + slots * ATTN_SLOT_BYTES)
+                            + hca_lists)
+    coff = max([2 if l.overlap else 1 for l in m.main_layers if l.ratio > 1] or [0])
+    if coff:
+        out["compressor"] = COMPRESSOR_COPIES * chunk * coff * m.head_dim * FP32
     # routed experts: gathered inputs and outputs [T x k, D] bf16, the fp32 sum [T, D]; the shared expert's
     # gate/up [T, 2I] fp32 and activation [T, I] fp32
     out["experts"] = (chunk * m.topk * m.hidden * 2 * BF16 + chunk * m.hidden * FP32
