@@ -1,7 +1,7 @@
-"""Where a batch-1 decode step's CPU time goes, per op-table entry: each entry of the model's op table is wrapped
+"""Where a decode step's CPU time goes, per op-table entry: each entry of the model's op table is wrapped
 with a ``time.process_time`` accumulator (exclusive time: an entry called from inside another counts once), the
 model decodes ``--steps`` greedy steps after a ``--prompt``-token random prompt (plus ``WARMUP_STEPS`` untimed),
-and the table lists ms per step, calls per step and the share of the step; "outside" is the step minus every
+(``--rows`` sequences decoding side by side, 1 by default), and the table lists ms per step, calls per step and the share of the step; "outside" is the step minus every
 entry (Python, embedding, cache and state bookkeeping, the greedy choice). The timers add a few microseconds per
 call, so the step is a little slower than in bench/compare_cpu.py.
 
@@ -43,10 +43,12 @@ class Profile:
         return rows + [("outside", outside * 1e3, 0.0, outside / mean)]
 
 
-def profile(model, prompt: torch.Tensor, steps: int) -> Profile:
-    """Decode ``steps`` timed greedy steps of ``model`` after ``prompt`` [L] with every entry timed."""
+def profile(model, prompts: list[torch.Tensor], steps: int) -> Profile:
+    """Decode ``steps`` timed greedy steps of ``model`` after ``prompts`` (one [L] per sequence of the batch)
+    with every entry timed."""
     seconds, calls = instrument(model, NOT_PER_STEP)
-    it = prefill_then_decode(v4_forward(model, [model.new_state()]), [prompt], 1 + WARMUP_STEPS + steps,
+    states = [model.new_state() for _ in prompts]
+    it = prefill_then_decode(v4_forward(model, states), prompts, 1 + WARMUP_STEPS + steps,
                              choose=model.compute.ops.argmax)
     for _ in range(1 + WARMUP_STEPS):
         next(it)
@@ -68,12 +70,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--prompt", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rows", type=int, default=1, help="sequences decoding side by side (the batch of a step)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model, Numerics.from_name(args.numerics), progress=False)
-    prompt = torch.randint(3, model.cfg.vocab_size, (args.prompt,), generator=torch.Generator().manual_seed(0))
-    prof = profile(model, prompt, args.steps)
-    print(f"{args.model}: {args.numerics} numerics, {args.threads} thread(s), CPU time, {args.steps} steps after a "
+    gen = torch.Generator().manual_seed(0)
+    prompts = list(torch.randint(3, model.cfg.vocab_size, (args.rows, args.prompt), generator=gen))
+    prof = profile(model, prompts, args.steps)
+    print(f"{args.model}: {args.numerics} numerics, {args.threads} thread(s), CPU time, {args.rows} row(s), {args.steps} steps after a "
           f"{args.prompt}-token prompt; step median {statistics.median(prof.steps) * 1e3:.2f} ms, mean "
           f"{statistics.mean(prof.steps) * 1e3:.2f}; load average {os.getloadavg()[0]:.1f}")
     print("| entry | ms per step | calls per step | share |\n|---|---|---|---|")

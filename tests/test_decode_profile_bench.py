@@ -33,10 +33,10 @@ def bench():
 def test_profile_counts_each_step_and_entry_once(bench, tmp_path):
     model = load_model(write_checkpoint(tmp_path / "ckpt", tiny_config(), seed=0), Numerics.from_name("fast"),
                        progress=False)
-    prompt = torch.randint(3, 512, (12,), generator=torch.Generator().manual_seed(0))
-    prof = bench.profile(model, prompt, 3)
+    prompts = list(torch.randint(3, 512, (2, 12), generator=torch.Generator().manual_seed(0)))
+    prof = bench.profile(model, prompts, 3)
     assert len(prof.steps) == 3 and all(s > 0 for s in prof.steps)
-    assert prof.entry_calls["lm_head"] == 3  # one head call per step, none from the prefill or warm-up
+    assert prof.entry_calls["lm_head"] == 3  # one head call per step for both rows, none from the prefill or warm-up
     rows = prof.rows()
     assert rows[-1][0] == "outside" and "prepare_weights" not in prof.entry_seconds
     total_ms = sum(ms for _, ms, _, _ in rows)
