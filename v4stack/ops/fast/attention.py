@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from v4stack.ops.fast import kernels, prefill_attention
+from v4stack.ops.fast import bf16_gemm, kernels, prefill_attention
 from v4stack.ops.key_rows import read_rows
 from v4stack.ops.reference.indexer import _hidden
 
@@ -148,7 +148,7 @@ def decode_index_scores(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tens
                         ratio: int) -> torch.Tensor:
     """``ops.reference.indexer.decode_index_scores``'s contract as one batched GEMM in q.dtype: q [B, H, d],
     weights [B, H], keys [B, N, d], positions [B] -> fp32 [B, N], -inf where not yet visible."""
-    per_head = torch.bmm(q, keys.to(q.dtype).transpose(1, 2)).relu_()  # [B, H, N]
+    per_head = bf16_gemm.bmm(q, keys.to(q.dtype).transpose(1, 2)).relu_()  # [B, H, N]
     out = (per_head * weights.unsqueeze(-1)).sum(dim=1).float()  # the reference's rounding
     hidden = torch.arange(keys.shape[1], device=q.device)[None, :] >= ((positions + 1) // ratio)[:, None]
     return out.masked_fill_(hidden, float("-inf"))
@@ -171,6 +171,7 @@ def index_scores(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, pos
         out[start:stop, cols:] = float("-inf")  # hidden from every query of the chunk
         if cols == 0:
             continue
-        per_head = (q[start:stop].reshape(rows * heads, d) @ k[:cols].T).view(rows, heads, cols).relu_()
+        per_head = bf16_gemm.matmul(q[start:stop].reshape(rows * heads, d), k[:cols].T).view(rows, heads, cols)
+        per_head.relu_()
         out[start:stop, :cols] = (per_head * weights[start:stop].unsqueeze(-1)).sum(dim=1).float()  # the reference's rounding
     return out.masked_fill_(_hidden(n, positions, ratio), float("-inf"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4stack.ops.fast import decode_ops, fused_linear, kernels, lowbit, ordered_gemm
+from v4stack.ops.fast import bf16_gemm, decode_ops, fused_linear, kernels, lowbit, ordered_gemm
 from v4stack.ops.fast.prepare import LOWBIT, LOWBIT_RAW, PREPARED, dense_copy
 from v4stack.ops.reference import blas_order
 from v4stack.ops.reference import layers as reference_layers
@@ -114,5 +114,5 @@ def grouped_output(wo_a, o: torch.Tensor, groups: int, rank: int) -> torch.Tenso
         return fused
     t = o.shape[0]
     og = o.reshape(t, groups, -1).transpose(0, 1)  # [G, T, H/G*d]
-    u = torch.bmm(og, weight.transpose(1, 2))  # [G, T, r]
+    u = bf16_gemm.bmm(og, weight.transpose(1, 2))  # [G, T, r]
     return u.transpose(0, 1).reshape(t, groups * rank)
