@@ -27,6 +27,18 @@ def test_matmul_rounds_the_fp32_product_once(native, monkeypatch):
     assert ((out.float() - exact.float()).abs() <= ulp).all()
 
 
+def test_row_pieces_bound_the_fp32_memory(monkeypatch):
+    """The product is taken in pieces of rows (bounded fp32 memory): each piece is its own fp32 GEMM rounded once."""
+    monkeypatch.setattr(bf16_gemm, "native", lambda: False)
+    monkeypatch.setattr(bf16_gemm, "FP32_PIECE_BYTES", 7 * 4 * 70)  # 7 rows a piece: 14 pieces, the last short
+    a, b = _operands(2)
+    expect = torch.cat([(a[r:r + 7].float() @ b.float()).bfloat16() for r in range(0, 96, 7)])
+    assert torch.equal(bf16_gemm.matmul(a, b), expect)
+    stacked, bs = torch.stack([a, -a]), torch.stack([b, b])  # batch 2: 3 rows a piece
+    expect = torch.cat([torch.bmm(stacked[:, r:r + 3].float(), bs.float()).bfloat16() for r in range(0, 96, 3)], 1)
+    assert torch.equal(bf16_gemm.bmm(stacked, bs), expect)
+
+
 def test_bmm_and_non_bf16_operands(monkeypatch):
     monkeypatch.setattr(bf16_gemm, "native", lambda: False)
     a, b = _operands(1)

@@ -16,6 +16,10 @@ from functools import lru_cache
 import torch
 
 NATIVE_CAPABILITIES = ("AVX512",)  # torch CPU capabilities whose bf16 GEMM is a vector kernel (oneDNN / AMX)
+# the fp32 product is taken in row pieces of at most this many bytes, so the route's extra memory is bounded (the
+# prefill indexer's [128 x 64 heads, N] scores at N = 768 would otherwise hold a 25 MB fp32 copy beside the bf16
+# output the planner's workspace prices); 4 MiB pieces keep each GEMM at >= ~1,000 rows for N <= 1,024
+FP32_PIECE_BYTES = 4 << 20
 
 
 @lru_cache(maxsize=1)
@@ -25,9 +29,18 @@ def native() -> bool:
 
 
 def _via_fp32(a: torch.Tensor, b: torch.Tensor, op) -> torch.Tensor | None:
+    """op(a, b) for bf16 CPU operands off the native route: b converted once, a and the fp32 product in pieces of
+    rows (dim -2), each rounded into the bf16 output; None where torch's bf16 GEMM is to be used."""
     if a.dtype != torch.bfloat16 or b.dtype != torch.bfloat16 or a.device.type != "cpu" or native():
         return None
-    return op(a.float(), b.float()).to(torch.bfloat16)
+    bf = b.float()
+    batch = a[..., 0, 0].numel()
+    out = torch.empty(*a.shape[:-1], b.shape[-1], dtype=torch.bfloat16)
+    rows = a.shape[-2]
+    piece = max(1, FP32_PIECE_BYTES // (4 * b.shape[-1] * batch))
+    for r0 in range(0, rows, piece):
+        out[..., r0:r0 + piece, :] = op(a[..., r0:r0 + piece, :].float(), bf)
+    return out
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
