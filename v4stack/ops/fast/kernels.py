@@ -38,8 +38,9 @@ def compile_library(source_path: Path, cflags: tuple[str, ...], stem: str) -> ct
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
         return None
-    # every C file beside the source enters the key: a source may #include its siblings
-    source = b"".join(p.read_bytes() for p in [source_path, *sorted(source_path.parent.glob("*.c"))])
+    # every C file and header beside the source enters the key: a source may #include its siblings
+    siblings = sorted([*source_path.parent.glob("*.c"), *source_path.parent.glob("*.h")])
+    source = b"".join(p.read_bytes() for p in [source_path, *siblings])
     tag = hashlib.sha256(source + " ".join(cflags).encode()).hexdigest()[:16]
     target = _cache_dir() / f"{stem}_{tag}.so"
     if not target.exists():

@@ -34,10 +34,12 @@ WEIGHT_DTYPES = (torch.float32, torch.bfloat16)
 MAX_LEFT_OVER = 3  # csrc's MAX_LEFT_OVER: the N mod FEATURE_GROUP features with their own small-row order
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL | None:
-    lib = compile_library(SOURCE, (*CFLAGS, *ORDER_CFLAGS, OPENMP_CFLAG), "ordered_gemm") or compile_library(
-        SOURCE, (*CFLAGS, *ORDER_CFLAGS), "ordered_gemm")  # no OpenMP: the pragmas are ignored, one thread
+@lru_cache(maxsize=3)
+def _library(cflags: tuple[str, ...] = CFLAGS) -> ctypes.CDLL | None:
+    """The kernels built with ``cflags`` (default the native build; tests also build the AVX2 and the scalar
+    ones, which must give the same bits)."""
+    lib = compile_library(SOURCE, (*cflags, *ORDER_CFLAGS, OPENMP_CFLAG), "ordered_gemm") or compile_library(
+        SOURCE, (*cflags, *ORDER_CFLAGS), "ordered_gemm")  # no OpenMP: the pragmas are ignored, one thread
     if lib is None:
         return None
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
@@ -52,11 +54,12 @@ def available() -> bool:
     return _library() is not None
 
 
-def blocked_fma_linear(x: torch.Tensor, w: torch.Tensor, block: int) -> torch.Tensor | None:
+def blocked_fma_linear(x: torch.Tensor, w: torch.Tensor, block: int,
+                       cflags: tuple[str, ...] = CFLAGS) -> torch.Tensor | None:
     """``blas_order.blocked_fma_linear``'s contract in C: x [M, K] fp32, w [N, K] fp32 or bf16 -> fp32 [M, N], the
     sum of per-``block`` sequential fma chains added in K order; None when the kernel cannot take it (no C
-    compiler, a tensor off the CPU, another dtype)."""
-    lib = _library()
+    compiler, a tensor off the CPU, another dtype). ``cflags``: the build (tests)."""
+    lib = _library(cflags)
     if (lib is None or x.dim() != 2 or w.dim() != 2 or x.dtype != torch.float32 or w.dtype not in WEIGHT_DTYPES
             or x.device.type != "cpu" or w.device.type != "cpu"):
         return None
@@ -91,10 +94,11 @@ def _small_orders(rows: int, n_out: int, k: int) -> tuple[torch.Tensor, int] | N
     return table, first_left_over
 
 
-def small_rows_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+def small_rows_linear(x: torch.Tensor, w: torch.Tensor, cflags: tuple[str, ...] = CFLAGS) -> torch.Tensor | None:
     """``blas_order.small_rows_linear``'s contract in C: x [M, K] fp32 (0 < M < ``BLOCKED_MIN_ROWS``), w [N, K] fp32
-    or bf16 -> fp32 [M, N] in the small-row kernel's order; None when the kernel cannot take it."""
-    lib = _library()
+    or bf16 -> fp32 [M, N] in the small-row kernel's order; None when the kernel cannot take it. ``cflags``: the
+    build (tests)."""
+    lib = _library(cflags)
     if (lib is None or x.dim() != 2 or w.dim() != 2 or x.dtype != torch.float32 or w.dtype not in WEIGHT_DTYPES
             or x.device.type != "cpu" or w.device.type != "cpu" or not 0 < x.shape[0] < blas_order.BLOCKED_MIN_ROWS):
         return None

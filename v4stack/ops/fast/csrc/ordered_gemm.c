@@ -6,7 +6,8 @@
  * added in k order whatever the tiling, the thread count or the CPU (fmaf / vfmadd round once, as IEEE says).
  * x fp32 [M, K] row-major; w [N, K] row-major in fp32 or bf16 (bf16 -> fp32 is exact); y fp32 [M, N].
  * Built with -ffp-contract=off: the block sums' adds must stay adds. AVX-512 where the compiler targets it
- * (-march=native), plain C with fmaf otherwise (same values). No fast-math. */
+ * (-march=native), else AVX2 + FMA where it targets those (ordered_gemm_avx2.h: AMD Zen, -march=x86-64-v3), plain C
+ * with fmaf otherwise (same values). No fast-math. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +15,17 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define ORDERED_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#define ORDERED_AVX2 1
 #endif
 
 #define NP 32         /* output columns per panel: two 16-lane vectors, one chain per lane */
+#ifdef ORDERED_AVX2
+#define MR 6          /* rows per micro-tile of half a panel: ordered_gemm_avx2.h */
+#else
 #define MR 12         /* rows per micro-tile: 12 x 2 accumulators + 2 weight vectors + 1 broadcast of the 32 vector
                          registers (measured, 1 thread: 135 vs 120 GFLOP/s for 8 rows at 2048 x 4096 x 1024) */
+#endif
 #define ROW_CHUNK 384 /* rows per work item (32 micro-tiles): packing a panel block costs ~1/3 of computing 96
                          rows with it, so a chunk reuses it for many rows; x's chunk x block (384 x 192 fp32,
                          288 KiB) stays in L2 across the panels */
@@ -45,6 +52,10 @@ static void pack_scalar(const void *w, int w_bf16, int64_t K, int64_t n0, int64_
         }
     }
 }
+
+#ifdef ORDERED_AVX2
+#include "ordered_gemm_avx2.h" /* avx2_pack, tile_avx2 */
+#endif
 
 #ifdef ORDERED_AVX512
 /* 16 rows of 16 columns -> r[c] = column c of the 16 rows (an in-register transpose: 64 shuffles for 256 values,
@@ -97,6 +108,11 @@ static void pack_panel(const void *w, int w_bf16, int64_t K, int64_t n0, int64_t
         k_done = k;
     }
     if (j_done > 0 && k_done < kb)  /* the columns past the last multiple of 16, for the rows done above */
+        pack_scalar(w, w_bf16, K, n0, 0, j_done, k0 + k_done, kb - k_done, p + k_done * NP);
+#elif defined(ORDERED_AVX2)
+    int64_t k_done = 0;
+    j_done = avx2_pack(w, w_bf16, K, n0, np, k0, kb, p, &k_done);
+    if (j_done > 0 && k_done < kb)
         pack_scalar(w, w_bf16, K, n0, 0, j_done, k0 + k_done, kb - k_done, p + k_done * NP);
 #endif
     pack_scalar(w, w_bf16, K, n0, j_done, np, k0, kb, p);
@@ -152,6 +168,8 @@ static inline __attribute__((always_inline)) void tile_avx512(const float *x, in
     }
 }
 #define TILE tile_avx512
+#elif defined(ORDERED_AVX2)
+#define TILE tile_avx2
 #else
 #define TILE tile_generic
 #endif
