@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from v4stack.model.mhc import HcShape
-from v4stack.ops.fast import fast_ops, mhc_fused
+from v4stack.ops.fast import fast_ops, kernels, mhc_fused
 from v4stack.ops.reference import mixing
 
 FP32_ULPS = dict(atol=1e-6, rtol=1e-5)  # post in (0, 2), comb in (0, 1): a few fp32 ulps of the reference
@@ -79,3 +79,30 @@ def test_prefills_and_other_devices_keep_the_exact_path():
     for a, b in zip(ops.hc_pre(long, fn, scale, base, shape, ops), want):
         assert torch.equal(a, b)
     assert mhc_fused.hc_pre(long[:1].to("meta"), fn, scale, base, shape) is None
+
+
+def _with_march(march: str) -> tuple[str, ...]:
+    return tuple(f"-march={march}" if f == "-march=native" else f for f in kernels.CFLAGS)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_native_avx2_and_scalar_builds_give_the_same_bits(dtype):
+    """The AVX2 collapse (8 d at a time, -march=x86-64-v3: checked on AVX-512 machines too) and the 8-lane
+    Sinkhorn of <= 8 tokens compute each value like the plain C build (-march=x86-64): D with a tail after the
+    vectors, token counts on both sides of 8 and 16 (the lane groups), the 6-row AVX2 GEMM tile's remainders."""
+    shape = HcShape(4, 20, 1e-6, 1e-6)
+    builds = (kernels.CFLAGS, _with_march("x86-64-v3"), _with_march("x86-64"))
+    for rows in (1, 3, 7, 8, 9, 16, 17, 29):
+        for d in (20, 61, 64):
+            g = torch.Generator().manual_seed(rows * 100 + d)
+            x = (torch.randn(rows, shape.hc, d, generator=g) * 3).to(dtype)
+            fn, scale, base = _site(shape.hc, d, False, g)
+            outs = [mhc_fused.hc_pre(x, fn, scale, base, shape, cflags=f) for f in builds]
+            if any(o is None for o in outs):
+                pytest.skip("the compiler cannot build for x86-64-v3 / x86-64")
+            for other in outs[1:]:
+                for a, b in zip(outs[0], other):
+                    assert torch.equal(a, b), (rows, d)
+            fh, sh, bh = _site(shape.hc, d, True, g)
+            heads = [mhc_fused.hc_head(x, fh, sh, bh, shape, cflags=f) for f in builds]
+            assert torch.equal(heads[0], heads[1]) and torch.equal(heads[0], heads[2]), (rows, d)

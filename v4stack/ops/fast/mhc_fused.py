@@ -24,10 +24,12 @@ FUSED_MAX_ROWS = 64
 _STREAM_DTYPES = (torch.bfloat16, torch.float32)
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL | None:
-    lib = compile_library(SOURCE, (*CFLAGS, *ORDER_CFLAGS, OPENMP_CFLAG), "mhc_pre") or compile_library(
-        SOURCE, (*CFLAGS, *ORDER_CFLAGS), "mhc_pre")
+@lru_cache(maxsize=3)
+def _library(cflags: tuple[str, ...] = CFLAGS) -> ctypes.CDLL | None:
+    """The kernel built with ``cflags`` (default the native build; tests also build the AVX2 and the scalar ones,
+    which must give the same bits)."""
+    lib = compile_library(SOURCE, (*cflags, *ORDER_CFLAGS, OPENMP_CFLAG), "mhc_pre") or compile_library(
+        SOURCE, (*cflags, *ORDER_CFLAGS), "mhc_pre")
     if lib is None:
         return None
     i64, ptr, cint, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
@@ -48,9 +50,9 @@ def _takes(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.T
 
 
 def _run(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape, head: bool,
-         post: torch.Tensor | None, comb: torch.Tensor | None) -> torch.Tensor | None:
+         post: torch.Tensor | None, comb: torch.Tensor | None, cflags: tuple[str, ...]) -> torch.Tensor | None:
     """The C call for x [T, hc, D]; y [T, D] in x.dtype, or None when the kernel cannot take it."""
-    lib = _library()
+    lib = _library(cflags)
     t, hc, d = x.shape
     n, k = fn.shape
     if t < blas_order.BLOCKED_MIN_ROWS:
@@ -70,23 +72,24 @@ def _run(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Ten
     return y if done == 0 else None
 
 
-def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor,
-           shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+def hc_pre(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape,
+           cflags: tuple[str, ...] = CFLAGS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """``ops.reference.mixing.hc_pre``'s contract (streams x [T, hc, D] -> (y [T, D] in x.dtype, post [T, hc],
     comb [T, hc, hc] fp32)) in one C call, or None when the kernel cannot take the call (no compiler, too many rows,
-    another dtype or device)."""
-    if _library() is None or not _takes(x, fn, scale, base) or fn.shape[0] != (2 + shape.hc) * shape.hc:
+    another dtype or device). ``cflags``: the build (tests)."""
+    if _library(cflags) is None or not _takes(x, fn, scale, base) or fn.shape[0] != (2 + shape.hc) * shape.hc:
         return None
     t, hc = x.shape[0], x.shape[1]
     post = torch.empty(t, hc, dtype=torch.float32)
     comb = torch.empty(t, hc, hc, dtype=torch.float32)
-    y = _run(x, fn, scale, base, shape, False, post, comb)
+    y = _run(x, fn, scale, base, shape, False, post, comb, cflags)
     return None if y is None else (y, post, comb)
 
 
-def hc_head(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape) -> torch.Tensor | None:
+def hc_head(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape,
+            cflags: tuple[str, ...] = CFLAGS) -> torch.Tensor | None:
     """``ops.reference.mixing.hc_head``'s contract (streams x [T, hc, D] -> [T, D] in x.dtype) in one C call, or
-    None when the kernel cannot take the call."""
-    if _library() is None or not _takes(x, fn, scale, base) or fn.shape[0] != shape.hc:
+    None when the kernel cannot take the call. ``cflags``: the build (tests)."""
+    if _library(cflags) is None or not _takes(x, fn, scale, base) or fn.shape[0] != shape.hc:
         return None
-    return _run(x, fn, scale, base, shape, True, None, None)
+    return _run(x, fn, scale, base, shape, True, None, None, cflags)

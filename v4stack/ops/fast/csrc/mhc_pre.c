@@ -11,6 +11,11 @@
  * some inputs). Built with ordered_gemm.c's flags (-ffp-contract=off); no fast-math. */
 #include "ordered_gemm.c" /* ordered_gemm, ordered_small_gemm, bf16_bits_to_f32, ORDER_SLOTS */
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#define COLLAPSE_LANES 8 /* d of the collapse per AVX2 vector */
+#endif
+
 #define MAX_HC_FUSED 16 /* kernels.MAX_HC: the comb buffer's side */
 #define SPLIT_PARTS 2  /* pre and post vectors before the hc x hc comb matrix (model.mhc.MIX_SPLITS) */
 
@@ -24,6 +29,7 @@ static inline uint16_t mhc_f32_to_bf16(float f) { /* round to nearest even; fini
 static inline float mhc_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
 #define TOKEN_LANES 16 /* tokens normalised side by side: one AVX-512 register of fp32, one lane per token */
+#define FEW_TOKEN_LANES 8 /* the lanes normalised when at most 8 tokens are there (decode): one AVX2 register */
 #define SQUARE_LANES 16 /* independent double partial sums of a row's squares (exact products; the order of the
                            few roundings of a double sum cannot move the fp32 mean by more than half an ulp) */
 
@@ -32,39 +38,47 @@ static inline float mhc_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
  * innermost, so every step is one vector operation over the tokens; the per-token arithmetic and its order are the
  * reference's): on entry the affine mixes, on exit the doubly-normalised comb. Lanes past the real tokens hold
  * zeros and are never read back. */
-static void sinkhorn_tokens(float *c, int64_t hc, int64_t iters, float eps) {
+static inline __attribute__((always_inline)) void sinkhorn_lanes(float *c, int64_t hc, int64_t iters, float eps,
+                                                                 int lanes) {
 #define AT(j, k) (c + ((j) * hc + (k)) * TOKEN_LANES)
     float sum[TOKEN_LANES], peak[TOKEN_LANES];
     for (int64_t j = 0; j < hc; j++) {
-        for (int l = 0; l < TOKEN_LANES; l++) peak[l] = -INFINITY;
+        for (int l = 0; l < lanes; l++) peak[l] = -INFINITY;
         for (int64_t k = 0; k < hc; k++)
-            for (int l = 0; l < TOKEN_LANES; l++) peak[l] = AT(j, k)[l] > peak[l] ? AT(j, k)[l] : peak[l];
+            for (int l = 0; l < lanes; l++) peak[l] = AT(j, k)[l] > peak[l] ? AT(j, k)[l] : peak[l];
         for (int64_t k = 0; k < hc; k++)
-            for (int l = 0; l < TOKEN_LANES; l++) AT(j, k)[l] = expf(AT(j, k)[l] - peak[l]);
-        for (int l = 0; l < TOKEN_LANES; l++) sum[l] = AT(j, 0)[l];
+            for (int l = 0; l < lanes; l++) AT(j, k)[l] = expf(AT(j, k)[l] - peak[l]);
+        for (int l = 0; l < lanes; l++) sum[l] = AT(j, 0)[l];
         for (int64_t k = 1; k < hc; k++)
-            for (int l = 0; l < TOKEN_LANES; l++) sum[l] += AT(j, k)[l];
+            for (int l = 0; l < lanes; l++) sum[l] += AT(j, k)[l];
         for (int64_t k = 0; k < hc; k++)
-            for (int l = 0; l < TOKEN_LANES; l++) AT(j, k)[l] = AT(j, k)[l] / sum[l] + eps;
+            for (int l = 0; l < lanes; l++) AT(j, k)[l] = AT(j, k)[l] / sum[l] + eps;
     }
     for (int64_t it = 0; it < iters; it++) {
         if (it > 0)
             for (int64_t j = 0; j < hc; j++) { /* rows: sum over k */
-                for (int l = 0; l < TOKEN_LANES; l++) sum[l] = AT(j, 0)[l];
+                for (int l = 0; l < lanes; l++) sum[l] = AT(j, 0)[l];
                 for (int64_t k = 1; k < hc; k++)
-                    for (int l = 0; l < TOKEN_LANES; l++) sum[l] += AT(j, k)[l];
+                    for (int l = 0; l < lanes; l++) sum[l] += AT(j, k)[l];
                 for (int64_t k = 0; k < hc; k++)
-                    for (int l = 0; l < TOKEN_LANES; l++) AT(j, k)[l] = AT(j, k)[l] / (sum[l] + eps);
+                    for (int l = 0; l < lanes; l++) AT(j, k)[l] = AT(j, k)[l] / (sum[l] + eps);
             }
         for (int64_t k = 0; k < hc; k++) { /* columns: sum over j */
-            for (int l = 0; l < TOKEN_LANES; l++) sum[l] = AT(0, k)[l];
+            for (int l = 0; l < lanes; l++) sum[l] = AT(0, k)[l];
             for (int64_t j = 1; j < hc; j++)
-                for (int l = 0; l < TOKEN_LANES; l++) sum[l] += AT(j, k)[l];
+                for (int l = 0; l < lanes; l++) sum[l] += AT(j, k)[l];
             for (int64_t j = 0; j < hc; j++)
-                for (int l = 0; l < TOKEN_LANES; l++) AT(j, k)[l] = AT(j, k)[l] / (sum[l] + eps);
+                for (int l = 0; l < lanes; l++) AT(j, k)[l] = AT(j, k)[l] / (sum[l] + eps);
         }
     }
 #undef AT
+}
+
+/* sinkhorn_lanes over every lane, or over the first FEW_TOKEN_LANES when only `tokens` <= that many are real (the
+ * lanes are independent: the same values, half the work at decode) */
+static void sinkhorn_tokens(float *c, int64_t hc, int64_t iters, float eps, int64_t tokens) {
+    if (tokens <= FEW_TOKEN_LANES) sinkhorn_lanes(c, hc, iters, eps, FEW_TOKEN_LANES);
+    else sinkhorn_lanes(c, hc, iters, eps, TOKEN_LANES);
 }
 
 /* mean of the squares of x [K] in double (products exact), rounded once to fp32 */
@@ -77,6 +91,36 @@ static float mean_square(const float *x, int64_t K) {
     double s = 0.0;
     for (int l = 0; l < SQUARE_LANES; l++) s += acc[l];
     return (float)(s / (double)K);
+}
+
+/* y[at .. at + D) = sum_i pre_i X_i[d] (products rounded, then added in stream order), rounded to bf16 (y_bf16)
+ * or stored as fp32; AVX2 does 8 d at a time with the same mul and add per lane */
+static void collapse_token(const float *xt, const float *pre, int64_t hc, int64_t D, int y_bf16, void *y,
+                           int64_t at) {
+    int64_t d = 0;
+#ifdef __AVX2__
+    const __m256i half = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+    for (; d + COLLAPSE_LANES <= D; d += COLLAPSE_LANES) {
+        __m256 acc = _mm256_mul_ps(_mm256_set1_ps(pre[0]), _mm256_loadu_ps(xt + d));
+        for (int64_t i = 1; i < hc; i++)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(pre[i]), _mm256_loadu_ps(xt + i * D + d)));
+        if (y_bf16) { /* mhc_f32_to_bf16 per lane: u + 0x7fff + bit 16, the high half */
+            __m256i u = _mm256_castps_si256(acc);
+            u = _mm256_add_epi32(u, _mm256_add_epi32(half, _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
+            u = _mm256_srli_epi32(u, 16); /* <= 0xffff: packus keeps it */
+            _mm_storeu_si128((__m128i *)((uint16_t *)y + at + d),
+                             _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1)));
+        } else {
+            _mm256_storeu_ps((float *)y + at + d, acc);
+        }
+    }
+#endif
+    for (; d < D; d++) {
+        float acc = pre[0] * xt[d];
+        for (int64_t i = 1; i < hc; i++) acc += pre[i] * xt[i * D + d];
+        if (y_bf16) ((uint16_t *)y)[at + d] = mhc_f32_to_bf16(acc);
+        else ((float *)y)[at + d] = acc;
+    }
 }
 
 /* x [T, hc, D] (bf16 when x_bf16), fn [N, hc*D] fp32 with N = (2+hc)*hc (hc_pre) or hc (head, `head` = 1); the
@@ -118,7 +162,7 @@ int hc_pre_fused(const void *x, int x_bf16, int64_t T, int64_t hc, int64_t D, co
                 cbuf[i * TOKEN_LANES + l] = m[SPLIT_PARTS * hc + i] * scale[2] + base[SPLIT_PARTS * hc + i];
         }
         if (!head) {
-            sinkhorn_tokens(cbuf, hc, iters, hc_eps);
+            sinkhorn_tokens(cbuf, hc, iters, hc_eps, tn);
             for (int64_t l = 0; l < tn; l++)
                 for (int64_t i = 0; i < hc * hc; i++) comb[(t0 + l) * hc * hc + i] = cbuf[i * TOKEN_LANES + l];
         }
@@ -126,12 +170,7 @@ int hc_pre_fused(const void *x, int x_bf16, int64_t T, int64_t hc, int64_t D, co
             const int64_t t = t0 + l;
             const float *xt = xf + t * K, *m = mixes + t * N;
             for (int64_t i = 0; i < hc; i++) pre[i] = mhc_sigmoid(m[i] * scale[0] + base[i]) + hc_eps;
-            for (int64_t d = 0; d < D; d++) {
-                float acc = pre[0] * xt[d];
-                for (int64_t i = 1; i < hc; i++) acc += pre[i] * xt[i * D + d];
-                if (x_bf16) ((uint16_t *)y)[t * D + d] = mhc_f32_to_bf16(acc);
-                else ((float *)y)[t * D + d] = acc;
-            }
+            collapse_token(xt, pre, hc, D, x_bf16, y, t * D);
         }
     }
     free(xf);
