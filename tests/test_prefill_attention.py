@@ -12,10 +12,15 @@ from v4stack.ops.reference.attention import sparse_attention as reference
 pytestmark = pytest.mark.skipif(not prefill_attention.available(), reason="no C compiler")
 
 # (queries, heads, head dim, key rows, list slots): the V4 shape's 4-head blocks and 32-dim P.V blocks, head counts
-# and dims the vector blocks do not divide (the scalar tails), a list longer than one 64-slot kernel block
-# the build for CPUs without AVX-512 (CI machines vary): the kernel's scalar loops
+# and dims the vector blocks do not divide (the scalar tails), a list longer than one 64-slot kernel block; a dim
+# off the AVX2 blocks' 8 (the q.k's lane tail; P.V in plain C there; the lists of 70 and 200 slots span 2 and 4
+# of the AVX2 P.V's 64-row chunks)
+# the build for CPUs without AVX-512 (CI machines vary): the kernel's AVX2 + FMA blocks
 PORTABLE_CFLAGS = tuple("-march=x86-64-v3" if f == "-march=native" else f for f in kernels.CFLAGS)
-SHAPES = [(24, 4, 512, 700, 200), (9, 6, 64, 90, 70), (11, 3, 48, 60, 30), (5, 1, 24, 40, 40)]
+# the baseline x86-64 build (SSE2): the kernel's plain C loops, the values every vector path must give
+SCALAR_CFLAGS = tuple("-march=x86-64" if f == "-march=native" else f for f in kernels.CFLAGS)
+SHAPES = [(24, 4, 512, 700, 200), (9, 6, 64, 90, 70), (11, 3, 48, 60, 30), (5, 1, 24, 40, 40),
+          (6, 5, 20, 200, 150)]
 
 
 def _case(s, heads, d, n, slots, seed=0):
@@ -81,12 +86,20 @@ def test_prefill_kernel_declines_what_it_cannot_take_and_rejects_bad_indices():
         prefill_attention.sparse_attention(q, kv, bad, sink, scale)
 
 
-def test_portable_build_gives_the_native_bits():
-    """The scalar loops (no AVX-512) sum the same exact products in the same order as the vector blocks."""
+@pytest.mark.parametrize("cflags", [PORTABLE_CFLAGS, SCALAR_CFLAGS], ids=["x86-64-v3", "x86-64"])
+def test_portable_builds_give_the_native_bits(cflags):
+    """The AVX-512 blocks, the AVX2 blocks and the plain C loops sum the same exact products in the same order
+    (the native build is AVX-512 or AVX2 by CPU; x86-64-v3 is AVX2; x86-64 plain C)."""
     for shape in SHAPES:
         q, kv, idx, sink, scale = _case(*shape, seed=5)
         native = prefill_attention.sparse_attention(q, kv, idx, sink, scale)
-        portable = prefill_attention.sparse_attention(q, kv, idx, sink, scale, cflags=PORTABLE_CFLAGS)
+        portable = prefill_attention.sparse_attention(q, kv, idx, sink, scale, cflags=cflags)
         if portable is None:
-            pytest.skip("the compiler cannot build for x86-64-v3")
+            pytest.skip(f"the compiler cannot build with {cflags}")
         assert torch.equal(portable, native), shape
+
+
+def test_the_wrapper_sizes_the_avx2_weights_for_the_kernels_head_block():
+    """qd's AVX2 weight scratch is HEAD_BLOCK doubles per slot: the Python constant is the C one."""
+    source = prefill_attention.SOURCE.read_text()
+    assert f"#define HEAD_BLOCK {prefill_attention.HEAD_BLOCK} " in source

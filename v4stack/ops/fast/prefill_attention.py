@@ -28,6 +28,7 @@ from v4stack.ops.key_rows import KeyRows
 SOURCE = Path(__file__).with_name("csrc") / "prefill_attention.c"
 MAX_SEGMENTS = 8  # window + chunk rows, the pool's cached entries, the fresh entries: 3 in the model
 BF16_BYTES = 2
+HEAD_BLOCK = 4  # csrc's HEAD_BLOCK: the AVX2 P.V keeps HEAD_BLOCK weights per slot as doubles in the qd scratch
 
 
 @lru_cache(maxsize=2)
@@ -88,7 +89,7 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor | KeyRows, idx: torch.Ten
     sink = sink.float().contiguous()
     out = torch.empty_like(q)
     scratch = torch.empty(heads * slots + d, dtype=torch.float32)
-    qd = torch.empty(2 * heads * d, dtype=torch.float64)  # the query, then P.V's scalar-tail sums
+    qd = torch.empty(2 * heads * d + HEAD_BLOCK * slots, dtype=torch.float64)  # query, P.V sums, AVX2 weights
     rowp = torch.empty(max(slots, 1), dtype=torch.int64)
     lib.prefill_sparse_attention(q.data_ptr(), s_len, heads, d, bases.data_ptr(), slot_ptrs.data_ptr(),
                                  sizes.data_ptr(), strides.data_ptr(), len(segments), idx.data_ptr(), slots,

@@ -1,9 +1,15 @@
 /* Small CPU kernels for the fast op table (loaded with ctypes by v4stack/ops/fast/kernels.py).
  * Each replaces a chain of tiny torch ops whose per-call overhead dominates decode on small models.
- * Plain C, no intrinsics: the compiler vectorises with -O3 -march=native. No fast-math (IEEE order kept). */
+ * Mostly plain C (the compiler vectorises with -O3 -march=native); intrinsics where a loop needs an order or a
+ * register blocking the compiler does not find, for AVX-512 and for AVX2 + FMA (KERNELS_AVX2: AMD Zen and Intel
+ * CPUs without AVX-512). Every vector path computes the scalar path's values bit for bit (said at each one). No
+ * fast-math (IEEE order kept). */
 #include <math.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define KERNELS_AVX2 1
 #endif
 #include <stdint.h>
 #include <string.h>
@@ -26,6 +32,12 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs h
 }
 
 static inline float round_bf16_f32(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+#if defined(KERNELS_AVX2)
+static inline __m256 bf16x8_to_f32(const uint16_t *p) { /* 8 bf16 -> 8 fp32 (exact: the bits move up 16) */
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+#endif
 
 static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -192,6 +204,16 @@ static inline double exact_dot(const double *q, const float *k, int64_t d) {
     for (; i + DOT_LANES <= d; i += DOT_LANES)
         acc = _mm512_fmadd_pd(_mm512_loadu_pd(q + i), _mm512_cvtps_pd(_mm256_loadu_ps(k + i)), acc);
     _mm512_storeu_pd(part, acc);
+#elif defined(KERNELS_AVX2)
+    /* part[0..3] and part[4..7] as two vectors: the scalar loop's lanes, the same exact products in the same order
+     * (a fused multiply-add of an exact product rounds like the scalar multiply then add) */
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    for (; i + DOT_LANES <= d; i += DOT_LANES) {
+        lo = _mm256_fmadd_pd(_mm256_loadu_pd(q + i), _mm256_cvtps_pd(_mm_loadu_ps(k + i)), lo);
+        hi = _mm256_fmadd_pd(_mm256_loadu_pd(q + i + 4), _mm256_cvtps_pd(_mm_loadu_ps(k + i + 4)), hi);
+    }
+    _mm256_storeu_pd(part, lo);
+    _mm256_storeu_pd(part + 4, hi);
 #else
     for (; i + DOT_LANES <= d; i += DOT_LANES)
         for (int l = 0; l < DOT_LANES; l++) part[l] += q[i + l] * (double)k[i + l];

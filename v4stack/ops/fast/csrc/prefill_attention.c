@@ -8,13 +8,18 @@
  * kernel's (fast_kernels.c decode_attention_parts: exact q.k, blocked_weights); P.V sums in double instead of
  * fp32 (each product w_j k_j is exact in double, the sum over K slots rounds far below fp32), one rounding to
  * fp32 before the division: closer to the reference's exact per-block sums than an fp32 chain over ~640 slots.
- * Memory: H * K + d floats, 2 H d doubles and K row pointers of scratch. Plain C where no AVX-512 is present
- * (the same sums in the same order: the same bits); no fast-math, no contraction (-std=c11). */
+ * Memory: H * K + d floats, 2 H d doubles and K row pointers of scratch. AVX-512 blocks, AVX2 + FMA blocks
+ * (KERNELS_AVX2: 4 doubles a vector, so 8-dim P.V blocks and exact_dot's own lane order for q.k) and plain C
+ * elsewhere, all giving the same bits; no fast-math, no contraction (-std=c11). */
 #include "fast_kernels.c" /* bf16_to_f32, f32_to_bf16, exact_dot, blocked_weights */
 
 #define HEAD_BLOCK 4     /* heads scored / accumulated per read of a key row (V4: 64 or 128 heads, tests: 2) */
 #define DIM_BLOCK 32     /* P.V output dims per register block: HEAD_BLOCK x 4 vectors of 8 doubles */
 #define DOT_STEP 16      /* key dims per step of the AVX-512 exact dot: one 16-float load, two 8-double halves */
+#define AVX2_DIM_BLOCK 8 /* P.V output dims per AVX2 register block: HEAD_BLOCK x 2 vectors of 4 doubles (8 of the
+                          * 16 ymm registers; a 16-dim block would need all 16 for the sums alone) */
+#define CACHE_LINE 64    /* bytes */
+#define PV_ROW_CHUNK 64  /* key rows per pass of the AVX2 P.V over every dim block (see weighted_rows) */
 
 /* Key segment p of the logical matrix: sizes[p] rows, row r at bases[p] + (slots[p] ? slots[p][r] : r) *
  * strides[p] elements (bf16). Logical row ids run through the segments in order. */
@@ -83,6 +88,59 @@ static inline void pv_block(const uint16_t *const *rowp, const float *w, int64_t
         for (int l = 0; l < DIM_BLOCK; l++) out[h * d + i0 + l] = f32_to_bf16((float)lanes[l] / denom[h]);
     }
 }
+#elif defined(KERNELS_AVX2)
+/* scores of HEAD_BLOCK heads against one bf16 key row, each exactly exact_dot's double (any d): the vectors hold
+ * its lanes part[0..3], part[4..7] (exact products, so a fused multiply-add rounds like its multiply then add), the
+ * tail goes to part[0] and the lanes are added in order, as there. */
+static inline void dot_heads(const double *qd, const uint16_t *kr, int64_t d, double *dots) {
+    __m256d acc[HEAD_BLOCK][2];
+    for (int h = 0; h < HEAD_BLOCK; h++) acc[h][0] = acc[h][1] = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + DOT_LANES <= d; i += DOT_LANES) {
+        __m256 k = bf16x8_to_f32(kr + i);
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(k)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(k, 1));
+        for (int h = 0; h < HEAD_BLOCK; h++) {
+            acc[h][0] = _mm256_fmadd_pd(_mm256_loadu_pd(qd + h * d + i), lo, acc[h][0]);
+            acc[h][1] = _mm256_fmadd_pd(_mm256_loadu_pd(qd + h * d + i + 4), hi, acc[h][1]);
+        }
+    }
+    for (int h = 0; h < HEAD_BLOCK; h++) {
+        double part[DOT_LANES];
+        _mm256_storeu_pd(part, acc[h][0]);
+        _mm256_storeu_pd(part + 4, acc[h][1]);
+        for (int64_t t = i; t < d; t++) part[0] += qd[h * d + t] * (double)bf16_to_f32(kr[t]);
+        double dot = 0.0;
+        for (int l = 0; l < DOT_LANES; l++) dot += part[l];
+        dots[h] = dot;
+    }
+}
+
+/* acc[h * d + i0 .. + AVX2_DIM_BLOCK) += w[j, h] k_j for HEAD_BLOCK heads and the rows j0 <= j < j1, in list
+ * order; w [K, HEAD_BLOCK] doubles (the fp32 weights, exactly). Per output dim this is the scalar loop's double
+ * chain (exact products w_j k_j, so each fused multiply-add rounds like its add), split into row chunks whose sums
+ * wait in acc (a plain load and store: the same doubles). */
+static inline void pv_rows(const uint16_t *const *rowp, const double *w, int64_t j0, int64_t j1,
+                           int64_t i0, double *acc, int64_t d) {
+    __m256d a[HEAD_BLOCK][2];
+    for (int h = 0; h < HEAD_BLOCK; h++) {
+        a[h][0] = _mm256_loadu_pd(acc + h * d + i0);
+        a[h][1] = _mm256_loadu_pd(acc + h * d + i0 + 4);
+    }
+    for (int64_t j = j0; j < j1; j++) {
+        if (!rowp[j]) continue;
+        __m256 k = bf16x8_to_f32(rowp[j] + i0);
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(k)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(k, 1));
+        for (int h = 0; h < HEAD_BLOCK; h++) {
+            __m256d wj = _mm256_broadcast_sd(w + j * HEAD_BLOCK + h);
+            a[h][0] = _mm256_fmadd_pd(wj, lo, a[h][0]);
+            a[h][1] = _mm256_fmadd_pd(wj, hi, a[h][1]);
+        }
+    }
+    for (int h = 0; h < HEAD_BLOCK; h++) {
+        _mm256_storeu_pd(acc + h * d + i0, a[h][0]);
+        _mm256_storeu_pd(acc + h * d + i0 + 4, a[h][1]);
+    }
+}
 #endif
 
 /* One query's scores s [H, K] (-inf at empty slots) from qd [H, d] and its rows; kf [d] floats of scratch. */
@@ -102,6 +160,15 @@ static void score_rows(const double *qd, const uint16_t *const *rowp, int64_t H,
                 for (int l = 0; l < HEAD_BLOCK; l++) s[(h + l) * K + j] = (float)dots[l] * scale;
             }
         }
+#elif defined(KERNELS_AVX2)
+        double dots[HEAD_BLOCK];
+        if (j + 1 < K && rowp[j + 1]) /* the next listed row (a random one: no stream for the hardware to see) */
+            for (int64_t o = 0; o < d * (int64_t)sizeof(uint16_t); o += CACHE_LINE)
+                _mm_prefetch((const char *)rowp[j + 1] + o, _MM_HINT_T0);
+        for (; h + HEAD_BLOCK <= H; h += HEAD_BLOCK) {
+            dot_heads(qd + h * d, rowp[j], d, dots);
+            for (int l = 0; l < HEAD_BLOCK; l++) s[(h + l) * K + j] = (float)dots[l] * scale;
+        }
 #endif
         if (h < H) {
             for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(rowp[j][i]);
@@ -111,9 +178,10 @@ static void score_rows(const double *qd, const uint16_t *const *rowp, int64_t H,
 }
 
 /* out [H, d] bf16 = fp32(sum_j w[h, j] k_j) / denom[h] over the listed rows in list order, summed in double;
- * acc [H * d] doubles of scratch for the heads the vector blocks do not take. */
+ * scratch: acc [H * d] doubles (the sums of the heads the AVX-512 blocks do not take), wd [HEAD_BLOCK * K]
+ * doubles (the AVX2 blocks' weights, slot-major: one broadcast load each). */
 static void weighted_rows(const uint16_t *const *rowp, const float *w, const float *denom, int64_t H, int64_t K,
-                          int64_t d, uint16_t *out, double *acc) {
+                          int64_t d, uint16_t *out, double *acc, double *wd) {
     int64_t h0 = 0;
 #if defined(__AVX512F__)
     if (d % DIM_BLOCK == 0)
@@ -121,29 +189,44 @@ static void weighted_rows(const uint16_t *const *rowp, const float *w, const flo
             for (int64_t i0 = 0; i0 < d; i0 += DIM_BLOCK)
                 pv_block(rowp, w + h0 * K, K, i0, denom + h0, out + h0 * d, d);
 #endif
-    for (int64_t h = h0; h < H; h++) {
+    for (int64_t i = h0 * d; i < H * d; i++) acc[i] = 0.0;
+    int64_t h = h0;
+#if defined(KERNELS_AVX2)
+    /* chunks of PV_ROW_CHUNK rows (~64 KiB of keys at d = 512: they stay in L2 while every 8-dim block of them is
+     * summed; a whole list, ~640 KiB, would come from L3 once per block) */
+    if (d % AVX2_DIM_BLOCK == 0)
+        for (; h + HEAD_BLOCK <= H; h += HEAD_BLOCK) {
+            for (int64_t j = 0; j < K; j++)
+                for (int l = 0; l < HEAD_BLOCK; l++) wd[j * HEAD_BLOCK + l] = w[(h + l) * K + j];
+            for (int64_t j0 = 0; j0 < K; j0 += PV_ROW_CHUNK) {
+                int64_t j1 = j0 + PV_ROW_CHUNK < K ? j0 + PV_ROW_CHUNK : K;
+                for (int64_t i0 = 0; i0 < d; i0 += AVX2_DIM_BLOCK)
+                    pv_rows(rowp, wd, j0, j1, i0, acc + h * d, d);
+            }
+        }
+#endif
+    for (; h < H; h++) {
         double *ah = acc + h * d;
-        for (int64_t i = 0; i < d; i++) ah[i] = 0.0;
         for (int64_t j = 0; j < K; j++) {
             if (!rowp[j]) continue;
             double wj = w[h * K + j];
             for (int64_t i = 0; i < d; i++) ah[i] += wj * (double)bf16_to_f32(rowp[j][i]);
         }
-        for (int64_t i = 0; i < d; i++) out[h * d + i] = f32_to_bf16((float)ah[i] / denom[h]);
     }
+    for (int64_t i = h0 * d; i < H * d; i++) out[i] = f32_to_bf16((float)acc[i] / denom[i / d]);
 }
 
 /* q [S, H, d] bf16, idx [S, K] int64 (-1 empty; else < the segments' total rows), sink [H] fp32 -> out [S, H, d]
  * bf16 (ops.reference.attention.sparse_attention with round_probs). Key segments as in Segments (bf16, rows of d
- * contiguous elements). scratch: H * K + d floats; qd: 2 H d doubles (the query, then P.V's tail sums); rowp: K
- * pointers. */
+ * contiguous elements). scratch: H * K + d floats; qd: 2 H d + HEAD_BLOCK K doubles (the query, P.V's sums, the
+ * AVX2 blocks' weights); rowp: K pointers. */
 void prefill_sparse_attention(const uint16_t *q, int64_t S, int64_t H, int64_t d, const int64_t *bases,
                               const int64_t *slots, const int64_t *sizes, const int64_t *strides, int64_t parts,
                               const int64_t *idx, int64_t K, const float *sink, float scale, uint16_t *out,
                               float *scratch, double *qd, const uint16_t **rowp) {
     Segments seg = {bases, slots, sizes, strides, parts};
     float *s = scratch, *kf = scratch + H * K;
-    double *acc = qd + H * d;
+    double *acc = qd + H * d, *wd = qd + 2 * H * d;
     float denom[H];
     for (int64_t t = 0; t < S; t++) {
         const uint16_t *qt = q + t * H * d;
@@ -154,6 +237,6 @@ void prefill_sparse_attention(const uint16_t *q, int64_t S, int64_t H, int64_t d
         }
         score_rows(qd, rowp, H, K, d, scale, s, kf);
         for (int64_t h = 0; h < H; h++) denom[h] = blocked_weights(s + h * K, K, sink[h]);
-        weighted_rows(rowp, s, denom, H, K, d, out + t * H * d, acc);
+        weighted_rows(rowp, s, denom, H, K, d, out + t * H * d, acc, wd);
     }
 }
