@@ -57,9 +57,11 @@ def compile_library(source_path: Path, cflags: tuple[str, ...], stem: str) -> ct
         return None
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL | None:
-    lib = compile_library(SOURCE, CFLAGS, "fast_kernels")
+@lru_cache(maxsize=3)
+def _library(cflags: tuple[str, ...] = CFLAGS) -> ctypes.CDLL | None:
+    """The kernels built with ``cflags`` (default the native build; tests also build the portable AVX2 and the
+    plain x86-64 ones and compare their bits)."""
+    lib = compile_library(SOURCE, cflags, "fast_kernels")
     if lib is None:
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p

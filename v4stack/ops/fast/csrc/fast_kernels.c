@@ -37,6 +37,16 @@ static inline float round_bf16_f32(float f) { return bf16_to_f32(f32_to_bf16(f))
 static inline __m256 bf16x8_to_f32(const uint16_t *p) { /* 8 bf16 -> 8 fp32 (exact: the bits move up 16) */
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
+
+/* 8 fp32 -> 8 bf16 stored at p: f32_to_bf16's integer rounding lane by lane (nearest even), a NaN as the quiet
+ * 0x7FC0 (torch's rule, as the scalar callers write it) */
+static inline void store_bf16x8_nan(uint16_t *p, __m256 f) {
+    const __m256i u = _mm256_castps_si256(f);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd), 16);
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+    _mm_storeu_si128((__m128i *)p, _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+}
 #endif
 
 static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
@@ -111,6 +121,31 @@ static inline float round_e2m1(float v) {
     return copysignf(r > E2M1_MAX ? E2M1_MAX : r, v);
 }
 
+#if defined(KERNELS_AVX2)
+#define F32_LANES 8 /* fp32 values per AVX2 register */
+
+/* fp4_quant's per-value step on 8 lanes: out = round_e2m1(clamp(x / s, +-6)) * s with the scalar code's operations
+ * lane by lane (an IEEE division, compares that are false for NaN as its ternaries are, nearbyint in the current
+ * rounding mode, copysign as bit selection): the same fp32 values, NaN included. */
+static inline __m256 fp4_lanes(__m256 x, __m256 s) {
+    const __m256 top = _mm256_set1_ps(E2M1_MAX), bottom = _mm256_set1_ps(-E2M1_MAX);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v = _mm256_div_ps(x, s);
+    v = _mm256_blendv_ps(v, top, _mm256_cmp_ps(v, top, _CMP_GT_OQ));
+    v = _mm256_blendv_ps(v, bottom, _mm256_cmp_ps(v, bottom, _CMP_LT_OQ));
+    __m256 mag = _mm256_andnot_ps(sign, v);
+    mag = _mm256_blendv_ps(mag, top, _mm256_cmp_ps(mag, top, _CMP_GT_OQ));
+    __m256 step = _mm256_blendv_ps(_mm256_set1_ps(2.0f), _mm256_set1_ps(1.0f),
+                                   _mm256_cmp_ps(mag, _mm256_set1_ps(4.0f), _CMP_LT_OQ));
+    step = _mm256_blendv_ps(step, _mm256_set1_ps(0.5f), _mm256_cmp_ps(mag, _mm256_set1_ps(2.0f), _CMP_LT_OQ));
+    __m256 r = _mm256_mul_ps(_mm256_round_ps(_mm256_div_ps(mag, step), _MM_FROUND_CUR_DIRECTION | _MM_FROUND_NO_EXC),
+                             step);
+    r = _mm256_blendv_ps(r, top, _mm256_cmp_ps(r, top, _CMP_GT_OQ));
+    r = _mm256_or_ps(_mm256_andnot_ps(sign, r), _mm256_and_ps(sign, v));
+    return _mm256_mul_ps(r, s);
+}
+#endif
+
 /* FP4 e2m1 quant-dequant of rows x k values in blocks of `block` (k % block == 0), one power-of-two scale per
  * block: s = exp2(ceil(log2(max(amax, 6 * 2^-126) / 6))) in libm (torch's scalar path);
  * out = e2m1(clamp(x / s, +-6)) * s as fp32 (ops.reference.quant.quant_dequant_fp4). in_bf16: x is bf16 (uint16) when 1, fp32 when 0. */
@@ -122,7 +157,14 @@ void fp4_quant(const void *x, float *out, int64_t rows, int64_t k, int64_t block
             /* the reference's exp2(ceil(log2(y))) as written, not the exact power of two: log2 rounds to the
              * integer k for y within a few ulps above 2^k, and the reference then keeps the scale 2^k */
             float s = exp2f(ceilf(log2f(amax / E2M1_MAX)));
-            for (int64_t i = 0; i < block; i++) {
+            int64_t i = 0;
+#if defined(KERNELS_AVX2)
+            for (const __m256 sv = _mm256_set1_ps(s); i + F32_LANES <= block; i += F32_LANES) {
+                float *o = out + r * k + b0 + i;
+                _mm256_storeu_ps(o, fp4_lanes(_mm256_loadu_ps(o), sv));
+            }
+#endif
+            for (; i < block; i++) {
                 float v = out[r * k + b0 + i] / s;
                 v = v > E2M1_MAX ? E2M1_MAX : (v < -E2M1_MAX ? -E2M1_MAX : v);
                 out[r * k + b0 + i] = round_e2m1(v) * s;
@@ -397,18 +439,65 @@ void hc_post_apply(const void *f, const void *x, const float *post, const float 
  * butterflies (log2 n stages of a + b, a - b in fp64, Sylvester order) sum the same terms, so they give the same
  * exact sums, in n log n adds instead of n^2 multiply-adds. */
 #define MAX_HADAMARD 4096 /* a stack buffer of doubles per row */
+#if defined(KERNELS_AVX2)
+#define F64_LANES 4 /* doubles per AVX2 register */
+
+/* The butterflies of one row v [n] (n >= 4, a power of two) with the scalar loop's operations: stages 1 and 2
+ * inside each 4-double vector (the pairs they combine lie in it; a + b and a - b of the same operands, in the same
+ * operand order, picked per lane), the later stages vector against vector. */
+static inline void hadamard_avx2(double *v, int64_t n) {
+    for (int64_t i = 0; i < n; i += F64_LANES) {
+        __m256d x = _mm256_loadu_pd(v + i);
+        __m256d a = _mm256_movedup_pd(x), b = _mm256_permute_pd(x, 0xF); /* (x0 x0 x2 x2), (x1 x1 x3 x3) */
+        x = _mm256_blend_pd(_mm256_add_pd(a, b), _mm256_sub_pd(a, b), 0xA); /* h = 1: differences in lanes 1, 3 */
+        a = _mm256_permute4x64_pd(x, 0x44);                                  /* (x0 x1 x0 x1) */
+        b = _mm256_permute4x64_pd(x, 0xEE);                                  /* (x2 x3 x2 x3) */
+        _mm256_storeu_pd(v + i, _mm256_blend_pd(_mm256_add_pd(a, b), _mm256_sub_pd(a, b), 0xC)); /* h = 2 */
+    }
+    for (int64_t h = F64_LANES; h < n; h <<= 1)
+        for (int64_t i = 0; i < n; i += 2 * h)
+            for (int64_t j = i; j < i + h; j += F64_LANES) {
+                const __m256d a = _mm256_loadu_pd(v + j), b = _mm256_loadu_pd(v + j + h);
+                _mm256_storeu_pd(v + j, _mm256_add_pd(a, b));
+                _mm256_storeu_pd(v + j + h, _mm256_sub_pd(a, b));
+            }
+}
+#endif
+
 void hadamard_rows(const void *x, void *out, int64_t rows, int64_t n, float scale, int is_bf16) {
     double v[MAX_HADAMARD];
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < n; j++) v[j] = (double)load_any(x, r * n + j, is_bf16);
-        for (int64_t h = 1; h < n; h <<= 1)
+        int64_t first = 1, j0 = 0; /* the first stage the scalar loop runs; the first value it loads / stores */
+#if defined(KERNELS_AVX2)
+        if (n >= F32_LANES) {
+            for (; j0 < n; j0 += F32_LANES) { /* exact conversions to double */
+                const __m256 f = is_bf16 ? bf16x8_to_f32((const uint16_t *)x + r * n + j0)
+                                         : _mm256_loadu_ps((const float *)x + r * n + j0);
+                _mm256_storeu_pd(v + j0, _mm256_cvtps_pd(_mm256_castps256_ps128(f)));
+                _mm256_storeu_pd(v + j0 + F64_LANES, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+            }
+            hadamard_avx2(v, n);
+            first = n;
+        }
+#endif
+        for (int64_t j = j0; j < n; j++) v[j] = (double)load_any(x, r * n + j, is_bf16);
+        for (int64_t h = first; h < n; h <<= 1)
             for (int64_t i = 0; i < n; i += 2 * h)
                 for (int64_t j = i; j < i + h; j++) {
                     const double a = v[j], b = v[j + h];
                     v[j] = a + b;
                     v[j + h] = a - b;
                 }
-        for (int64_t j = 0; j < n; j++) {
+#if defined(KERNELS_AVX2)
+        for (j0 = 0; j0 + F32_LANES <= n; j0 += F32_LANES) { /* (float) rounds to nearest as _mm256_cvtpd_ps does */
+            const __m256 f = _mm256_mul_ps(_mm256_set_m128(_mm256_cvtpd_ps(_mm256_loadu_pd(v + j0 + F64_LANES)),
+                                                           _mm256_cvtpd_ps(_mm256_loadu_pd(v + j0))),
+                                           _mm256_set1_ps(scale));
+            if (is_bf16) store_bf16x8_nan((uint16_t *)out + r * n + j0, f);
+            else _mm256_storeu_ps((float *)out + r * n + j0, f);
+        }
+#endif
+        for (int64_t j = j0; j < n; j++) {
             const float f = (float)v[j] * scale;
             if (is_bf16) ((uint16_t *)out)[r * n + j] = isnan(f) ? (uint16_t)0x7FC0 : f32_to_bf16(f);
             else ((float *)out)[r * n + j] = f;

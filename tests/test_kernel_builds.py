@@ -1,0 +1,64 @@
+"""The C kernels' vector paths give their plain C loops' bits: the native build (AVX-512 or AVX2 + FMA, by CPU)
+of ``csrc/fast_kernels.c`` against its ``-march=x86-64-v3`` (AVX2) and ``-march=x86-64`` (plain C) builds, on
+shapes with vector tails and special values (NaN, infinities, signed zeros)."""
+
+import pytest
+import torch
+
+from v4stack.ops.fast import kernels
+
+PORTABLE_CFLAGS = tuple("-march=x86-64-v3" if f == "-march=native" else f for f in kernels.CFLAGS)  # AVX2 + FMA
+SCALAR_CFLAGS = tuple("-march=x86-64" if f == "-march=native" else f for f in kernels.CFLAGS)  # SSE2: plain C
+BUILDS = {"x86-64-v3": PORTABLE_CFLAGS, "x86-64": SCALAR_CFLAGS}
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="no C compiler")
+
+
+def _special(x: torch.Tensor) -> torch.Tensor:
+    """x [rows >= 4, n >= 6] with NaN, infinities, signed zeros and a tiny value in its first rows."""
+    x = x.clone()
+    x[0, :6] = torch.tensor([float("nan"), float("inf"), -0.0, 1e-30, -7.0, float("-inf")])
+    x[1] = 0.0
+    x[2, ::2] = -0.0
+    return x
+
+
+@pytest.fixture(params=list(BUILDS), ids=list(BUILDS))
+def other_build(request, monkeypatch):
+    """Run kernels' wrappers on another build of the library within the test; yields the native call."""
+    native = kernels._library
+    lib = native(BUILDS[request.param])
+    if lib is None:
+        pytest.skip(f"the compiler cannot build with {BUILDS[request.param]}")
+
+    def on_other(fn, *args):
+        monkeypatch.setattr(kernels, "_library", lambda cflags=kernels.CFLAGS: lib)
+        try:
+            return fn(*args)
+        finally:
+            monkeypatch.setattr(kernels, "_library", native)
+    return on_other
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rows, k, block", [(37, 128, 32), (9, 120, 12), (5, 21, 7)])  # 32: the indexer's blocks
+def test_fp4_quant_builds_agree(other_build, dtype, rows, k, block):
+    g = torch.Generator().manual_seed(rows)
+    x = _special(torch.randn(rows, k, generator=g) * torch.rand(rows, 1, generator=g) * 12).to(dtype)
+    native = kernels.fp4_quant(x, block)
+    assert _same_bits(other_build(kernels.fp4_quant, x, block), native)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 16, 128, 4096])  # under, at and over the AVX2 path's 8-value vectors
+def test_hadamard_builds_agree(other_build, dtype, n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(6, n, generator=g) * 3
+    if n >= 8:
+        x = _special(x)
+    x = x.to(dtype)
+    assert _same_bits(other_build(kernels.hadamard_rotate, x), kernels.hadamard_rotate(x))
