@@ -62,3 +62,27 @@ def test_hadamard_builds_agree(other_build, dtype, n):
         x = _special(x)
     x = x.to(dtype)
     assert _same_bits(other_build(kernels.hadamard_rotate, x), kernels.hadamard_rotate(x))
+
+
+# (sequences, heads, head dim, window slots, compressed slots): the 4-head blocks with 16-dim P.V blocks, a head
+# tail (5, 6 heads), dims off the 8-lane q.k (20) and off the 16-dim P.V blocks (20, 40), a list past one 64-slot
+# kernel block, no compressed part; 16 x 8 heads x 512 dims: 65K outputs, enough that a P.V sum one fp32 ulp off
+# (a fused multiply-add for the multiply then add, say) shows through the bf16 rounding somewhere
+DECODE_SHAPES = [(3, 4, 128, 96, 40), (2, 5, 20, 30, 9), (2, 6, 40, 70, 0), (16, 8, 512, 128, 64)]
+
+
+@pytest.mark.parametrize("shape", DECODE_SHAPES)
+def test_decode_attention_builds_agree(other_build, shape):
+    b, heads, d, n0, n1 = shape
+    g = torch.Generator().manual_seed(d)
+    q = torch.randn(b, heads, d, generator=g).bfloat16()
+    pools = [torch.randn(300, d, generator=g).bfloat16() for _ in range(2)]
+    parts = [(pools[0], torch.stack([torch.randperm(300, generator=g)[:n0] for _ in range(b)])),
+             (pools[1], torch.stack([torch.randperm(300, generator=g)[:n1] for _ in range(b)]))]
+    valid = torch.rand(b, n0 + n1, generator=g) < 0.8
+    valid[:, 0] = True
+    sink, scale = torch.randn(heads, generator=g), d ** -0.5
+    native = kernels.decode_attention_pooled(q, parts, valid, sink, scale)
+    assert _same_bits(other_build(kernels.decode_attention_pooled, q, parts, valid, sink, scale), native)
+    keys = torch.cat([pools[0][parts[0][1]], pools[1][parts[1][1]]], dim=1)  # [B, K, d] gathered
+    assert _same_bits(other_build(kernels.decode_attention_blocked, q, keys, valid, sink, scale), native)

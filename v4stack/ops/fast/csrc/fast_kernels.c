@@ -16,6 +16,8 @@
 
 #define E4M3_MAX 448.0f
 #define AMAX_FLOOR 1e-4f
+#define E2M1_MAX 6.0f
+#define DOT_LANES 8 /* independent partial sums of the exact q.k (a vector of doubles) */
 
 static inline float bf16_to_f32(uint16_t v) {
     uint32_t u = (uint32_t)v << 16;
@@ -33,21 +35,8 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs h
 
 static inline float round_bf16_f32(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
-#if defined(KERNELS_AVX2)
-static inline __m256 bf16x8_to_f32(const uint16_t *p) { /* 8 bf16 -> 8 fp32 (exact: the bits move up 16) */
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
-}
+#include "fast_kernels_avx2.h" /* the AVX2 + FMA blocks (KERNELS_AVX2) of the kernels below */
 
-/* 8 fp32 -> 8 bf16 stored at p: f32_to_bf16's integer rounding lane by lane (nearest even), a NaN as the quiet
- * 0x7FC0 (torch's rule, as the scalar callers write it) */
-static inline void store_bf16x8_nan(uint16_t *p, __m256 f) {
-    const __m256i u = _mm256_castps_si256(f);
-    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd), 16);
-    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
-    _mm_storeu_si128((__m128i *)p, _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
-}
-#endif
 
 static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -110,7 +99,6 @@ void act_quant(const void *x, uint16_t *out, int64_t rows, int64_t k, int64_t bl
     }
 }
 
-#define E2M1_MAX 6.0f
 #define FP4_AMAX_FLOOR (6.0f * 0x1p-126f) /* as weights/formats.py: the scale stays a normal fp32 */
 
 /* e2m1 value nearest to v (|v| <= 6 after the clamp), ties to even: steps 0.5 on [0, 2), 1 on [2, 4), 2 on [4, 6]. */
@@ -121,30 +109,6 @@ static inline float round_e2m1(float v) {
     return copysignf(r > E2M1_MAX ? E2M1_MAX : r, v);
 }
 
-#if defined(KERNELS_AVX2)
-#define F32_LANES 8 /* fp32 values per AVX2 register */
-
-/* fp4_quant's per-value step on 8 lanes: out = round_e2m1(clamp(x / s, +-6)) * s with the scalar code's operations
- * lane by lane (an IEEE division, compares that are false for NaN as its ternaries are, nearbyint in the current
- * rounding mode, copysign as bit selection): the same fp32 values, NaN included. */
-static inline __m256 fp4_lanes(__m256 x, __m256 s) {
-    const __m256 top = _mm256_set1_ps(E2M1_MAX), bottom = _mm256_set1_ps(-E2M1_MAX);
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 v = _mm256_div_ps(x, s);
-    v = _mm256_blendv_ps(v, top, _mm256_cmp_ps(v, top, _CMP_GT_OQ));
-    v = _mm256_blendv_ps(v, bottom, _mm256_cmp_ps(v, bottom, _CMP_LT_OQ));
-    __m256 mag = _mm256_andnot_ps(sign, v);
-    mag = _mm256_blendv_ps(mag, top, _mm256_cmp_ps(mag, top, _CMP_GT_OQ));
-    __m256 step = _mm256_blendv_ps(_mm256_set1_ps(2.0f), _mm256_set1_ps(1.0f),
-                                   _mm256_cmp_ps(mag, _mm256_set1_ps(4.0f), _CMP_LT_OQ));
-    step = _mm256_blendv_ps(step, _mm256_set1_ps(0.5f), _mm256_cmp_ps(mag, _mm256_set1_ps(2.0f), _CMP_LT_OQ));
-    __m256 r = _mm256_mul_ps(_mm256_round_ps(_mm256_div_ps(mag, step), _MM_FROUND_CUR_DIRECTION | _MM_FROUND_NO_EXC),
-                             step);
-    r = _mm256_blendv_ps(r, top, _mm256_cmp_ps(r, top, _CMP_GT_OQ));
-    r = _mm256_or_ps(_mm256_andnot_ps(sign, r), _mm256_and_ps(sign, v));
-    return _mm256_mul_ps(r, s);
-}
-#endif
 
 /* FP4 e2m1 quant-dequant of rows x k values in blocks of `block` (k % block == 0), one power-of-two scale per
  * block: s = exp2(ceil(log2(max(amax, 6 * 2^-126) / 6))) in libm (torch's scalar path);
@@ -233,7 +197,6 @@ void hc_sinkhorn_normalise(float *comb, int64_t T, int64_t hc, int64_t iters, fl
 }
 
 #define KERNEL_BLOCK 64 /* index-list slots per step of the official kernel's online softmax */
-#define DOT_LANES 8     /* independent partial sums of the exact q.k (a vector of doubles) */
 
 /* sum_i q_i k_i in double for q (bf16 values as double) and k (bf16 values as fp32): every product is exact in
  * double, so a fused multiply-add rounds exactly like a multiply then an add, and the sum of such products does not
@@ -309,6 +272,33 @@ static inline const uint16_t *key_row(const KeyPart *parts, int64_t b, int64_t j
     return p->pool + row * d;
 }
 
+#if defined(KERNELS_AVX2)
+#define PV_F32_DIMS 16  /* decode P.V dims per AVX2 register block: DOT_HEADS x 2 vectors of 8 floats */
+
+/* acc[h * d + i0 .. + PV_F32_DIMS) = sum_j w[h * K + j] k_j[i0 ..] over sequence b's valid slots in order, for
+ * DOT_HEADS heads: per output the scalar loop's fp32 chain from +0 (a multiply, then an add: these products are
+ * not exact in fp32, so no fused multiply-add). */
+static inline void pv_f32_heads(const KeyPart *parts, int64_t b, const uint8_t *vb, int64_t K, const float *w,
+                                int64_t i0, float *acc, int64_t d) {
+    __m256 a[DOT_HEADS][2];
+    for (int h = 0; h < DOT_HEADS; h++) a[h][0] = a[h][1] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < K; j++) {
+        if (!vb[j]) continue;
+        const uint16_t *kr = key_row(parts, b, j, d) + i0;
+        const __m256 k0 = bf16x8_to_f32(kr), k1 = bf16x8_to_f32(kr + 8);
+        for (int h = 0; h < DOT_HEADS; h++) {
+            const __m256 wj = _mm256_broadcast_ss(w + h * K + j);
+            a[h][0] = _mm256_add_ps(a[h][0], _mm256_mul_ps(wj, k0));
+            a[h][1] = _mm256_add_ps(a[h][1], _mm256_mul_ps(wj, k1));
+        }
+    }
+    for (int h = 0; h < DOT_HEADS; h++) {
+        _mm256_storeu_ps(acc + h * d + i0, a[h][0]);
+        _mm256_storeu_ps(acc + h * d + i0 + 8, a[h][1]);
+    }
+}
+#endif
+
 /* One decode query per sequence over its keys, in the official kernel's rounding (the dense form of
  * ops.fast.attention._blocked_weights): q [B, H, d] bf16, keys from two parts (K = parts[0].n + parts[1].n slots;
  * K = V; slots where valid == 0 are never read), valid [B, K] uint8 (slot 0 valid), sink [H] fp32 -> out [B, H, d]
@@ -328,17 +318,33 @@ static void decode_attention_parts(const uint16_t *q, const KeyPart *parts, cons
                 continue;
             }
             const uint16_t *kr = key_row(parts, b, j, d);
+            int64_t h = 0;
+#if defined(KERNELS_AVX2)
+            if (j + 1 < K && vb[j + 1]) prefetch_row(key_row(parts, b, j + 1, d), d);
+            for (double dots[DOT_HEADS]; h + DOT_HEADS <= H; h += DOT_HEADS) {
+                exact_dot_heads(qd + h * d, kr, d, dots);
+                for (int l = 0; l < DOT_HEADS; l++) s[(h + l) * K + j] = (float)dots[l] * scale;
+            }
+#endif
+            if (h == H) continue;
             for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kr[i]);
-            for (int64_t h = 0; h < H; h++) s[h * K + j] = (float)exact_dot(qd + h * d, kf, d) * scale;
+            for (; h < H; h++) s[h * K + j] = (float)exact_dot(qd + h * d, kf, d) * scale;
         }
         float denom[H];
         for (int64_t h = 0; h < H; h++) denom[h] = blocked_weights(s + h * K, K, sink[h]);
         for (int64_t i = 0; i < H * d; i++) acc[i] = 0.0f;
-        for (int64_t j = 0; j < K; j++) {
+        int64_t h0 = 0; /* the heads before h0 are summed by the vector blocks */
+#if defined(KERNELS_AVX2)
+        if (d % PV_F32_DIMS == 0)
+            for (; h0 + DOT_HEADS <= H; h0 += DOT_HEADS)
+                for (int64_t i0 = 0; i0 < d; i0 += PV_F32_DIMS)
+                    pv_f32_heads(parts, b, vb, K, s + h0 * K, i0, acc + h0 * d, d);
+#endif
+        for (int64_t j = 0; h0 < H && j < K; j++) {
             if (!vb[j]) continue;
             const uint16_t *kr = key_row(parts, b, j, d);
             for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kr[i]);
-            for (int64_t h = 0; h < H; h++) {
+            for (int64_t h = h0; h < H; h++) {
                 float wj = s[h * K + j];
                 float *ah = acc + h * d;
                 for (int64_t i = 0; i < d; i++) ah[i] += wj * kf[i];
@@ -439,30 +445,6 @@ void hc_post_apply(const void *f, const void *x, const float *post, const float 
  * butterflies (log2 n stages of a + b, a - b in fp64, Sylvester order) sum the same terms, so they give the same
  * exact sums, in n log n adds instead of n^2 multiply-adds. */
 #define MAX_HADAMARD 4096 /* a stack buffer of doubles per row */
-#if defined(KERNELS_AVX2)
-#define F64_LANES 4 /* doubles per AVX2 register */
-
-/* The butterflies of one row v [n] (n >= 4, a power of two) with the scalar loop's operations: stages 1 and 2
- * inside each 4-double vector (the pairs they combine lie in it; a + b and a - b of the same operands, in the same
- * operand order, picked per lane), the later stages vector against vector. */
-static inline void hadamard_avx2(double *v, int64_t n) {
-    for (int64_t i = 0; i < n; i += F64_LANES) {
-        __m256d x = _mm256_loadu_pd(v + i);
-        __m256d a = _mm256_movedup_pd(x), b = _mm256_permute_pd(x, 0xF); /* (x0 x0 x2 x2), (x1 x1 x3 x3) */
-        x = _mm256_blend_pd(_mm256_add_pd(a, b), _mm256_sub_pd(a, b), 0xA); /* h = 1: differences in lanes 1, 3 */
-        a = _mm256_permute4x64_pd(x, 0x44);                                  /* (x0 x1 x0 x1) */
-        b = _mm256_permute4x64_pd(x, 0xEE);                                  /* (x2 x3 x2 x3) */
-        _mm256_storeu_pd(v + i, _mm256_blend_pd(_mm256_add_pd(a, b), _mm256_sub_pd(a, b), 0xC)); /* h = 2 */
-    }
-    for (int64_t h = F64_LANES; h < n; h <<= 1)
-        for (int64_t i = 0; i < n; i += 2 * h)
-            for (int64_t j = i; j < i + h; j += F64_LANES) {
-                const __m256d a = _mm256_loadu_pd(v + j), b = _mm256_loadu_pd(v + j + h);
-                _mm256_storeu_pd(v + j, _mm256_add_pd(a, b));
-                _mm256_storeu_pd(v + j + h, _mm256_sub_pd(a, b));
-            }
-}
-#endif
 
 void hadamard_rows(const void *x, void *out, int64_t rows, int64_t n, float scale, int is_bf16) {
     double v[MAX_HADAMARD];

@@ -8,17 +8,16 @@
  * kernel's (fast_kernels.c decode_attention_parts: exact q.k, blocked_weights); P.V sums in double instead of
  * fp32 (each product w_j k_j is exact in double, the sum over K slots rounds far below fp32), one rounding to
  * fp32 before the division: closer to the reference's exact per-block sums than an fp32 chain over ~640 slots.
- * Memory: H * K + d floats, 2 H d doubles and K row pointers of scratch. AVX-512 blocks, AVX2 + FMA blocks
+ * Memory: H * K + d floats, 2 H d + 4 K doubles and K row pointers of scratch. AVX-512 blocks, AVX2 + FMA blocks
  * (KERNELS_AVX2: 4 doubles a vector, so 8-dim P.V blocks and exact_dot's own lane order for q.k) and plain C
  * elsewhere, all giving the same bits; no fast-math, no contraction (-std=c11). */
-#include "fast_kernels.c" /* bf16_to_f32, f32_to_bf16, exact_dot, blocked_weights */
+#include "fast_kernels.c" /* bf16_to_f32, f32_to_bf16, exact_dot, blocked_weights; AVX2: exact_dot_heads */
 
 #define HEAD_BLOCK 4     /* heads scored / accumulated per read of a key row (V4: 64 or 128 heads, tests: 2) */
 #define DIM_BLOCK 32     /* P.V output dims per register block: HEAD_BLOCK x 4 vectors of 8 doubles */
 #define DOT_STEP 16      /* key dims per step of the AVX-512 exact dot: one 16-float load, two 8-double halves */
 #define AVX2_DIM_BLOCK 8 /* P.V output dims per AVX2 register block: HEAD_BLOCK x 2 vectors of 4 doubles (8 of the
                           * 16 ymm registers; a 16-dim block would need all 16 for the sums alone) */
-#define CACHE_LINE 64    /* bytes */
 #define PV_ROW_CHUNK 64  /* key rows per pass of the AVX2 P.V over every dim block (see weighted_rows) */
 
 /* Key segment p of the logical matrix: sizes[p] rows, row r at bases[p] + (slots[p] ? slots[p][r] : r) *
@@ -89,32 +88,6 @@ static inline void pv_block(const uint16_t *const *rowp, const float *w, int64_t
     }
 }
 #elif defined(KERNELS_AVX2)
-/* scores of HEAD_BLOCK heads against one bf16 key row, each exactly exact_dot's double (any d): the vectors hold
- * its lanes part[0..3], part[4..7] (exact products, so a fused multiply-add rounds like its multiply then add), the
- * tail goes to part[0] and the lanes are added in order, as there. */
-static inline void dot_heads(const double *qd, const uint16_t *kr, int64_t d, double *dots) {
-    __m256d acc[HEAD_BLOCK][2];
-    for (int h = 0; h < HEAD_BLOCK; h++) acc[h][0] = acc[h][1] = _mm256_setzero_pd();
-    int64_t i = 0;
-    for (; i + DOT_LANES <= d; i += DOT_LANES) {
-        __m256 k = bf16x8_to_f32(kr + i);
-        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(k)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(k, 1));
-        for (int h = 0; h < HEAD_BLOCK; h++) {
-            acc[h][0] = _mm256_fmadd_pd(_mm256_loadu_pd(qd + h * d + i), lo, acc[h][0]);
-            acc[h][1] = _mm256_fmadd_pd(_mm256_loadu_pd(qd + h * d + i + 4), hi, acc[h][1]);
-        }
-    }
-    for (int h = 0; h < HEAD_BLOCK; h++) {
-        double part[DOT_LANES];
-        _mm256_storeu_pd(part, acc[h][0]);
-        _mm256_storeu_pd(part + 4, acc[h][1]);
-        for (int64_t t = i; t < d; t++) part[0] += qd[h * d + t] * (double)bf16_to_f32(kr[t]);
-        double dot = 0.0;
-        for (int l = 0; l < DOT_LANES; l++) dot += part[l];
-        dots[h] = dot;
-    }
-}
-
 /* acc[h * d + i0 .. + AVX2_DIM_BLOCK) += w[j, h] k_j for HEAD_BLOCK heads and the rows j0 <= j < j1, in list
  * order; w [K, HEAD_BLOCK] doubles (the fp32 weights, exactly). Per output dim this is the scalar loop's double
  * chain (exact products w_j k_j, so each fused multiply-add rounds like its add), split into row chunks whose sums
@@ -161,13 +134,11 @@ static void score_rows(const double *qd, const uint16_t *const *rowp, int64_t H,
             }
         }
 #elif defined(KERNELS_AVX2)
-        double dots[HEAD_BLOCK];
-        if (j + 1 < K && rowp[j + 1]) /* the next listed row (a random one: no stream for the hardware to see) */
-            for (int64_t o = 0; o < d * (int64_t)sizeof(uint16_t); o += CACHE_LINE)
-                _mm_prefetch((const char *)rowp[j + 1] + o, _MM_HINT_T0);
-        for (; h + HEAD_BLOCK <= H; h += HEAD_BLOCK) {
-            dot_heads(qd + h * d, rowp[j], d, dots);
-            for (int l = 0; l < HEAD_BLOCK; l++) s[(h + l) * K + j] = (float)dots[l] * scale;
+        double dots[DOT_HEADS]; /* fast_kernels.c's AVX2 q.k of DOT_HEADS heads, each exact_dot's double */
+        if (j + 1 < K && rowp[j + 1]) prefetch_row(rowp[j + 1], d); /* a random row: no stream for the hardware */
+        for (; h + DOT_HEADS <= H; h += DOT_HEADS) {
+            exact_dot_heads(qd + h * d, rowp[j], d, dots);
+            for (int l = 0; l < DOT_HEADS; l++) s[(h + l) * K + j] = (float)dots[l] * scale;
         }
 #endif
         if (h < H) {
@@ -182,6 +153,7 @@ static void score_rows(const double *qd, const uint16_t *const *rowp, int64_t H,
  * doubles (the AVX2 blocks' weights, slot-major: one broadcast load each). */
 static void weighted_rows(const uint16_t *const *rowp, const float *w, const float *denom, int64_t H, int64_t K,
                           int64_t d, uint16_t *out, double *acc, double *wd) {
+    (void)wd; /* used by the AVX2 blocks only */
     int64_t h0 = 0;
 #if defined(__AVX512F__)
     if (d % DIM_BLOCK == 0)
