@@ -9,7 +9,7 @@ from v4stack.ops.fast import argmax
 
 pytestmark = pytest.mark.skipif(argmax._library() is None, reason="no C compiler")
 
-LENGTHS = [1, 5, 15, 16, 17, 33, 1000, 129280]
+LENGTHS = [1, 5, 7, 8, 9, 15, 16, 17, 33, 1000, 129280]  # around the AVX2 (8) and AVX-512 (16) widths
 
 
 def _check(x):

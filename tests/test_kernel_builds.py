@@ -1,11 +1,12 @@
 """The C kernels' vector paths give their plain C loops' bits: the native build (AVX-512 or AVX2 + FMA, by CPU)
-of ``csrc/fast_kernels.c`` against its ``-march=x86-64-v3`` (AVX2) and ``-march=x86-64`` (plain C) builds, on
-shapes with vector tails and special values (NaN, infinities, signed zeros)."""
+of ``csrc/fast_kernels.c``, ``csrc/decode_ops.c`` and ``csrc/argmax.c`` against their ``-march=x86-64-v3`` (AVX2)
+and ``-march=x86-64`` (plain C) builds, on shapes with vector tails and special values (NaN, infinities, signed
+zeros)."""
 
 import pytest
 import torch
 
-from v4stack.ops.fast import kernels
+from v4stack.ops.fast import argmax, decode_ops, kernels
 
 PORTABLE_CFLAGS = tuple("-march=x86-64-v3" if f == "-march=native" else f for f in kernels.CFLAGS)  # AVX2 + FMA
 SCALAR_CFLAGS = tuple("-march=x86-64" if f == "-march=native" else f for f in kernels.CFLAGS)  # SSE2: plain C
@@ -25,18 +26,20 @@ def _special(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(params=list(BUILDS), ids=list(BUILDS))
 def other_build(request, monkeypatch):
-    """Run kernels' wrappers on another build of the library within the test; yields the native call."""
-    native = kernels._library
-    lib = native(BUILDS[request.param])
-    if lib is None:
-        pytest.skip(f"the compiler cannot build with {BUILDS[request.param]}")
+    """on_other(fn, *args): fn (a wrapper of kernels, or of the module given as module=) run on another build of its
+    library."""
+    flags = BUILDS[request.param]
 
-    def on_other(fn, *args):
-        monkeypatch.setattr(kernels, "_library", lambda cflags=kernels.CFLAGS: lib)
+    def on_other(fn, *args, module=kernels):
+        native = module._library
+        lib = native(flags)
+        if lib is None:
+            pytest.skip(f"the compiler cannot build with {flags}")
+        monkeypatch.setattr(module, "_library", lambda cflags=kernels.CFLAGS: lib)
         try:
             return fn(*args)
         finally:
-            monkeypatch.setattr(kernels, "_library", native)
+            monkeypatch.setattr(module, "_library", native)
     return on_other
 
 
@@ -86,3 +89,37 @@ def test_decode_attention_builds_agree(other_build, shape):
     assert _same_bits(other_build(kernels.decode_attention_pooled, q, parts, valid, sink, scale), native)
     keys = torch.cat([pools[0][parts[0][1]], pools[1][parts[1][1]]], dim=1)  # [B, K, d] gathered
     assert _same_bits(other_build(kernels.decode_attention_blocked, q, keys, valid, sink, scale), native)
+
+
+@pytest.mark.parametrize("rows, groups, rank, width", [(3, 2, 64, 256), (2, 2, 6, 48), (1, 3, 5, 40)])
+def test_grouped_output_builds_agree(other_build, rows, groups, rank, width):
+    """4-row passes and their row tail (rank 6, 5), widths off the 16-lane blocks (40)."""
+    g = torch.Generator().manual_seed(width)
+    o = torch.randn(rows, groups, width, generator=g).bfloat16()
+    weight = torch.randn(groups, rank, width, generator=g).bfloat16()
+    native = decode_ops.grouped_output(o, weight)
+    assert _same_bits(other_build(decode_ops.grouped_output, o, weight, module=decode_ops), native)
+
+
+@pytest.mark.parametrize("heads, d", [(4, 128), (3, 40), (2, 9)])  # 16-lane blocks; a 40 and a 9 tail
+def test_decode_index_scores_builds_agree(other_build, heads, d):
+    g = torch.Generator().manual_seed(d)
+    q = torch.randn(3, heads, d, generator=g).bfloat16()
+    weights = torch.randn(3, heads, generator=g).bfloat16()
+    keys = torch.randn(3, 50, d, generator=g).bfloat16()
+    positions = torch.tensor([199, 120, 3])  # ratio 4: 50 (all), 30 and 1 entries visible
+    native = decode_ops.decode_index_scores(q, weights, keys, positions, 4)
+    assert _same_bits(other_build(decode_ops.decode_index_scores, q, weights, keys, positions, 4, module=decode_ops),
+                      native)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 17, 1000])
+def test_argmax_builds_agree(other_build, n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randint(-3, 3, (5, n), generator=g).float()  # ties
+    x[1] = 0.0
+    x[1, ::2] = -0.0
+    x[2, n // 2] = float("nan")
+    x[3] = float("-inf")
+    native = argmax.argmax_rows(x)
+    assert torch.equal(other_build(argmax.argmax_rows, x, module=argmax), native)

@@ -19,9 +19,10 @@ from v4stack.ops.fast.kernels import CFLAGS, compile_library
 SOURCE = Path(__file__).with_name("csrc") / "argmax.c"
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL | None:
-    lib = compile_library(SOURCE, CFLAGS, "argmax")
+@lru_cache(maxsize=3)
+def _library(cflags: tuple[str, ...] = CFLAGS) -> ctypes.CDLL | None:
+    """The kernel built with ``cflags`` (default the native build; tests also build the portable ones)."""
+    lib = compile_library(SOURCE, cflags, "argmax")
     if lib is None:
         return None
     lib.argmax_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]

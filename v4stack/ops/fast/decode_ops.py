@@ -24,9 +24,10 @@ SOURCE = Path(__file__).with_name("csrc") / "decode_ops.c"
 MAX_ROWS = 16
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL | None:
-    lib = compile_library(SOURCE, CFLAGS, "decode_ops")
+@lru_cache(maxsize=3)
+def _library(cflags: tuple[str, ...] = CFLAGS) -> ctypes.CDLL | None:
+    """The kernel built with ``cflags`` (default the native build; tests also build the portable ones)."""
+    lib = compile_library(SOURCE, cflags, "decode_ops")
     if lib is None:
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p

@@ -2,7 +2,8 @@
  * the lightning indexer's scores and top-k for one query per sequence, and the grouped wo_a projection of a few
  * rows. On these shapes torch's bf16 bmm costs ~25 us per call and ~350 us whenever the number of entries grows
  * (a fresh oneDNN primitive), and the top-k is a full stable sort; here each is one pass.
- * Plain C, no fast-math: every lane's fp32 sum runs in a fixed order, the compiler vectorises across lanes. */
+ * Plain C with AVX-512 and AVX2 blocks, no fast-math: every lane's fp32 sum runs in a fixed order (the vector
+ * blocks hold the same lanes). */
 #include "fast_kernels.c" /* bf16_to_f32, f32_to_bf16, round_bf16_f32 */
 
 #define LANES 16 /* independent fp32 partial sums of a dot product (one AVX-512 register) */
@@ -11,6 +12,16 @@
 static float dot_bf16(const uint16_t *a, const uint16_t *b, int64_t d) {
     float acc[LANES] = {0};
     int64_t i = 0;
+#if defined(KERNELS_AVX2)
+    /* acc[0..7] and acc[8..15] as two vectors: the same exact products added in the same order per lane */
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (; i + LANES <= d; i += LANES) {
+        lo = _mm256_add_ps(lo, _mm256_mul_ps(bf16x8_to_f32(a + i), bf16x8_to_f32(b + i)));
+        hi = _mm256_add_ps(hi, _mm256_mul_ps(bf16x8_to_f32(a + i + 8), bf16x8_to_f32(b + i + 8)));
+    }
+    _mm256_storeu_ps(acc, lo);
+    _mm256_storeu_ps(acc + 8, hi);
+#endif
     for (; i + LANES <= d; i += LANES)
         for (int l = 0; l < LANES; l++) acc[l] += bf16_to_f32(a[i + l]) * bf16_to_f32(b[i + l]);
     for (; i < d; i++) acc[i % LANES] += bf16_to_f32(a[i]) * bf16_to_f32(b[i]);
@@ -99,6 +110,30 @@ static void dot_bf16_rows(const uint16_t *a, const uint16_t *w, int64_t J, float
         out[q] = s;
     }
 }
+#elif defined(KERNELS_AVX2)
+#define GROUPED_CHAINS 4 /* weight rows per pass: 4 rows x 2 vectors, independent add chains hide the add latency */
+
+/* GROUPED_CHAINS outputs of dot_bf16 at once for J a multiple of LANES: the vectors of row q hold dot_bf16's acc[0..7]
+ * and acc[8..15] (the same exact products added in the same order), then the same in-order lane sum. */
+static void dot_bf16_rows(const uint16_t *a, const uint16_t *w, int64_t J, float *out) {
+    __m256 acc[GROUPED_CHAINS][2];
+    for (int q = 0; q < GROUPED_CHAINS; q++) acc[q][0] = acc[q][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < J; k += LANES) {
+        const __m256 a0 = bf16x8_to_f32(a + k), a1 = bf16x8_to_f32(a + k + 8);
+        for (int q = 0; q < GROUPED_CHAINS; q++) {
+            acc[q][0] = _mm256_add_ps(acc[q][0], _mm256_mul_ps(a0, bf16x8_to_f32(w + q * J + k)));
+            acc[q][1] = _mm256_add_ps(acc[q][1], _mm256_mul_ps(a1, bf16x8_to_f32(w + q * J + k + 8)));
+        }
+    }
+    for (int q = 0; q < GROUPED_CHAINS; q++) {
+        float lanes[LANES];
+        _mm256_storeu_ps(lanes, acc[q][0]);
+        _mm256_storeu_ps(lanes + 8, acc[q][1]);
+        float s = 0.0f;
+        for (int l = 0; l < LANES; l++) s += lanes[l];
+        out[q] = s;
+    }
+}
 #endif
 
 /* The block-diagonal wo_a: out[t, g * r + i] = bf16(sum_j o[t, g, j] w[g, i, j]), o [T, G, J], w [G, R, J]
@@ -109,7 +144,7 @@ void grouped_output_rows(const uint16_t *o, const uint16_t *w, int64_t T, int64_
         for (int64_t g = 0; g < G; g++) {
             const uint16_t *og = o + (t * G + g) * J;
             int64_t i = 0;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(KERNELS_AVX2)
             if (J % LANES == 0)
                 for (; i + GROUPED_CHAINS <= R; i += GROUPED_CHAINS) {
                     float sums[GROUPED_CHAINS];
