@@ -30,12 +30,14 @@ CSRC = "v4stack/ops/fast/csrc"
 CALL_FMAS = 2e7  # fmas per timing of a GEMM: a few ms, well above the clock's tick
 HC_PRE_CALLS = 200  # fused mHC pre calls per timing (10-300 us each)
 # (name, rows, N, K, weight dtype): real-shape prefill (2,048 tokens, D = 512, hc = 4), the 16-stream decode step
-# and the 64-row head of bench/prefill_profile.py's checkpoint; rows < BLOCKED_MIN_ROWS take the small-row kernel
+# and the 8 / 16 / 64-row head of bench/prefill_profile.py's checkpoint; rows < BLOCKED_MIN_ROWS take the small-row kernel
 SHAPES = [
     ("mHC mixes 2048 x 2048 -> 24", 2048, 24, 2048, torch.float32),
     ("compressor 2048 x 512 -> 1024", 2048, 1024, 512, torch.float32),
     ("router 2048 x 512 -> 16", 2048, 16, 512, torch.float32),
     ("head 64 x 512 -> 129280 bf16", 64, 129280, 512, torch.bfloat16),
+    ("head 16 x 512 -> 129280 bf16", 16, 129280, 512, torch.bfloat16),
+    ("head 8 x 512 -> 129280 bf16", 8, 129280, 512, torch.bfloat16),
     ("mHC mixes 16 x 2048 -> 24", 16, 24, 2048, torch.float32),
     ("compressor 16 x 512 -> 1024", 16, 1024, 512, torch.float32),
     ("mHC mixes 1 x 2048 -> 24", 1, 24, 2048, torch.float32),
