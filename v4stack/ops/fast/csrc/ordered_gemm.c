@@ -85,10 +85,11 @@ static inline void transpose16(__m512 r[16]) {
 }
 #endif
 
-/* w rows [n0, n0 + np) x columns [k0, k0 + kb) transposed into p[kb][NP]; columns np..NP-1 are zero (computed,
- * never stored). Values are copied exactly (bf16 -> fp32 by placing the bits), so packing never changes a sum. */
-static void pack_panel(const void *w, int w_bf16, int64_t K, int64_t n0, int64_t np, int64_t k0, int64_t kb,
-                       float *p) {
+/* w rows [n0, n0 + np) x columns [k0, k0 + kb) transposed into p[kb][NP] (w has N rows); columns np..NP-1 are
+ * zero (computed, never stored). Values are copied exactly (bf16 -> fp32 by placing the bits), so packing never
+ * changes a sum. */
+static void pack_panel(const void *w, int w_bf16, int64_t K, int64_t N, int64_t n0, int64_t np, int64_t k0,
+                       int64_t kb, float *p) {
     int64_t j_done = 0;
 #ifdef ORDERED_AVX512
     int64_t k_done = 0;
@@ -111,7 +112,7 @@ static void pack_panel(const void *w, int w_bf16, int64_t K, int64_t n0, int64_t
         pack_scalar(w, w_bf16, K, n0, 0, j_done, k0 + k_done, kb - k_done, p + k_done * NP);
 #elif defined(ORDERED_AVX2)
     int64_t k_done = 0;
-    j_done = avx2_pack(w, w_bf16, K, n0, np, k0, kb, p, &k_done);
+    j_done = avx2_pack(w, w_bf16, K, N, n0, np, k0, kb, p, &k_done);
     if (j_done > 0 && k_done < kb)
         pack_scalar(w, w_bf16, K, n0, 0, j_done, k0 + k_done, kb - k_done, p + k_done * NP);
 #endif
@@ -218,7 +219,7 @@ int ordered_gemm(const float *x, int64_t M, int64_t K, const void *w, int w_bf16
             const int64_t np = N - n0 < NP ? N - n0 : NP, rows = M - t0 < ROW_CHUNK ? M - t0 : ROW_CHUNK;
             for (int64_t k0 = 0; k0 < K; k0 += block) {
                 const int64_t kb = K - k0 < block ? K - k0 : block;
-                pack_panel(w, w_bf16, K, n0, np, k0, kb, p);
+                pack_panel(w, w_bf16, K, N, n0, np, k0, kb, p);
                 panel_rows(x, K, t0, rows, p, k0, kb, k0 == 0, y, N, n0, np);
             }
         }
