@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from v4stack.config.numerics import Numerics
-from v4stack.ops.fast import lowbit, prepare
+from v4stack.ops.fast import kernels, lowbit, prepare
 from v4stack.ops.fast.prepare import LOWBIT, attached_bytes, prepare_model, prepared_bytes
 from v4stack.weights.formats import dequant_fp4_weight, dequant_fp8_weight
 
@@ -171,3 +171,82 @@ def test_prepared_bytes_is_what_prepare_model_adds_with_and_without_kernels(tiny
     assert not hasattr(wq, LOWBIT) and torch.equal(wq.prepared, wq.dense_weight(torch.float32))
     b = model(ForwardBatch.build([model.new_state()], [ids])).logits  # the torch fallback runs and agrees
     assert (a - b).abs().max() < 0.05, (a - b).abs().max()
+
+
+def _build(march):
+    """kernels.CFLAGS with -march=native replaced: x86-64-v3 = AVX2 + FMA + F16C, x86-64 = no AVX at all."""
+    return tuple(f"-march={march}" if f == "-march=native" else f for f in kernels.CFLAGS)
+
+
+AVX2_CFLAGS, PLAIN_CFLAGS = _build("x86-64-v3"), _build("x86-64")
+CROSS_ROWS = [1, 2, 3, 4, 5, 8, 13, 16]  # the direct kernels (bf16 <= 8, FP8 / FP4 <= 4 rows) and the panel path
+CROSS_CASES = [  # fmt, n, k, block: K with and without 16-column tails, FP8 blocks 128 / 48 / 16, weight-row tails
+    ("dense", 3, 17, 0), ("dense", 13, 40, 0), ("dense", 70, 130, 0), ("dense", 9, 512, 0),
+    ("fp8", 3, 17, 16), ("fp8", 13, 40, 16), ("fp8", 9, 256, 48), ("fp8", 70, 130, 128), ("fp8", 10, 384, 128),
+    ("fp4", 3, 64, 0), ("fp4", 13, 96, 0), ("fp4", 70, 160, 0)]
+
+
+def _cross_weight(fmt, n, k, block, scales, g):
+    if fmt == "dense":  # magnitudes 1e-25 .. 1e25: products overflow to inf and underflow to subnormals
+        span = {"random": 8, "huge": 25, "tiny": 25}[scales]
+        magnitude = 10.0 ** torch.randint(-span, span, (n, k), generator=g)
+        return (torch.randn(n, k, generator=g) * magnitude).bfloat16(), None
+    w, _ = _fp8(n, k, block, g) if fmt == "fp8" else _fp4(n, k, g)
+    shape = (-(-n // block), -(-k // block)) if fmt == "fp8" else (n, k // 32)
+    return w, torch.randint(*LOW_SCALES[scales], shape, generator=g, dtype=torch.uint8).view(torch.float8_e8m0fnu)
+
+
+def test_builds_are_what_their_flags_say():
+    """The cross-build test below compares what it claims: the x86-64 build has no vector kernels, the x86-64-v3
+    build at least AVX2 (AVX-512 needs more than v3's flags)."""
+    if lowbit.isa(PLAIN_CFLAGS) is None:
+        pytest.skip("the compiler cannot build for x86-64 (not an x86 machine)")
+    assert lowbit.isa(PLAIN_CFLAGS) == "plain C"
+    assert lowbit.isa(AVX2_CFLAGS) == "AVX2"
+    assert lowbit.isa() in lowbit.ISA_NAMES
+
+
+@pytest.mark.parametrize("case", CROSS_CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("scales", sorted(LOW_SCALES))
+def test_every_build_gives_the_same_bits(case, scales):
+    """The native build (AVX-512 or AVX2, whichever this CPU has), the AVX2 build and the plain-C build compute each
+    output as the same 16-lane FMA chain and summation tree: bit-equal outputs for bf16 / FP8 / FP4, 1-16 rows of x
+    (direct kernels and panel path), row slices, extreme scales, K tails; and the same dequantised weights."""
+    fmt, n, k, block = case
+    if lowbit.isa(PLAIN_CFLAGS) is None or lowbit.isa(AVX2_CFLAGS) is None:
+        pytest.skip("the compiler cannot build for x86-64 (not an x86 machine)")
+    g = torch.Generator().manual_seed(n * 31 + k + block + len(scales))
+    w, s = _cross_weight(fmt, n, k, block, scales, g)
+    x = torch.randn(max(CROSS_ROWS), k, generator=g) * 10.0 ** torch.randint(-3, 3, (1, k), generator=g)
+    for m in CROSS_ROWS:
+        native = lowbit.matmul(x[:m], fmt, w, s, block)
+        for flags in (AVX2_CFLAGS, PLAIN_CFLAGS):
+            assert _same_bits(lowbit.matmul(x[:m], fmt, w, s, block, cflags=flags), native), (m, flags)
+    sliced = lowbit.matmul(x[:1], fmt, w, s, block, row0=2, rows=n - 3)
+    assert _same_bits(lowbit.matmul(x[:1], fmt, w, s, block, row0=2, rows=n - 3, cflags=PLAIN_CFLAGS), sliced)
+    if fmt != "dense":
+        dense = lowbit.dequant(fmt, w, s, block, 0, n, k)
+        assert _same_bits(lowbit.dequant(fmt, w, s, block, 0, n, k, cflags=PLAIN_CFLAGS), dense)
+        assert _same_bits(lowbit.dequant(fmt, w, s, block, 0, n, k, cflags=AVX2_CFLAGS), dense)
+
+
+def test_the_plain_build_is_the_16_lane_definition():
+    """The definition written out in torch for one bf16 output: lane l sums x[k] w[k] over k = l, l + 16, ... with
+    one rounding per FMA (fp64 products of bf16 x fp32 are exact, one round to fp32 = fmaf), then the tree
+    t = a[8:] + a[:8], u = t[4:] + t[:4], (u0 + u2) + (u1 + u3). The plain-C build must give exactly that."""
+    if lowbit.isa(PLAIN_CFLAGS) is None:
+        pytest.skip("the compiler cannot build for x86-64 (not an x86 machine)")
+    g = torch.Generator().manual_seed(7)
+    k = 45  # two whole 16-column steps and a 13-column tail
+    w = torch.randn(1, k, generator=g).bfloat16()
+    x = torch.randn(1, k, generator=g)
+    xp = torch.cat([x[0], torch.zeros(3)]).double().view(-1, 16)
+    wp = torch.cat([w[0].float(), torch.zeros(3)]).double().view(-1, 16)
+    acc = torch.zeros(16, dtype=torch.float32)
+    for step in range(xp.shape[0]):  # fmaf: exact product + accumulator, rounded once
+        acc = (xp[step] * wp[step] + acc.double()).float()
+    t = acc[8:] + acc[:8]
+    u = t[4:] + t[:4]
+    want = (u[0] + u[2]) + (u[1] + u[3])
+    got = lowbit.matmul(x, "dense", w, None, 0, cflags=PLAIN_CFLAGS)
+    assert _same_bits(got.view(1), want.view(1)), (got, want)

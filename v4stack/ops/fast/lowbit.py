@@ -5,8 +5,9 @@ copy of them. ``matmul(x, fmt, weight, scale, block)`` -> x @ W^T in fp32 (fp32 
 - up to ``DECODE_ROWS`` rows of x (decode, bandwidth-bound): the C kernel, which dequantises each weight once per
   call into a small per-thread fp32 panel and streams the checkpoint bytes once; bf16 weights at up to
   ``BF16_DIRECT_ROWS`` rows (the decode head), and FP8 / FP4 weights at up to ``LOWBIT_DIRECT_ROWS`` rows (decode's
-  linears and experts; AVX-512 builds), skip the panel: converted in registers, prefetched ahead, the same FMA
-  chain per output (bit-identical);
+  linears and experts; AVX-512 and AVX2 builds), skip the panel: converted in registers, prefetched ahead, the same
+  FMA chain per output (bit-identical). Every build (AVX-512, AVX2 + FMA + F16C, plain C) gives the same bits: each
+  output is one 16-lane fp32 FMA chain over K and one fixed summation tree (docs/numerics.md);
 - more rows (prefill, compute-bound): tiles of ``PREFILL_TILE_ROWS`` weight rows dequantised to fp32 by the C
   kernel and multiplied by torch's GEMM (transient memory: one tile, 4 bytes x tile rows x K).
 
@@ -30,22 +31,34 @@ SOURCE = Path(__file__).with_name("csrc") / "lowbit_gemm.c"
 OPENMP_CFLAG = "-fopenmp"  # torch's wheel ships libgomp.so.1: the same soname, so one thread pool in the process
 FORMAT_CODE = {DENSE: 0, FP8: 1, FP4: 2}  # the C enum
 BF16_DIRECT_ROWS = 8  # csrc's BF16_DIRECT_ROWS: up to here a bf16 weight is read without the fp32 panel
-LOWBIT_DIRECT_ROWS = 4  # csrc's LOWBIT_DIRECT_ROWS: the same for FP8 / FP4 weights (AVX-512 builds)
+LOWBIT_DIRECT_ROWS = 4  # csrc's LOWBIT_DIRECT_ROWS: the same for FP8 / FP4 weights (AVX-512 and AVX2 builds)
 DECODE_ROWS = 16  # measured (bench/lowbit_bench.py, 1 thread): the C kernel wins up to here, torch's tiled GEMM above
 PREFILL_TILE_ROWS = 2048  # weight rows per dequantised tile: 8 MiB of fp32 at K = 1024
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL | None:
-    lib = compile_library(SOURCE, (*CFLAGS, OPENMP_CFLAG), "lowbit_gemm") or compile_library(
-        SOURCE, CFLAGS, "lowbit_gemm")  # no OpenMP: the pragmas are ignored, one thread
+@lru_cache(maxsize=4)
+def _library(cflags: tuple[str, ...] = CFLAGS) -> ctypes.CDLL | None:
+    """The kernel built with ``cflags`` (default the native build; tests also build the AVX2 and plain-C ones)."""
+    lib = compile_library(SOURCE, (*cflags, OPENMP_CFLAG), "lowbit_gemm") or compile_library(
+        SOURCE, cflags, "lowbit_gemm")  # no OpenMP: the pragmas are ignored, one thread
     if lib is None:
         return None
     i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     lib.lowbit_gemm.argtypes = [ptr, i64, i64, ptr, ptr, cint, i64, i64, i64, ptr, cint]
     lib.lowbit_gemm.restype = cint
     lib.lowbit_dequant.argtypes = [ptr, ptr, cint, i64, i64, i64, i64, ptr, cint]
+    lib.lowbit_isa.restype = cint
     return lib
+
+
+ISA_NAMES = ("plain C", "AVX2", "AVX-512")  # csrc's lowbit_isa codes 0, 1, 2
+
+
+def isa(cflags: tuple[str, ...] = CFLAGS) -> str | None:
+    """Which kernels the build with ``cflags`` runs (one of ``ISA_NAMES``; every one gives the same bits), or None
+    when it cannot be built."""
+    lib = _library(cflags)
+    return None if lib is None else ISA_NAMES[lib.lowbit_isa()]
 
 
 def available() -> bool:
@@ -72,9 +85,9 @@ def supports(fmt: str, weight: torch.Tensor) -> bool:
 
 
 def dequant(fmt: str, weight: torch.Tensor, scale: torch.Tensor | None, block: int, row0: int, rows: int,
-            k: int) -> torch.Tensor:
-    """Rows [row0, row0 + rows) of the weight as fp32 [rows, k] (exact)."""
-    lib = _library()
+            k: int, cflags: tuple[str, ...] = CFLAGS) -> torch.Tensor:
+    """Rows [row0, row0 + rows) of the weight as fp32 [rows, k] (exact); ``cflags``: which build runs."""
+    lib = _library(cflags)
     w, s = _raw(weight), _raw(scale)
     out = torch.empty(rows, k, dtype=torch.float32)
     lib.lowbit_dequant(w.data_ptr(), 0 if s is None else s.data_ptr(), FORMAT_CODE[fmt], k, block, row0, rows,
@@ -90,10 +103,12 @@ def raw_views(weight: torch.Tensor, scale: torch.Tensor | None) -> tuple[torch.T
 
 def matmul(x: torch.Tensor, fmt: str, weight: torch.Tensor, scale: torch.Tensor | None, block: int,
            row0: int = 0, rows: int | None = None,
-           raw: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor | None:
+           raw: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+           cflags: tuple[str, ...] = CFLAGS) -> torch.Tensor | None:
     """x [M, K] (any float dtype) @ W[row0 : row0 + rows]^T -> fp32 [M, rows]; W [N, K] (FP4: [N, K/2] packed) in
     ``fmt`` with its ue8m0 ``scale`` (FP8: [ceil(N/block), ceil(K/block)], FP4: [N, K/32]); ``raw``: the weight's
-    ``raw_views`` (used while they still alias ``weight``). None when the kernel cannot take it."""
+    ``raw_views`` (used while they still alias ``weight``); ``cflags``: which build of the kernel runs (tests). None
+    when the kernel cannot take it."""
     if raw is None or raw[0].data_ptr() != weight.data_ptr():
         if not supports(fmt, weight):
             return None
@@ -110,12 +125,15 @@ def matmul(x: torch.Tensor, fmt: str, weight: torch.Tensor, scale: torch.Tensor 
         y = torch.empty(m, n, dtype=torch.float32)
         for t0 in range(0, n, PREFILL_TILE_ROWS):
             t = min(PREFILL_TILE_ROWS, n - t0)
-            y[:, t0:t0 + t] = x @ dequant(fmt, weight, scale, block, row0 + t0, t, k).t()
+            y[:, t0:t0 + t] = x @ dequant(fmt, weight, scale, block, row0 + t0, t, k, cflags).t()
         return y
     w, s = raw or raw_views(weight, scale)
     y = torch.empty(m, n, dtype=torch.float32)
     if m == 0 or n == 0:
         return y
-    done = _library().lowbit_gemm(x.data_ptr(), m, k, w.data_ptr(), 0 if s is None else s.data_ptr(),
-                                  FORMAT_CODE[fmt], n, block, row0, y.data_ptr(), torch.get_num_threads())
+    lib = _library(cflags)
+    if lib is None:
+        return None
+    done = lib.lowbit_gemm(x.data_ptr(), m, k, w.data_ptr(), 0 if s is None else s.data_ptr(),
+                           FORMAT_CODE[fmt], n, block, row0, y.data_ptr(), torch.get_num_threads())
     return y if done == 0 else None

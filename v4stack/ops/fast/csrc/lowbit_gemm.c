@@ -5,7 +5,9 @@
  * x fp32 [M, K], y fp32 [M, N]; fp32 accumulation. Each weight is dequantised once per call into a small fp32
  * panel of PANEL rows (exact: e4m3/e2m1 x power-of-two scale), then multiplied against every row of x, so the
  * weight bytes are read once per call whatever M is. Panels are split over OpenMP threads (count passed in).
- * AVX-512 where the compiler targets it (-march=native), plain C otherwise. No fast-math. */
+ * AVX-512 where the compiler targets it (-march=native), else AVX2 + FMA + F16C (lowbit_avx2.h), else plain C; all
+ * three give the same bits: each output is one 16-lane fp32 FMA chain and one fixed summation tree (sum16). No
+ * fast-math. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +15,13 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 #define LOWBIT_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define LOWBIT_AVX2 1
 #endif
 
 enum { FMT_BF16 = 0, FMT_FP8 = 1, FMT_FP4 = 2 };
+enum { ISA_PLAIN = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 }; /* lowbit_isa's answers */
 #define PANEL 8         /* weight rows per panel: 8 independent accumulators at M = 1 hide the FMA latency */
 #define MROWS 2         /* activation rows per micro-tile: 2 x 8 accumulators = 16 of the 32 vector registers */
 #define FP4_BLOCK 32    /* e2m1 values per ue8m0 scale along K */
@@ -35,6 +41,9 @@ enum { FMT_BF16 = 0, FMT_FP8 = 1, FMT_FP4 = 2 };
 #define PREFETCH_AHEAD 4096     /* elements (8 KiB) ahead of each weight row read: measured 1 thread, bf16
                                  * 129,280 x 512, 1 row: 8.7 ms without, 6.9-7.5 with 2-8 KiB ahead (the
                                  * hardware prefetcher alone keeps too few lines in flight) */
+/* 2^8 x ue8m0(e) is exact for e <= this (2^128 overflows): then fp8x16's single product equals dequant_row's two */
+#define FP8_FOLD_MAX_EXPONENT 246
+#define LANES 16                /* the fp32 lanes of one accumulator: every build's chains are the AVX-512 zmm's */
 
 static const float E2M1[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
                                -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
@@ -51,6 +60,32 @@ static inline float e4m3_scalar(uint8_t b) {
     return (b & 0x80) ? -v : v;
 }
 
+/* The definition every build computes, in plain C: lane l of an output's accumulator takes fmaf(x[k], w[k], acc)
+ * over k = l, l + 16, ... (a K tail's missing lanes x = w = +0, FMA still done), then the tree of GCC's
+ * _mm512_reduce_add_ps: t[i] = a[i + 8] + a[i], u[j] = t[j + 4] + t[j], (u[0] + u[2]) + (u[1] + u[3]). */
+static inline float sum16(const float *a) {
+    float t[LANES / 2], u[LANES / 4];
+    for (int i = 0; i < LANES / 2; i++) t[i] = a[i + LANES / 2] + a[i];
+    for (int j = 0; j < LANES / 4; j++) u[j] = t[j + LANES / 4] + t[j];
+    return (u[0] + u[2]) + (u[1] + u[3]);
+}
+
+/* x [K] . w [K] (fp32 weights, or bf16 bits when w16) as that definition */
+static inline float chain16(const float *x, const float *w, const uint16_t *w16, int64_t K) {
+    float acc[LANES] = {0.0f};
+    for (int64_t k0 = 0; k0 < K; k0 += LANES)
+        for (int l = 0; l < LANES; l++) {
+            int64_t k = k0 + l;
+            float xv = k < K ? x[k] : 0.0f, wv = k >= K ? 0.0f : w16 ? bits_to_f32((uint32_t)w16[k] << 16) : w[k];
+            acc[l] = fmaf(xv, wv, acc[l]);
+        }
+    return sum16(acc);
+}
+
+#ifdef LOWBIT_AVX2
+#include "lowbit_avx2.h"
+#endif
+
 /* Row n (global index row0 + n) of W -> fp32 [K] in out. */
 static void dequant_row(int fmt, const uint8_t *w, const uint8_t *scale, int64_t row, int64_t K, int64_t block,
                         float *out) {
@@ -62,6 +97,8 @@ static void dequant_row(int fmt, const uint8_t *w, const uint8_t *scale, int64_t
             __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(r + k)));
             _mm512_storeu_ps(out + k, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
         }
+#elif defined(LOWBIT_AVX2)
+        for (; k + 16 <= K; k += 16) lane16_store(out + k, bf16x16_avx2(r + k));
 #endif
         for (; k < K; k++) out[k] = bits_to_f32((uint32_t)r[k] << 16);
     } else if (fmt == FMT_FP8) {
@@ -83,6 +120,14 @@ static void dequant_row(int fmt, const uint8_t *w, const uint8_t *scale, int64_t
             }
             for (; k < end; k++) out[k] = e4m3_scalar(r[k]) * ue8m0(srow[b0 / block]);
         }
+#elif defined(LOWBIT_AVX2)
+        const __m256 unscale = _mm256_set1_ps(FP8_UNSCALE); /* (value x 2^-120) x 2^120 x scale: one rounding */
+        for (int64_t b0 = 0; b0 < K; b0 += block) {
+            int64_t end = b0 + block < K ? b0 + block : K;
+            const __m256 s = _mm256_set1_ps(ue8m0(srow[b0 / block]));
+            for (k = b0; k + 16 <= end; k += 16) lane16_store(out + k, lane16_mul(fp8x16_direct(r + k, unscale), s));
+            for (; k < end; k++) out[k] = e4m3_scalar(r[k]) * ue8m0(srow[b0 / block]);
+        }
 #endif
         for (; k < K; k++) out[k] = e4m3_scalar(r[k]) * ue8m0(srow[k / block]);
     } else { /* FMT_FP4 */
@@ -100,6 +145,12 @@ static void dequant_row(int fmt, const uint8_t *w, const uint8_t *scale, int64_t
             __m512 s = _mm512_set1_ps(ue8m0(srow[k / FP4_BLOCK]));
             _mm512_storeu_ps(out + k, _mm512_mul_ps(_mm512_permutex2var_ps(lo, even, hi), s));
             _mm512_storeu_ps(out + k + 16, _mm512_mul_ps(_mm512_permutex2var_ps(lo, odd, hi), s));
+        }
+#elif defined(LOWBIT_AVX2)
+        for (; k + FP4_BLOCK <= K; k += FP4_BLOCK) { /* 16 bytes = 32 values = one scale block */
+            __m256 s = _mm256_set1_ps(ue8m0(srow[k / FP4_BLOCK]));
+            lane16_store(out + k, fp4x16_avx2(r + k / 2, s));
+            lane16_store(out + k + 16, fp4x16_avx2(r + k / 2 + 8, s));
         }
 #endif
         for (; k < K; k++) {
@@ -130,18 +181,17 @@ static inline __attribute__((always_inline)) void tile(const float *x, int64_t K
         for (int j = 0; j < nr; j++) y[(m0 + i) * N + n0 + j] = _mm512_reduce_add_ps(acc[i][j]);
 #else
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) {
-            const float *xr = x + (m0 + i) * K, *wr = panel + j * K;
-            float s = 0.0f;
-            for (int64_t k = 0; k < K; k++) s += xr[k] * wr[k];
-            y[(m0 + i) * N + n0 + j] = s;
-        }
+        for (int j = 0; j < nr; j++) y[(m0 + i) * N + n0 + j] = chain16(x + (m0 + i) * K, panel + j * K, NULL, K);
 #endif
 }
 
 /* Constant mr / nr so the accumulators stay in registers; edges take the same code with fewer rows. */
 static void panel_gemm(const float *x, int64_t M, int64_t K, const float *panel, float *y, int64_t N, int64_t n0,
                        int nr) {
+#ifdef LOWBIT_AVX2
+    panel_gemm_avx2(x, M, K, panel, y, N, n0, nr);
+    return;
+#endif
     for (int64_t m0 = 0; m0 < M; m0 += MROWS) {
         int mr = M - m0 >= MROWS ? MROWS : (int)(M - m0);
         if (nr == PANEL) {
@@ -159,6 +209,7 @@ static inline __m512 bf16x16(const uint16_t *p, __mmask16 mask) { /* 16 bf16 -> 
 }
 #endif
 
+#ifndef LOWBIT_AVX2 /* AVX2: bf16_direct_avx2 (lowbit_avx2.h) */
 /* Weight rows [n0, n0 + nr) (bf16 [N, K], global rows row0 + n) against mr activation rows, bit-identical to
  * dequant_row + tile: each output is one 16-lane fp32 FMA chain over k in order (the same masked tail), then the
  * same horizontal sum; only the schedule differs (the weight converted in registers, lines prefetched ahead). */
@@ -185,12 +236,7 @@ static inline __attribute__((always_inline)) void bf16_direct_group(const float 
         for (int j = 0; j < nr; j++) y[i * N + n0 + j] = _mm512_reduce_add_ps(acc[i][j]);
 #else
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) {
-            const uint16_t *wr = w + (row0 + n0 + j) * K;
-            float s = 0.0f;
-            for (int64_t k = 0; k < K; k++) s += x[i * K + k] * bits_to_f32((uint32_t)wr[k] << 16);
-            y[i * N + n0 + j] = s;
-        }
+        for (int j = 0; j < nr; j++) y[i * N + n0 + j] = chain16(x + i * K, NULL, w + (row0 + n0 + j) * K, K);
 #endif
 }
 
@@ -216,6 +262,7 @@ static void bf16_direct(const float *x, int64_t M, int64_t K, const uint16_t *w,
         }
     }
 }
+#endif
 
 #ifdef LOWBIT_AVX512
 /* 16 e4m3 bytes (masked lanes 0) -> their fp32 values x s256 = 2^8 x the block scale. The byte placed in fp16
@@ -250,8 +297,6 @@ static inline void fp4x32(const uint8_t *p, __m512 s, __m512 *lo, __m512 *hi) {
     *hi = _mm512_mul_ps(_mm512_permutex2var_ps(l, odd, h), s);
 }
 
-/* 2^8 x ue8m0(e) is exact for e <= this (2^128 overflows): then fp8x16's single product equals dequant_row's two */
-#define FP8_FOLD_MAX_EXPONENT 246
 
 /* FP8 / FP4 weight rows [n0, n0 + nr) (global rows row0 + n) against mr activation rows, bit-identical to
  * dequant_row + tile: each output is one 16-lane FMA chain over k in order (the same masked tail) of the same
@@ -334,13 +379,18 @@ static inline __attribute__((always_inline)) void lowbit_direct_group(const floa
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) y[i * N + n0 + j] = _mm512_reduce_add_ps(acc[i][j]);
 }
+#endif
 
+#if defined(LOWBIT_AVX512) || defined(LOWBIT_AVX2)
 /* Whether lowbit_direct takes this call: few rows, FP8 blocks of whole vectors, FP4 whole scale blocks. */
 static int lowbit_direct_applies(int fmt, int64_t M, int64_t K, int64_t block) {
     return M <= LOWBIT_DIRECT_ROWS && ((fmt == FMT_FP8 && block > 0 && block % 16 == 0) ||
                                        (fmt == FMT_FP4 && K % FP4_BLOCK == 0));
 }
 
+#endif
+
+#ifdef LOWBIT_AVX512 /* AVX2: lowbit_direct_avx2 (lowbit_avx2.h) */
 /* M <= LOWBIT_DIRECT_ROWS rows of x against FP8 / FP4 W; weight-row groups split over the threads. The first
  * LOWBIT_PREFETCH_BYTES of the rows are requested up front (the loop's prefetches run that far ahead). */
 static void lowbit_direct(const float *x, int64_t M, int64_t K, int fmt, const uint8_t *w, const uint8_t *scale,
@@ -380,13 +430,21 @@ static void lowbit_direct(const float *x, int64_t M, int64_t K, int fmt, const u
 int lowbit_gemm(const float *x, int64_t M, int64_t K, const void *w, const uint8_t *scale, int fmt, int64_t N,
                 int64_t block, int64_t row0, float *y, int nthreads) {
     if (fmt == FMT_BF16 && M <= BF16_DIRECT_ROWS) {
+#ifdef LOWBIT_AVX2
+        return bf16_direct_avx2(x, M, K, (const uint16_t *)w, N, row0, y, nthreads);
+#else
         bf16_direct(x, M, K, (const uint16_t *)w, N, row0, y, nthreads);
         return 0;
+#endif
     }
-#ifdef LOWBIT_AVX512
+#if defined(LOWBIT_AVX512) || defined(LOWBIT_AVX2) /* plain C: the panel path computes the same chains */
     if (lowbit_direct_applies(fmt, M, K, block)) {
+#ifdef LOWBIT_AVX2
+        return lowbit_direct_avx2(x, M, K, fmt, (const uint8_t *)w, scale, N, block, row0, y, nthreads);
+#else
         lowbit_direct(x, M, K, fmt, (const uint8_t *)w, scale, N, block, row0, y, nthreads);
         return 0;
+#endif
     }
 #endif
     int failed = 0;
@@ -407,6 +465,17 @@ int lowbit_gemm(const float *x, int64_t M, int64_t K, const void *w, const uint8
         free(panel);
     }
     return failed ? -1 : 0;
+}
+
+/* Which kernels this build compiled: ISA_AVX512, ISA_AVX2 or ISA_PLAIN (tests check a build is what its flags say). */
+int lowbit_isa(void) {
+#if defined(LOWBIT_AVX512)
+    return ISA_AVX512;
+#elif defined(LOWBIT_AVX2)
+    return ISA_AVX2;
+#else
+    return ISA_PLAIN;
+#endif
 }
 
 /* Rows [row0, row0 + rows) of W -> fp32 out [rows, K] (the prefill path's tile for torch's GEMM). */
