@@ -78,25 +78,6 @@ static inline lane16 bf16x16_avx2(const uint16_t *p) {
     return a;
 }
 
-/* 8 bytes = 16 e2m1 values (low nibble = even column) x s: each byte duplicated, shifted by 0 / 4 per column,
- * the magnitude looked up from E2M1[0..7] (the permute reads the index's low 3 bits), the sign (nibble bit 3;
- * E2M1[8 + i] = -E2M1[i], E2M1[8] = -0.0) xor-ed in, then the product: E2M1[nibble] x s as in dequant_row. */
-static inline lane16 fp4x16_avx2(const uint8_t *p, __m256 s) {
-    const __m256 lut = _mm256_loadu_ps(E2M1);
-    const __m256i shift = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
-    const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
-    __m128i b = _mm_loadl_epi64((const __m128i *)p);
-    __m128i d = _mm_unpacklo_epi8(b, b); /* b0 b0 b1 b1 .. b7 b7 */
-    __m256i n0 = _mm256_srlv_epi32(_mm256_cvtepu8_epi32(d), shift);                    /* columns 0..7 */
-    __m256i n1 = _mm256_srlv_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(d, 8)), shift); /* columns 8..15 */
-    __m256 v0 = _mm256_xor_ps(_mm256_permutevar8x32_ps(lut, n0),
-                              _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(n0, 28), sign)));
-    __m256 v1 = _mm256_xor_ps(_mm256_permutevar8x32_ps(lut, n1),
-                              _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(n1, 28), sign)));
-    lane16 a = {_mm256_mul_ps(v0, s), _mm256_mul_ps(v1, s)};
-    return a;
-}
-
 /* The direct kernels' cheaper conversions (the decode step is bound by them, not by memory, on AVX2):
  *
  * FP8, columns in order: the byte sign-extended to 32 bits, << 20, & 0x87F00000 puts the sign at bit 31 and
@@ -119,7 +100,7 @@ static inline lane16 fp8x16_direct(const uint8_t *p, __m256 s) {
 }
 
 /* FP4, the even/odd layout of the bf16 head (x permuted by x_evenodd): byte p of 8 -> dword p; its low nibble
- * (column 2p) in lo, its high nibble (2p + 1) in hi. The magnitude comes from a permute of FP4_SIGNED_LUT (the
+ * (column 2p) in lo, its high nibble (2p + 1) in hi. The magnitude comes from a permute of fp4_signed_lut() (the
  * index's low 3 bits) and the sign (nibble bit 3) from nibble << 28 xor-ed in: the table holds E2M1[i] ^ (i << 28)
  * so that xor also clears bits 28..30 again. Then x s: E2M1[nibble] x s. */
 static inline __m256 fp4_lookup(__m256i nib, __m256 lut, __m256 s) { /* nib's low 4 bits: one e2m1 code */
@@ -140,6 +121,16 @@ static inline __m256 fp4_signed_lut(void) { /* E2M1[i] ^ (i << 28), i < 8, as fp
         t[i] ^= i << 28;
     }
     return _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)t));
+}
+
+/* dequant_row's 8 bytes = 16 e2m1 values in column order (low nibble = even column) x s: each byte duplicated and
+ * shifted by 0 / 4 per column, then fp4_lookup (it reads the index's low 4 bits). */
+static inline lane16 fp4x16_avx2(const uint8_t *p, __m256 lut, __m256 s) {
+    const __m256i shift = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+    __m128i d = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)p), _mm_loadl_epi64((const __m128i *)p));
+    lane16 a = {fp4_lookup(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(d), shift), lut, s),                   /* 0..7 */
+                fp4_lookup(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(d, 8)), shift), lut, s)}; /* 8.. */
+    return a;
 }
 
 /* y[m0 .. m0+mr, n0 .. n0+nr] = x rows . panel rows, mr * nr <= AVX2_ACCUMULATORS (lowbit_gemm.c's tile). */
