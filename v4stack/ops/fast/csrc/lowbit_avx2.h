@@ -347,7 +347,7 @@ static void panel_gemm_avx2(const float *x, int64_t M, int64_t K, const float *p
 static int bf16_direct_avx2(const float *x, int64_t M, int64_t K, const uint16_t *w, int64_t N, int64_t row0,
                             float *y, int nthreads) {
     const int64_t Kp = (K + LANES - 1) / LANES * LANES;
-    float *xp = (float *)malloc(sizeof(float) * (size_t)(M * Kp));
+    float *xp = (float *)malloc(sizeof(float) * (size_t)(M * Kp + 1)); /* + 1: never malloc(0) (K = 0) */
     if (!xp) return -1;
     x_evenodd(x, M, K, Kp, xp);
     int64_t groups = (N + AVX2_ACCUMULATORS - 1) / AVX2_ACCUMULATORS;
@@ -381,7 +381,7 @@ static int lowbit_direct_avx2(const float *x, int64_t M, int64_t K, int fmt, con
     for (int64_t off = 0; off < head; off += 64) _mm_prefetch((const char *)(w + row0 * rowbytes + off), _MM_HINT_T0);
     float *xp = NULL;
     if (fmt == FMT_FP4) { /* K % FP4_BLOCK == 0: no padding */
-        xp = (float *)malloc(sizeof(float) * (size_t)(M * K));
+        xp = (float *)malloc(sizeof(float) * (size_t)(M * K + 1));
         if (!xp) return -1;
         x_evenodd(x, M, K, K, xp);
     }
