@@ -101,13 +101,18 @@ def test_grouped_output_builds_agree(other_build, rows, groups, rank, width):
     assert _same_bits(other_build(decode_ops.grouped_output, o, weight, module=decode_ops), native)
 
 
-@pytest.mark.parametrize("heads, d", [(4, 128), (3, 40), (2, 9)])  # 16-lane blocks; a 40 and a 9 tail
+# 16-lane dims (the AVX2 path's 8-key blocks, then a key tail), dims with a 40 and a 9 tail, one over the AVX2
+# path's INDEX_MAX_DIM (plain C)
+@pytest.mark.parametrize("heads, d", [(4, 128), (5, 32), (3, 40), (2, 9), (2, 528)])
 def test_decode_index_scores_builds_agree(other_build, heads, d):
+    """16 rows of 200 entries: enough scores (~2K) that a lane sum in another order shows through the bf16
+    roundings."""
     g = torch.Generator().manual_seed(d)
-    q = torch.randn(3, heads, d, generator=g).bfloat16()
-    weights = torch.randn(3, heads, generator=g).bfloat16()
-    keys = torch.randn(3, 50, d, generator=g).bfloat16()
-    positions = torch.tensor([199, 120, 3])  # ratio 4: 50 (all), 30 and 1 entries visible
+    q = torch.randn(16, heads, d, generator=g).bfloat16()
+    weights = torch.randn(16, heads, generator=g).bfloat16()
+    keys = torch.randn(16, 200, d, generator=g).bfloat16()
+    positions = torch.randint(0, 1000, (16,), generator=g)  # ratio 4: 0 to 200 (all) entries visible
+    positions[:3] = torch.tensor([799, 122, 3])  # all; 30 (blocks of 8 and a tail); 1
     native = decode_ops.decode_index_scores(q, weights, keys, positions, 4)
     assert _same_bits(other_build(decode_ops.decode_index_scores, q, weights, keys, positions, 4, module=decode_ops),
                       native)

@@ -30,6 +30,62 @@ static float dot_bf16(const uint16_t *a, const uint16_t *b, int64_t d) {
     return s;
 }
 
+#if defined(KERNELS_AVX2)
+#define INDEX_KEYS 8      /* keys scored at once: one per lane of the head sum */
+#define INDEX_MAX_DIM 512 /* the key block's fp32 copy lives on the stack (16 KiB; V4's index head dim is 128) */
+
+/* v[l] <- (v[0][l], ..., v[7][l]): the 8 x 8 transpose of 8 vectors (moves only) */
+static inline void transpose8(__m256 v[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* decode_index_scores of INDEX_KEYS consecutive keys kb [INDEX_KEYS, d] (d % LANES == 0, d <= INDEX_MAX_DIM) for one
+ * query qb [H, d] with head weights wb [H]: lane k of every vector below is key k's scalar computation. Per head,
+ * dot_bf16's 16 lanes of the 8 keys (lanes 0-7 in one pass over d, 8-15 in a second), transposed so that its
+ * in-order lane sum from +0 runs down the lanes; then the same bf16 roundings, the ReLU (max(v, 0) is
+ * (v > 0 ? v : 0)) and the head sum in head order. */
+static void index_scores_keys(const uint16_t *qb, const uint16_t *wb, const uint16_t *kb, int64_t H, int64_t d,
+                              float *ob) {
+    float kf[INDEX_KEYS * INDEX_MAX_DIM]; /* the keys as fp32, converted once for every head */
+    for (int k = 0; k < INDEX_KEYS; k++)
+        for (int64_t i = 0; i < d; i += F32_LANES) _mm256_storeu_ps(kf + k * d + i, bf16x8_to_f32(kb + k * d + i));
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 total = zero;
+    for (int64_t h = 0; h < H; h++) {
+        const uint16_t *qh = qb + h * d;
+        __m256 sum = zero;
+        for (int half = 0; half < LANES / F32_LANES; half++) {
+            __m256 acc[INDEX_KEYS];
+            for (int k = 0; k < INDEX_KEYS; k++) acc[k] = zero;
+            for (int64_t i = half * F32_LANES; i < d; i += LANES) {
+                const __m256 qv = bf16x8_to_f32(qh + i);
+                for (int k = 0; k < INDEX_KEYS; k++)
+                    acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(qv, _mm256_loadu_ps(kf + k * d + i)));
+            }
+            transpose8(acc); /* acc[l] lane k: key k's lane half * 8 + l */
+            for (int l = 0; l < F32_LANES; l++) sum = _mm256_add_ps(sum, acc[l]);
+        }
+        const __m256 v = _mm256_max_ps(round_bf16x8(sum), zero);
+        total = _mm256_add_ps(total, round_bf16x8(_mm256_mul_ps(_mm256_set1_ps(bf16_to_f32(wb[h])), v)));
+    }
+    _mm256_storeu_ps(ob, round_bf16x8(total));
+}
+#endif
+
 /* I[b, s] = sum_h bf16(w[b, h] * bf16(relu(<q[b, h], keys[b, s]>))) for s < visible[b], -inf beyond: the torch
  * path's rounding points (bf16 GEMM output, bf16 product, head sum in fp32 rounded once to bf16).
  * q [B, H, d], w [B, H], keys [B, N, d] bf16; visible [B] int64 (clamped to N by the caller); out [B, N] fp32. */
@@ -39,7 +95,12 @@ void decode_index_scores(const uint16_t *q, const uint16_t *w, const uint16_t *k
     for (int64_t b = 0; b < B; b++) {
         const uint16_t *qb = q + b * H * d, *kb = keys + b * N * d;
         float *ob = out + b * N;
-        for (int64_t s = 0; s < N; s++) {
+        int64_t s = 0;
+#if defined(KERNELS_AVX2)
+        if (d % LANES == 0 && d <= INDEX_MAX_DIM)
+            for (; s + INDEX_KEYS <= visible[b]; s += INDEX_KEYS) index_scores_keys(qb, w + b * H, kb + s * d, H, d, ob + s);
+#endif
+        for (; s < N; s++) {
             if (s >= visible[b]) {
                 ob[s] = neg_inf;
                 continue;

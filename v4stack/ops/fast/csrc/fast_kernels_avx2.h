@@ -15,6 +15,14 @@ static inline __m256 bf16x8_to_f32(const uint16_t *p) { /* 8 bf16 -> 8 fp32 (exa
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 
+/* round_bf16_f32 (fast_kernels.c) lane by lane: f32_to_bf16's integer rounding, the bits back in place */
+static inline __m256 round_bf16x8(__m256 f) {
+    const __m256i u = _mm256_castps_si256(f);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd);
+    return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xFFFF0000u)));
+}
+
 /* 8 fp32 -> 8 bf16 stored at p: f32_to_bf16's integer rounding lane by lane (nearest even), a NaN as the quiet
  * 0x7FC0 (torch's rule, as the scalar callers write it) */
 static inline void store_bf16x8_nan(uint16_t *p, __m256 f) {
