@@ -128,3 +128,14 @@ def test_argmax_builds_agree(other_build, n):
     x[3] = float("-inf")
     native = argmax.argmax_rows(x)
     assert torch.equal(other_build(argmax.argmax_rows, x, module=argmax), native)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rows, k, block", [(37, 256, 128), (9, 60, 12), (5, 21, 7)])  # 128: the model's blocks
+def test_fp8_act_quant_builds_agree(other_build, dtype, rows, k, block):
+    """e4m3's normal and subnormal steps (values spread over 2^-12 .. 2^4 of the block's scale), the clamp, NaN."""
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, k, generator=g) * torch.exp2(torch.randint(-12, 4, (rows, k), generator=g).float())
+    x = _special(x).to(dtype)
+    native = kernels.act_quant(x, block)
+    assert _same_bits(other_build(kernels.act_quant, x, block), native)

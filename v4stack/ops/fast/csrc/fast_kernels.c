@@ -35,8 +35,6 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even; inputs h
 
 static inline float round_bf16_f32(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
-#include "fast_kernels_avx2.h" /* the AVX2 + FMA blocks (KERNELS_AVX2) of the kernels below */
-
 
 static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -44,6 +42,8 @@ static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f;
 #define E4M3_DROP_BITS 20           /* fp32 keeps 23 mantissa bits, e4m3 3 */
 #define E4M3_MIN_NORMAL 0x1p-6f     /* below: subnormal e4m3, a fixed step of 2^-9 */
 #define E4M3_SUBNORMAL_SHIFT 0x1p14f /* 2^14 + a rounds a to a multiple of ulp(2^14) = 2^-9 (ties to even) */
+
+#include "fast_kernels_avx2.h" /* the AVX2 + FMA blocks (KERNELS_AVX2) of the kernels below */
 
 /* e4m3fn value nearest to v (|v| <= 448), ties to even: 3 mantissa bits, subnormal step 2^-9. Bit arithmetic
  * instead of frexp/ldexp/nearbyint calls (the same values: the mantissa rounds to nearest even, a carry moves into
@@ -74,7 +74,21 @@ static inline float pow2_ceil(float y) {
 /* Block [i0, i0 + n) of x (bf16 when in_bf16, else fp32) as fp32 into dst; returns its largest magnitude. */
 static float load_block(const void *x, int64_t i0, int64_t n, int in_bf16, float *dst) {
     float amax = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+#if defined(KERNELS_AVX2)
+    /* per lane the scalar rule (_mm256_max_ps(a, m) is a > m ? a : m: a NaN never enters); the lanes' maxima then
+     * combine by the same rule, in any order the same value (magnitudes >= +0, no NaN) */
+    __m256 m = _mm256_setzero_ps();
+    for (; i + F32_LANES <= n; i += F32_LANES) {
+        const __m256 v = load_any8(x, i0 + i, in_bf16);
+        _mm256_storeu_ps(dst + i, v);
+        m = _mm256_max_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), m);
+    }
+    float lanes[F32_LANES];
+    _mm256_storeu_ps(lanes, m);
+    for (int l = 0; l < F32_LANES; l++) amax = lanes[l] > amax ? lanes[l] : amax;
+#endif
+    for (; i < n; i++) {
         float v = in_bf16 ? bf16_to_f32(((const uint16_t *)x)[i0 + i]) : ((const float *)x)[i0 + i];
         dst[i] = v;
         float a = fabsf(v);
@@ -90,7 +104,12 @@ void act_quant(const void *x, uint16_t *out, int64_t rows, int64_t k, int64_t bl
             float amax = load_block(x, r * k + b0, block, in_bf16, buf);
             if (amax < AMAX_FLOOR) amax = AMAX_FLOOR;
             float s = pow2_ceil(amax / E4M3_MAX);
-            for (int64_t i = 0; i < block; i++) {
+            int64_t i = 0;
+#if defined(KERNELS_AVX2)
+            for (const __m256 sv = _mm256_set1_ps(s); i + F32_LANES <= block; i += F32_LANES)
+                store_bf16x8(out + r * k + b0 + i, fp8_lanes(_mm256_loadu_ps(buf + i), sv));
+#endif
+            for (; i < block; i++) {
                 float v = buf[i] / s;
                 v = v > E4M3_MAX ? E4M3_MAX : (v < -E4M3_MAX ? -E4M3_MAX : v);
                 out[r * k + b0 + i] = f32_to_bf16(round_e4m3(v) * s);

@@ -23,14 +23,51 @@ static inline __m256 round_bf16x8(__m256 f) {
     return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xFFFF0000u)));
 }
 
-/* 8 fp32 -> 8 bf16 stored at p: f32_to_bf16's integer rounding lane by lane (nearest even), a NaN as the quiet
- * 0x7FC0 (torch's rule, as the scalar callers write it) */
-static inline void store_bf16x8_nan(uint16_t *p, __m256 f) {
+/* f32_to_bf16's integer rounding (nearest even) of 8 fp32, the bf16 bits in the low half of each 32-bit lane */
+static inline __m256i bf16x8_bits(__m256 f) {
     const __m256i u = _mm256_castps_si256(f);
     const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd), 16);
-    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+    return _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), odd), 16);
+}
+
+static inline void store_bf16_bits(uint16_t *p, __m256i r) { /* the 8 low halves to p */
     _mm_storeu_si128((__m128i *)p, _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+}
+
+static inline void store_bf16x8(uint16_t *p, __m256 f) { store_bf16_bits(p, bf16x8_bits(f)); } /* f32_to_bf16 x 8 */
+
+/* 8 fp32 -> 8 bf16 at p: f32_to_bf16 lane by lane, a NaN as the quiet 0x7FC0 (torch's rule, as the scalar callers
+ * write it) */
+static inline void store_bf16x8_nan(uint16_t *p, __m256 f) {
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+    store_bf16_bits(p, _mm256_blendv_epi8(bf16x8_bits(f), _mm256_set1_epi32(0x7FC0), nan));
+}
+
+/* load_any (fast_kernels.c) of elements i .. i + 7 */
+static inline __m256 load_any8(const void *p, int64_t i, int is_bf16) {
+    return is_bf16 ? bf16x8_to_f32((const uint16_t *)p + i) : _mm256_loadu_ps((const float *)p + i);
+}
+
+/* act_quant's per-value step on 8 lanes: round_e4m3(clamp(x / s, +-448)) * s with the scalar operations lane by
+ * lane: the division, the clamp's ordered compares, both of round_e4m3's branches (the subnormal one's two rounding
+ * adds, the normal one's integer rounding of the bits) picked by its own test (false for NaN, as there), copysign
+ * as bit selection. */
+static inline __m256 fp8_lanes(__m256 x, __m256 s) {
+    const __m256 top = _mm256_set1_ps(E4M3_MAX), bottom = _mm256_set1_ps(-E4M3_MAX);
+    const __m256 sign = _mm256_set1_ps(-0.0f), shift = _mm256_set1_ps(E4M3_SUBNORMAL_SHIFT);
+    __m256 v = _mm256_div_ps(x, s);
+    v = _mm256_blendv_ps(v, top, _mm256_cmp_ps(v, top, _CMP_GT_OQ));
+    v = _mm256_blendv_ps(v, bottom, _mm256_cmp_ps(v, bottom, _CMP_LT_OQ));
+    const __m256 a = _mm256_andnot_ps(sign, v);
+    const __m256 sub = _mm256_sub_ps(_mm256_add_ps(a, shift), shift);
+    __m256i u = _mm256_castps_si256(a);
+    u = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32((1 << (E4M3_DROP_BITS - 1)) - 1),
+                                             _mm256_and_si256(_mm256_srli_epi32(u, E4M3_DROP_BITS),
+                                                              _mm256_set1_epi32(1))));
+    const __m256 normal = _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32(~((1 << E4M3_DROP_BITS) - 1))));
+    __m256 r = _mm256_blendv_ps(normal, sub, _mm256_cmp_ps(a, _mm256_set1_ps(E4M3_MIN_NORMAL), _CMP_LT_OQ));
+    r = _mm256_or_ps(_mm256_andnot_ps(sign, r), _mm256_and_ps(sign, v));
+    return _mm256_mul_ps(r, s);
 }
 
 /* fp4_quant's per-value step on 8 lanes: out = round_e2m1(clamp(x / s, +-6)) * s with the scalar code's operations
