@@ -24,11 +24,12 @@ from v4stack.ops.reference import attention_input
 from v4stack.ops.reference.quant import KV_QUANT_BLOCK
 
 SOURCE = Path(__file__).with_name("csrc") / "attention_qkv.c"
-# Elements per pass of torch 2.13's vectorised bf16 unary loop by CPU capability (Vectorized<BFloat16>::size(), measured
-# on AVX-512: elements past the last multiple of 32 round like the scalar loop): its rsqrt rounds once in the vector
-# loop and twice (sqrt, then 1 / sqrt) in the scalar loop over the remainder; the kernel reproduces both. Other
-# capabilities (not measured): the composition, the kernel is not taken.
-RSQRT_CHUNK = {"AVX512": 32}
+# Elements per pass of torch 2.13's vectorised bf16 unary loop by CPU capability (measured: elements past the last
+# multiple of 32 round like the scalar loop, on AVX-512 (Intel Xeon) and on AVX2 (AMD EPYC Zen 3, where torch's loop
+# also takes 32 bf16 a pass; tests/test_attention_qkv.py checks the bits against the composition): its rsqrt rounds
+# once in the vector loop and twice (sqrt, then 1 / sqrt) in the scalar loop over the remainder; the kernel
+# reproduces both. Other capabilities (not measured): the composition, the kernel is not taken.
+RSQRT_CHUNK = {"AVX512": 32, "AVX2": 32}
 
 
 @lru_cache(maxsize=1)
