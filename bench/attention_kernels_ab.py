@@ -82,6 +82,8 @@ def _cases():
     x = torch.randn(16384, 128, generator=g).bfloat16()  # the indexer's q of 256 tokens x 64 heads
     yield "fp4 quant 16384 x 128 bf16, blocks of 32", "fast_kernels", lambda: kernels.fp4_quant(x, 32)
     yield "hadamard 16384 x 128 bf16", "fast_kernels", lambda: kernels.hadamard_rotate(x)
+    a = torch.randn(2048, 512, generator=g).bfloat16()  # a 2K prefill's activations of width 512
+    yield "fp8 act quant 2048 x 512 bf16, blocks of 128", "fast_kernels", lambda: kernels.act_quant(a, 128)
     for t, heads, dim, groups, rank in ((16, 4, 128, 2, 64), (1, 4, 512, 2, 128)):
         o = torch.randn(t, heads, dim, generator=g).bfloat16()
         w = torch.randn(groups, rank, heads // groups * dim, generator=g).bfloat16()
