@@ -147,11 +147,10 @@ static void dequant_row(int fmt, const uint8_t *w, const uint8_t *scale, int64_t
             _mm512_storeu_ps(out + k + 16, _mm512_mul_ps(_mm512_permutex2var_ps(lo, odd, hi), s));
         }
 #elif defined(LOWBIT_AVX2)
-        const __m256 lut = fp4_signed_lut();
         for (; k + FP4_BLOCK <= K; k += FP4_BLOCK) { /* 16 bytes = 32 values = one scale block */
-            __m256 s = _mm256_set1_ps(ue8m0(srow[k / FP4_BLOCK]));
-            lane16_store(out + k, fp4x16_avx2(r + k / 2, lut, s));
-            lane16_store(out + k + 16, fp4x16_avx2(r + k / 2 + 8, lut, s));
+            __m256 slut = fp4_scaled_lut(_mm256_set1_ps(ue8m0(srow[k / FP4_BLOCK])));
+            lane16_store(out + k, fp4x16_avx2(r + k / 2, slut));
+            lane16_store(out + k + 16, fp4x16_avx2(r + k / 2 + 8, slut));
         }
 #endif
         for (; k < K; k++) {
