@@ -23,15 +23,22 @@ static int expert_rows(const float *x, int64_t n, int64_t D, int64_t I, const in
     if (lowbit_gemm(x, n, D, (const void *)w[0], (const uint8_t *)w[1], fmt, I, block, 0, gate, nthreads) ||
         lowbit_gemm(x, n, D, (const void *)w[2], (const uint8_t *)w[3], fmt, I, block, 0, up, nthreads))
         return -1;
+    /* h in two passes: the scalar expf (libm's, one call per element) of the clamped gate into hq (free until the
+     * act-quant), then the rest without calls, which the compiler vectorises (the same operations per element) */
+    float *e = hq;
+    for (int64_t j = 0; j < n * I; j++) {
+        float g = round_bf16_f32(gate[j]);
+        if (limit > 0.0f) g = g > limit ? limit : g;
+        gate[j] = g;
+        e[j] = expf(-g);
+    }
     for (int64_t r = 0; r < n; r++) {
+        const float w = rw ? rw[r] : 1.0f;
         for (int64_t i = 0; i < I; i++) {
-            float g = round_bf16_f32(gate[r * I + i]), u = round_bf16_f32(up[r * I + i]);
-            if (limit > 0.0f) {
-                u = u < -limit ? -limit : (u > limit ? limit : u);
-                g = g > limit ? limit : g;
-            }
-            float h = g / (1.0f + expf(-g)) * u; /* torch's silu: x / (1 + e^-x) */
-            if (rw) h = rw[r] * h;
+            float g = gate[r * I + i], u = round_bf16_f32(up[r * I + i]);
+            if (limit > 0.0f) u = u < -limit ? -limit : (u > limit ? limit : u);
+            float h = g / (1.0f + e[r * I + i]) * u; /* torch's silu: x / (1 + e^-x) */
+            if (rw) h = w * h;
             h16[r * I + i] = f32_to_bf16(h);
         }
     }
