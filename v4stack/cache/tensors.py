@@ -20,6 +20,12 @@ import torch
 from v4stack.cache.specs import STATE_DTYPE, CacheSpecs
 
 
+def stored(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as written into a cache tensor: without autograd history (``t.detach()``), and ``t`` itself when it
+    has none (inference: no op dispatched for a view that changes nothing)."""
+    return t.detach() if t.requires_grad else t
+
+
 class CacheTensors:
     def __init__(self, specs: CacheSpecs, num_blocks: dict[str, int], num_state_slots: int,
                  device: torch.device | str = "cpu") -> None:

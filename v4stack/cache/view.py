@@ -74,6 +74,8 @@ class CacheView:
     def window_write_slots(self) -> torch.Tensor:
         """[T] slot of each new token's raw row, in flat token order."""
         g = self.window_group
+        if all(sp.num_tokens == 1 for sp in self.spans):  # a decode step: one gather over the decode view's tables
+            return self._memoised(("ww", g), lambda: self.decode.own_row_slots())
         return self._memoised(("ww", g), lambda: torch.cat([
             _slots(s.block_tables[g], self.block_size, sp.start_pos, sp.start_pos + sp.num_tokens)
             for s, sp in zip(self.seqs, self.spans)]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from v4stack.cache.tensors import stored
 from v4stack.config.model_config import ModelConfig
 from v4stack.model.batch import ForwardBatch, SeqSpan
 from v4stack.model.compressor import Compressor
@@ -90,12 +91,12 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, batch: ForwardBatch, layer: int) -> torch.Tensor:
         """x [T, D] (normed sublayer input) -> [T, D]; reads and extends each sequence's cached rows of this
         layer (``layer`` is the cache index used for traces: the block index, MTP blocks counting from 0)."""
-        c, pos = self.compute, batch.positions.to(x.device)
-        self.rotary.begin_step(pos)  # q, kv and the output share this step's phases
+        c, pos = self.compute, batch.positions_on(x.device)
+        self.rotary.begin_step(pos, batch.memo)  # q, kv and the output (and every layer of this spec) share them
         q, kv, qr = c.ops.attention_qkv(self, x, pos)  # [T, H, d], [T, d], [T, q_lora] (ops.reference.attention_input)
         view = batch.cache
         window = view.tensors.pool(view.window_group, "kv", self.layer_id)  # [blocks * B, d]
-        window.index_copy_(0, view.window_write_slots(), kv.detach())
+        window.index_copy_(0, view.window_write_slots(), stored(kv))
         extras = {}
         if self.compressor is not None:
             extras["comp"] = self.compressor.project(x)
@@ -129,7 +130,7 @@ class Attention(nn.Module):
         pool = view.tensors.pool(group, name, self.layer_id)
         before, after = start // r, end // r
         if after > before:
-            pool.index_copy_(0, view.entry_slots(group, seq, before, after), fresh.detach())
+            pool.index_copy_(0, view.entry_slots(group, seq, before, after), stored(fresh))
         return KeyRows([(pool, view.entry_slots(group, seq, 0, before)), (fresh, None)])
 
     def _attend(self, q, kv, window, extras, seq: int, span: SeqSpan, positions, batch: ForwardBatch,

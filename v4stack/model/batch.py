@@ -37,10 +37,12 @@ class SeqSpan:
 
 def make_spans(starts: list[int], lengths: list[int]) -> tuple[list[SeqSpan], torch.Tensor]:
     """Spans and flat positions [T] for sequences starting at ``starts`` with ``lengths`` new tokens."""
+    if any(n <= 0 for n in lengths):
+        raise ValueError("each sequence of a forward needs at least one new token")
+    if all(n == 1 for n in lengths):  # a decode step: the positions are the starts (one tensor, not B aranges)
+        return [SeqSpan(b, b + 1, start) for b, start in enumerate(starts)], torch.tensor(starts, dtype=torch.long)
     spans, positions, begin = [], [], 0
     for start, n in zip(starts, lengths):
-        if n <= 0:
-            raise ValueError("each sequence of a forward needs at least one new token")
         spans.append(SeqSpan(begin, begin + n, start))
         positions.append(torch.arange(start, start + n))
         begin += n
@@ -60,6 +62,8 @@ class ForwardBatch:
     trace: dict | None = None  # when a dict: attention records {(layer, seq): top-k entry ids} (golden tests)
     # token ids just before each span (at most the model's ``history_tokens``): V4.1's Engram hashing reads them
     history: list[list[int]] | None = None
+    # values derived once per forward and shared by every layer (``Rotary.begin_step``'s phases); rebuilt each step
+    memo: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, states: list[SequenceState], chunks: list[torch.Tensor], is_mtp: bool = False,
@@ -90,6 +94,15 @@ class ForwardBatch:
         """A forward over sequences whose blocks are already allocated for positions start .. start+length-1."""
         spans, positions = make_spans(starts, lengths)
         return cls(token_ids.long(), positions, spans, CacheView(tensors, seqs, spans, is_mtp), is_mtp, trace=trace)
+
+    def positions_on(self, device: torch.device) -> torch.Tensor:
+        """``positions`` [T] on ``device``, moved once per forward (every layer gets the same tensor object, which
+        is what lets them share the rotary phases in ``memo``)."""
+        key = ("positions", device)
+        moved = self.memo.get(key)
+        if moved is None:
+            moved = self.memo[key] = self.positions.to(device)
+        return moved
 
     def last_token_rows(self) -> torch.Tensor:
         """Flat row index of each sequence's last new token [num_seqs]."""

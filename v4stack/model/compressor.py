@@ -82,7 +82,7 @@ class Compressor(nn.Module):
         (the entries closed now [n, d] in the compute dtype, the b of their sequences [n]), or None when no group
         closes. Same values as ``advance`` per sequence: the ring holds the rows ``advance`` would read."""
         r, d = self.ratio, self.head_dim
-        rings.write(kv, score + self.ape[rings.positions % r])
+        rings.write(kv, score + self.ape[rings.group_offsets(r)])
         if self.overlap:
             rings.keep_tails(d)
         done, closed = rings.completing(r)

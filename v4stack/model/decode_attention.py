@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from v4stack.cache.decode_view import DecodeRings, DecodeView
+from v4stack.cache.tensors import stored
 from v4stack.model.batch import ForwardBatch
 
 
@@ -64,7 +65,7 @@ def _advance(compressor, kv: torch.Tensor, score: torch.Tensor, decode: DecodeVi
     pool = decode.view.tensors.pool(group, name, layer_id)
     closed = compressor.advance_decode(kv, score, DecodeRings(decode, state, layer_id, tail_prefix))
     if closed is not None:
-        pool.index_copy_(0, decode.new_entry_slots(group, compressor.ratio), closed[0].detach())
+        pool.index_copy_(0, decode.new_entry_slots(group, compressor.ratio), stored(closed[0]))
     return pool
 
 

@@ -49,6 +49,11 @@ def inverse_frequencies(spec: RopeSpec) -> torch.Tensor:
     return freqs
 
 
+def _pairs(phases: torch.Tensor) -> torch.Tensor:
+    """complex64 [N, k] -> its contiguous fp32 (real, imaginary) view [N, k, 2]."""
+    return torch.view_as_real(phases.resolve_conj()).contiguous()
+
+
 class Rotary:
     """Applies the rotation for one RopeSpec at arbitrary absolute positions, through ``ops.rope`` (default: the
     reference table)."""
@@ -57,16 +62,29 @@ class Rotary:
         self.spec = spec
         self.ops = ops or reference_ops()
         self.inv_freq = inverse_frequencies(spec)  # fp32 [rope_dim/2], on CPU even under a meta-device build
-        self._step: tuple[torch.Tensor, torch.Tensor] | None = None  # (positions, phases) of the current step
+        # (positions, phases, phase_pairs) of the current step
+        self._step: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def begin_step(self, positions: torch.Tensor) -> None:
+    def begin_step(self, positions: torch.Tensor, shared: dict | None = None) -> None:
         """Called by the owning layer at the start of each forward: ``phases(positions)`` (the same tensor object)
         is computed once here and reused by the step's q, kv and output rotations, for at most PHASE_CACHE_ROWS
         positions (decode batches; prefill phases are not held between steps). The next call replaces it, so a
-        positions buffer the caller refills in place is never served stale phases across steps."""
+        positions buffer the caller refills in place is never served stale phases across steps.
+
+        ``shared``: a dict that lives for one forward (``ForwardBatch.memo``): the phases are computed by the first
+        layer of the forward with this spec and reused by every later one (the same values: one computation of
+        ``phases`` over the same positions object). The caller must not refill ``positions`` during the forward."""
         self._step = None
-        if positions.numel() <= PHASE_CACHE_ROWS:
-            self._step = (positions, self.phases(positions))
+        if positions.numel() > PHASE_CACHE_ROWS:
+            return
+        key = ("rope_phases", self.spec, positions.device)
+        held = shared.get(key) if shared is not None else None
+        if held is None or held[0] is not positions:
+            phases = self.phases(positions)
+            held = (positions, phases, _pairs(phases))
+            if shared is not None:
+                shared[key] = held
+        self._step = held
 
     def phases(self, positions: torch.Tensor) -> torch.Tensor:
         """positions [N] int -> complex64 [N, rope_dim/2] = exp(i * p * f)."""
@@ -74,6 +92,13 @@ class Rotary:
             return self._step[1]
         angles = torch.outer(positions.to(torch.float32), self.inv_freq.to(positions.device))
         return torch.polar(torch.ones_like(angles), angles)
+
+    def phase_pairs(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions [N] -> fp32 [N, rope_dim/2, 2], contiguous: (cos, sin) of ``phases(positions)``, the form the
+        platform kernels read (held with the step's phases, so it is made once per forward)."""
+        if self._step is not None and self._step[0] is positions:
+            return self._step[2]
+        return _pairs(self.phases(positions))
 
     def apply(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
         """x [N, ..., D] -> copy with the last rope_dim dims of each row rotated by its position (or back)."""

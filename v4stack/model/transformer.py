@@ -115,9 +115,11 @@ class DeepseekV4(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, batch, i)
         self._keep_block_end_streams(x, batch)
-        rows = (batch.last_token_rows() if logit_rows is None else logit_rows).to(self.device)
-        collapsed = hc_head(x[rows], self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc,
-                            self.compute.ops)
+        if logit_rows is None and all(sp.num_tokens == 1 for sp in batch.spans):
+            last = x  # a decode step: every row is its sequence's last (x[rows] would copy x as it is)
+        else:
+            last = x[(batch.last_token_rows() if logit_rows is None else logit_rows).to(self.device)]
+        collapsed = hc_head(last, self.hc_head_fn, self.hc_head_scale, self.hc_head_base, self.hc, self.compute.ops)
         logits = self.compute.ops.lm_head(self.head, self.norm(collapsed))
         batch.commit()
         return ModelOutput(logits, x)

@@ -71,10 +71,9 @@ def _fused(attn, x: torch.Tensor, positions: torch.Tensor):
     if (plans is None or lib is None or (d - rd) % KV_QUANT_BLOCK or plans[1].n != heads * d
             or plans[2].n != d or any(w.dtype != torch.bfloat16 for w in norms)):
         return None
-    phases = attn.rotary.phases(positions)  # [T, rd/2] complex64 (the step's, see Rotary.begin_step)
-    if phases.dtype != torch.complex64 or phases.shape != (t, rd // 2):
+    ph = attn.rotary.phase_pairs(positions)  # [T, rd/2, 2] (cos, sin) fp32 (the step's, see Rotary.begin_step)
+    if ph.dtype != torch.float32 or ph.shape != (t, rd // 2, 2):
         return None
-    ph = torch.view_as_real(phases.resolve_conj()).contiguous()  # [T, rd/2, 2] (cos, sin)
     x = x.contiguous()
     q_lora = plans[0].n
     qr = torch.empty(t, q_lora, dtype=torch.bfloat16)

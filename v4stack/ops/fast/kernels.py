@@ -187,7 +187,7 @@ def decode_attention_pooled(q: torch.Tensor, parts: list[tuple[torch.Tensor, tor
         if (pool.dtype != torch.bfloat16 or pool.device.type != "cpu" or pool.dim() != 2 or pool.shape[1] != d
                 or slots.shape[0] != batch or slots.device.type != "cpu"):
             return None
-        flat.append((pool.contiguous(), slots.to(torch.int64).contiguous()))
+        flat.append((pool.contiguous(), (slots if slots.dtype == torch.int64 else slots.to(torch.int64)).contiguous()))
     if len(flat) == 1:
         flat.append((flat[0][0], flat[0][1][:, :0].contiguous()))
     (p0, s0), (p1, s1) = flat
@@ -211,15 +211,16 @@ def _cpu_floats(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype in _FLOATS for t in tensors)
 
 
-def rope_apply(x: torch.Tensor, phases: torch.Tensor, inverse: bool) -> torch.Tensor | None:
-    """``ops.reference.rope.rope`` on x [N, ..., D] (bf16 or fp32) with phases [N, d/2] complex64 -> a rotated copy,
-    bit-identical; None when the kernel cannot take it."""
+def rope_apply(x: torch.Tensor, pairs: torch.Tensor, inverse: bool) -> torch.Tensor | None:
+    """``ops.reference.rope.rope`` on x [N, ..., D] (bf16 or fp32) with the phases as pairs [N, d/2, 2] fp32
+    (cos, sin; ``Rotary.phase_pairs``) -> a rotated copy, bit-identical; None when the kernel cannot take it."""
     lib = _library()
-    if lib is None or not _cpu_floats(x) or phases.dtype != torch.complex64 or phases.device.type != "cpu":
+    if (lib is None or not _cpu_floats(x) or pairs.dtype != torch.float32 or pairs.device.type != "cpu"
+            or not pairs.is_contiguous()):
         return None
     x = x.contiguous()
-    ph = torch.view_as_real(phases.resolve_conj()).contiguous()  # [N, d/2, 2] (cos, sin)
-    n, d = x.shape[0], 2 * phases.shape[-1]
+    ph = pairs
+    n, d = x.shape[0], 2 * pairs.shape[-2]
     out = torch.empty_like(x)
     inner = x.numel() // (n * x.shape[-1]) if n else 0
     lib.rope_apply(x.data_ptr(), out.data_ptr(), ph.data_ptr(), n, inner, x.shape[-1], d, int(inverse),

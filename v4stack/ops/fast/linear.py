@@ -62,7 +62,7 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor:
     not prepared, e.g. a model whose weights were not prepared)."""
     if layer.fmt == DENSE and layer.dense_compute_fp32 and _prepared(layer):
         # the reference's fp32 GEMM (compressor projections) in its summation order (every row count)
-        y = ordered_gemm.linear(x.float(), getattr(layer, PREPARED, layer.weight))
+        y = ordered_gemm.linear(x if x.dtype == torch.float32 else x.float(), getattr(layer, PREPARED, layer.weight))
         if y is not None:
             return y
         if not ordered_gemm.available():  # no C kernel: blas_order's torch formulation, like the reference

@@ -61,7 +61,7 @@ def moe_experts(moe, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tens
     xq = act_quant(x, c.act_block, c.dtype) if c.quant else x.to(c.dtype)
     fused = moe_kernel.run(moe, xq, weights, experts)  # a decode step: the whole layer in one C call
     if fused is not None:
-        return fused.to(x.dtype)
+        return fused if fused.dtype == x.dtype else fused.to(x.dtype)
     t, k = experts.shape
     flat = experts.flatten()
     order = torch.argsort(flat, stable=True)  # [T*k] pairs grouped by expert

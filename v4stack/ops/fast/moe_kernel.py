@@ -82,7 +82,7 @@ def run(moe, xq: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> 
     shared = moe.shared_experts
     x = xq.float().contiguous()
     experts = experts.contiguous()
-    weights = weights.float().contiguous()
+    weights = (weights if weights.dtype == torch.float32 else weights.float()).contiguous()
     y = torch.empty(t, x.shape[1], dtype=torch.bfloat16)
     c = moe.compute
     done = _library().moe_decode(x.data_ptr(), t, x.shape[1], shared.w1.out_features, experts.data_ptr(),

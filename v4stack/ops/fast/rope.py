@@ -11,5 +11,5 @@ from v4stack.ops.reference import rope as reference_rope
 
 def rope(rotary, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     """``ops.reference.rope.rope``'s contract, bit-identical."""
-    fused = kernels.rope_apply(x, rotary.phases(positions), inverse)
+    fused = kernels.rope_apply(x, rotary.phase_pairs(positions), inverse)
     return reference_rope.rope(rotary, x, positions, inverse) if fused is None else fused
