@@ -2,7 +2,7 @@
 
 import torch
 
-from v4stack.golden.machine import INTEL_VENDOR, cpu_vendor, golden_vector_math, vector_math_note
+from v4stack.golden.machine import GOLDEN_CAPABILITY, INTEL_VENDOR, cpu_vendor, golden_vector_math, vector_math_note
 
 
 def _cpuinfo(tmp_path, vendor: str):
@@ -20,9 +20,12 @@ def test_vendor_is_read_from_cpuinfo(tmp_path):
 
 def test_intel_and_unknown_cpus_do_not_count_as_the_golden_machines(tmp_path):
     mkl = torch.backends.mkl.is_available()
-    assert golden_vector_math(_cpuinfo(tmp_path, "AuthenticAMD")) == mkl
-    assert not golden_vector_math(_cpuinfo(tmp_path, INTEL_VENDOR))
-    assert not golden_vector_math(tmp_path / "missing")
+    amd = _cpuinfo(tmp_path, "AuthenticAMD")
+    assert golden_vector_math(amd, GOLDEN_CAPABILITY) == mkl
+    assert not golden_vector_math(amd, "AVX2")  # AMD Zen 3: measured off the golden rows from 254 / 144 on
+    assert golden_vector_math(amd) == (mkl and torch.backends.cpu.get_cpu_capability() == GOLDEN_CAPABILITY)
+    assert not golden_vector_math(_cpuinfo(tmp_path, INTEL_VENDOR), GOLDEN_CAPABILITY)
+    assert not golden_vector_math(tmp_path / "missing", GOLDEN_CAPABILITY)
 
 
 def test_note_names_this_machine():
