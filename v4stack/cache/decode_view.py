@@ -32,7 +32,7 @@ class DecodeView:
         self.device = view.tensors.device
         self.positions = torch.tensor(self.pos_list, dtype=torch.long, device=self.device)  # [B]
         self.rows = torch.tensor([view.spans[i].begin for i in self.seqs], dtype=torch.long, device=self.device)
-        self.every_row = len(self.seqs) == sum(sp.num_tokens for sp in view.spans)  # a pure decode step
+        self.every_row = view.pure_decode  # every row of the forward is a decode row
         self._memo: dict = {}
 
     def __len__(self) -> int:

@@ -48,6 +48,7 @@ class CacheView:
     def __init__(self, tensors: CacheTensors, seqs: list[SeqCache], spans, is_mtp: bool = False) -> None:
         self.tensors, self.seqs, self.spans, self.is_mtp = tensors, seqs, spans, is_mtp
         self.block_size = tensors.specs.block_size
+        self.pure_decode = all(sp.num_tokens == 1 for sp in spans)  # every span is one token: a decode step
         self._memo: dict = {}
 
     @property
@@ -74,7 +75,7 @@ class CacheView:
     def window_write_slots(self) -> torch.Tensor:
         """[T] slot of each new token's raw row, in flat token order."""
         g = self.window_group
-        if all(sp.num_tokens == 1 for sp in self.spans):  # a decode step: one gather over the decode view's tables
+        if self.pure_decode:  # one gather over the decode view's tables
             return self._memoised(("ww", g), lambda: self.decode.own_row_slots())
         return self._memoised(("ww", g), lambda: torch.cat([
             _slots(s.block_tables[g], self.block_size, sp.start_pos, sp.start_pos + sp.num_tokens)

@@ -115,7 +115,7 @@ class DeepseekV4(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, batch, i)
         self._keep_block_end_streams(x, batch)
-        if logit_rows is None and all(sp.num_tokens == 1 for sp in batch.spans):
+        if logit_rows is None and batch.cache.pure_decode:
             last = x  # a decode step: every row is its sequence's last (x[rows] would copy x as it is)
         else:
             last = x[(batch.last_token_rows() if logit_rows is None else logit_rows).to(self.device)]

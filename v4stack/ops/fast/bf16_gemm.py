@@ -34,7 +34,7 @@ def _via_fp32(a: torch.Tensor, b: torch.Tensor, op) -> torch.Tensor | None:
     if a.dtype != torch.bfloat16 or b.dtype != torch.bfloat16 or a.device.type != "cpu" or native():
         return None
     bf = b.float()
-    batch = a[..., 0, 0].numel()
+    batch = a.shape[:-2].numel()  # the leading (bmm) dimensions
     out = torch.empty(*a.shape[:-1], b.shape[-1], dtype=torch.bfloat16)
     rows = a.shape[-2]
     piece = max(1, FP32_PIECE_BYTES // (4 * b.shape[-1] * batch))

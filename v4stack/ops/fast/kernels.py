@@ -219,11 +219,10 @@ def rope_apply(x: torch.Tensor, pairs: torch.Tensor, inverse: bool) -> torch.Ten
             or not pairs.is_contiguous()):
         return None
     x = x.contiguous()
-    ph = pairs
     n, d = x.shape[0], 2 * pairs.shape[-2]
     out = torch.empty_like(x)
     inner = x.numel() // (n * x.shape[-1]) if n else 0
-    lib.rope_apply(x.data_ptr(), out.data_ptr(), ph.data_ptr(), n, inner, x.shape[-1], d, int(inverse),
+    lib.rope_apply(x.data_ptr(), out.data_ptr(), pairs.data_ptr(), n, inner, x.shape[-1], d, int(inverse),
                    int(x.dtype == torch.bfloat16))
     return out
 
