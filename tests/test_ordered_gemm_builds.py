@@ -73,6 +73,24 @@ def test_small_row_builds_agree_bit_for_bit(n, k):
             assert torch.equal(scalar, blas_order.small_rows_linear(x, wd.float())), (m, n, k, dtype)
 
 
+# the AVX2 bf16 kernel of the one-row order (peel 4, 4 lanes, csrc/ordered_small_avx2.h): N with full blocks of 8
+# outputs, a half block of 4 (N = 4 mod 8) and left-over features; K with no loop step at all (K - 4 < 4), single
+# steps only, 16-column spans with 0-3 single steps after them, in-order tails of 1-3 products, and a row stride of
+# 4 KiB (K = 2,048: no prefetch)
+AVX2_BF16_COLUMNS = [4, 8, 12, 20, 29, 40]
+AVX2_BF16_DEPTHS = [4, 7, 10, 20, 23, 36, 40, 64, 101, 258, 2048]
+
+
+@pytest.mark.parametrize("k", AVX2_BF16_DEPTHS)
+def test_one_row_bf16_blocks_agree_bit_for_bit(k):
+    for n in AVX2_BF16_COLUMNS:
+        x, w = _data(1, n, k, seed=n * 17 + k)
+        wb = w.bfloat16()
+        native, avx2, scalar = _builds(lambda f: ordered_gemm.small_rows_linear(x, wb, cflags=f))
+        assert torch.equal(native, scalar) and torch.equal(avx2, scalar), (n, k)
+        assert torch.equal(scalar, blas_order.small_rows_linear(x, wb.float())), (n, k)
+
+
 def test_no_c_kernels_falls_back_to_torch(monkeypatch):
     """V4STACK_NO_C_KERNELS=1: no library, and fp32_linear takes blas_order's torch form (same values)."""
     monkeypatch.setenv("V4STACK_NO_C_KERNELS", "1")

@@ -402,15 +402,37 @@ static inline __attribute__((always_inline)) void small_block_packed4(const floa
 }
 #endif
 
-/* A block in the order (peel, 4, 4): full blocks packed four outputs to a register where AVX-512 is there. */
+#ifdef ORDERED_AVX2
+#include "ordered_small_avx2.h" /* avx2_small_block_bf16 */
+#endif
+
+/* A block in the order (peel, 4, 4): full blocks packed four outputs to a register where AVX-512 is there, full and
+ * half blocks of bf16 weights two outputs to a register with AVX2. prefetch_rows: weight rows after the block that the AVX2 kernel
+ * prefetches (avx2_small_block_bf16). */
 static void small_block_lanes4(const float *xr, const void *w, int w_bf16, int64_t K, int64_t c0, int cb, int peel,
-                               float *yr) {
+                               int prefetch_rows, float *yr) {
 #ifdef ORDERED_AVX512
+    (void)prefetch_rows;
     if (cb == SMALL_COLS) {
         if (w_bf16) small_block_packed4(xr, w, 1, K, c0, peel, yr);
         else small_block_packed4(xr, w, 0, K, c0, peel, yr);
         return;
     }
+#elif defined(ORDERED_AVX2)
+    /* bf16 weights only: with fp32 ones (the mHC mixes, the router, the converted blocks of several rows) the one
+     * 128-bit vector per output measured as fast or faster (the pair's 128-bit insert costs what the halved mul and
+     * add save there); with bf16 ones the generic loop's conversion dominates */
+    enum { FULL = SMALL_COLS / 2, HALF = SMALL_COLS / 4 }; /* pairs of outputs in a full / half block */
+    if (w_bf16 && cb == SMALL_COLS) {
+        avx2_small_block_bf16(xr, (const uint16_t *)w, K, c0, FULL, peel, prefetch_rows, yr);
+        return;
+    }
+    if (w_bf16 && cb == SMALL_COLS / 2) { /* the last block of a GEMM whose N is 4 mod 8 */
+        avx2_small_block_bf16(xr, (const uint16_t *)w, K, c0, HALF, peel, prefetch_rows, yr);
+        return;
+    }
+#else
+    (void)prefetch_rows;
 #endif
     small_block_4(xr, w, w_bf16, K, c0, cb, peel, yr);
 }
@@ -446,6 +468,8 @@ int ordered_small_gemm(const float *x, int64_t M, int64_t K, const void *w, int 
             const int cb = (int)(first_left_over - c0 < SMALL_COLS ? first_left_over - c0 : SMALL_COLS);
             const void *wb = w;
             int64_t cw = c0;  /* the block's first weight row in wb */
+            /* the rows of w after the block that the reads of w prefetch (none for a converted block in wf) */
+            const int ahead = wf == NULL ? (int)(N - c0 - cb < SMALL_COLS ? N - c0 - cb : SMALL_COLS) : 0;
             if (wf != NULL) {
                 for (int j = 0; j < cb; j++)
                     for (int64_t k = 0; k < K; k++) wf[j * K + k] = w_at(w, 1, (c0 + j) * K + k);
@@ -455,7 +479,7 @@ int ordered_small_gemm(const float *x, int64_t M, int64_t K, const void *w, int 
             for (int64_t r = 0; r < M; r++) {  /* the block's weight rows stay in cache across the rows of x */
                 const int32_t *o = orders + r * ORDER_SLOTS * 3;
                 float *yr = y + r * N + c0 - cw;
-                if (o[1] == 4) small_block_lanes4(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], yr);
+                if (o[1] == 4) small_block_lanes4(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], ahead, yr);
                 else small_block_8(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], yr);
             }
         }
