@@ -76,6 +76,24 @@ def test_result_does_not_depend_on_the_thread_count():
     assert torch.equal(one, two) and torch.equal(one, blas_order.blocked_fma_linear(x, w, 256))
 
 
+def test_small_row_result_does_not_depend_on_the_thread_count():
+    # above the kernel's one-thread size (2^22 products): the feature blocks are shared out over an OpenMP team by
+    # an orphaned worksharing loop; one thread skips the region. 1 row (the AVX2 bf16 kernel) and 5 rows (converted
+    # blocks, 8 and 4 lanes)
+    for m, dtype in ((1, torch.bfloat16), (1, torch.float32), (5, torch.bfloat16)):
+        x, w = _data(m, 8192 // m, 520, seed=m)
+        w = w.to(dtype)
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            one = ordered_gemm.small_rows_linear(x, w)
+            torch.set_num_threads(2)
+            two = ordered_gemm.small_rows_linear(x, w)
+        finally:
+            torch.set_num_threads(before)
+        assert torch.equal(one, two) and torch.equal(one, blas_order.small_rows_linear(x, w.float())), (m, dtype)
+
+
 # (N, K) of the small-row kernel's classes: N mod 4 = 0..3 left-over features (each with its own lanes), N = 1
 # (the roles swap), the golden GEMMs, and a K that is not a multiple of 8 (the in-order tails)
 SMALL_SHAPES = [(15, 768), (24, 1024), (3, 768), (4, 1024), (8, 256), (2048, 256), (6, 256), (1, 256), (33, 304),

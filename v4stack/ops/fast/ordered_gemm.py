@@ -61,7 +61,7 @@ def blocked_fma_linear(x: torch.Tensor, w: torch.Tensor, block: int,
     compiler, a tensor off the CPU, another dtype). ``cflags``: the build (tests)."""
     lib = _library(cflags)
     if (lib is None or x.dim() != 2 or w.dim() != 2 or x.dtype != torch.float32 or w.dtype not in WEIGHT_DTYPES
-            or x.device.type != "cpu" or w.device.type != "cpu"):
+            or not x.is_cpu or not w.is_cpu):
         return None
     m, k = x.shape
     n = w.shape[0]
@@ -100,7 +100,7 @@ def small_rows_linear(x: torch.Tensor, w: torch.Tensor, cflags: tuple[str, ...] 
     build (tests)."""
     lib = _library(cflags)
     if (lib is None or x.dim() != 2 or w.dim() != 2 or x.dtype != torch.float32 or w.dtype not in WEIGHT_DTYPES
-            or x.device.type != "cpu" or w.device.type != "cpu" or not 0 < x.shape[0] < blas_order.BLOCKED_MIN_ROWS):
+            or not x.is_cpu or not w.is_cpu or not 0 < x.shape[0] < blas_order.BLOCKED_MIN_ROWS):
         return None
     m, k = x.shape
     n = w.shape[0]
@@ -121,12 +121,12 @@ def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
     """x [..., K] fp32, w [N, K] (fp32 or bf16) -> fp32 [..., N] in the golden order (``blas_order.linear_fp32``:
     the small-row kernel's below ``BLOCKED_MIN_ROWS`` rows, the blocked fma order with ``k_block(N, K)`` from
     there); None when the kernel cannot take the call (no rows, no compiler, another dtype or device)."""
-    flat = x.reshape(-1, x.shape[-1])
+    flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # decode rows come 2-D: no reshape / view (~1 us each)
     if flat.shape[0] < blas_order.BLOCKED_MIN_ROWS:
         y = small_rows_linear(flat, w)
     else:
         y = blocked_fma_linear(flat, w, blas_order.k_block(w.shape[0], w.shape[1]))
-    return None if y is None else y.view(*x.shape[:-1], w.shape[0])
+    return y if y is None or flat is x else y.view(*x.shape[:-1], w.shape[0])
 
 
 def linear_fp32(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -423,12 +423,9 @@ static void small_block_lanes4(const float *xr, const void *w, int w_bf16, int64
      * 128-bit vector per output measured as fast or faster (the pair's 128-bit insert costs what the halved mul and
      * add save there); with bf16 ones the generic loop's conversion dominates */
     enum { FULL = SMALL_COLS / 2, HALF = SMALL_COLS / 4 }; /* pairs of outputs in a full / half block */
-    if (w_bf16 && cb == SMALL_COLS) {
-        avx2_small_block_bf16(xr, (const uint16_t *)w, K, c0, FULL, peel, prefetch_rows, yr);
-        return;
-    }
-    if (w_bf16 && cb == SMALL_COLS / 2) { /* the last block of a GEMM whose N is 4 mod 8 */
-        avx2_small_block_bf16(xr, (const uint16_t *)w, K, c0, HALF, peel, prefetch_rows, yr);
+    if (w_bf16 && (cb == SMALL_COLS || cb == SMALL_COLS / 2)) { /* a half block: the last of an N = 4 mod 8 */
+        if (cb == SMALL_COLS) avx2_small_block_bf16(xr, (const uint16_t *)w, K, c0, FULL, peel, prefetch_rows, yr);
+        else avx2_small_block_bf16(xr, (const uint16_t *)w, K, c0, HALF, peel, prefetch_rows, yr);
         return;
     }
 #else
@@ -437,10 +434,45 @@ static void small_block_lanes4(const float *xr, const void *w, int w_bf16, int64
     small_block_4(xr, w, w_bf16, K, c0, cb, peel, yr);
 }
 
+/* The feature blocks [0, blocks) of ordered_small_gemm (its arguments): shared out by an orphaned worksharing loop
+ * when called inside an OpenMP parallel region, all computed by the caller outside one. Returns 1 when the
+ * conversion buffer cannot be allocated (y is then incomplete), else 0. */
+static int small_blocks(const float *x, int64_t M, int64_t K, const void *w, int w_bf16, int64_t N,
+                        int64_t first_left_over, const int32_t *orders, float *y, int64_t blocks) {
+    /* bf16 weights with several rows: the block's weight rows converted to fp32 once (exact), not per row */
+    float *wf = (w_bf16 && M > 1) ? (float *)malloc((size_t)SMALL_COLS * K * sizeof(float)) : NULL;
+    const int failed = w_bf16 && M > 1 && wf == NULL;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        if (failed) continue;  /* every thread still meets the worksharing loop */
+        const int64_t c0 = b * SMALL_COLS;
+        const int cb = (int)(first_left_over - c0 < SMALL_COLS ? first_left_over - c0 : SMALL_COLS);
+        const void *wb = w;
+        int64_t cw = c0;  /* the block's first weight row in wb */
+        /* the rows of w after the block that the reads of w prefetch (none for a converted block in wf) */
+        const int ahead = wf == NULL ? (int)(N - c0 - cb < SMALL_COLS ? N - c0 - cb : SMALL_COLS) : 0;
+        if (wf != NULL) {
+            for (int j = 0; j < cb; j++)
+                for (int64_t k = 0; k < K; k++) wf[j * K + k] = w_at(w, 1, (c0 + j) * K + k);
+            wb = wf;
+            cw = 0;
+        }
+        for (int64_t r = 0; r < M; r++) {  /* the block's weight rows stay in cache across the rows of x */
+            const int32_t *o = orders + r * ORDER_SLOTS * 3;
+            float *yr = y + r * N + c0 - cw;
+            if (o[1] == 4) small_block_lanes4(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], ahead, yr);
+            else small_block_8(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], yr);
+        }
+    }
+    free(wf);
+    return failed;
+}
+
 /* y[M, N] for M < 8 rows in the small-row order; orders int32 [M][ORDER_SLOTS][3] = (peel, lanes, step): slot 0
  * for the features n < first_left_over, slot 1 + i for feature first_left_over + i. Feature blocks are split over
- * `threads` OpenMP threads (each output from its own tree: the values do not depend on the split). Returns 0, or
- * -1 for an order the kernel does not take (lanes not 4 or 8 or above MAX_LANES, too many left-over features). */
+ * `threads` OpenMP threads (each output from its own tree: the values do not depend on the split); one thread
+ * skips the parallel region (~0.7 us a call, measured: a decode step makes dozens). Returns 0, or -1 for an order
+ * the kernel does not take (lanes not 4 or 8 or above MAX_LANES, too many left-over features). */
 int ordered_small_gemm(const float *x, int64_t M, int64_t K, const void *w, int w_bf16, int64_t N,
                        int64_t first_left_over, const int32_t *orders, float *y, int threads) {
     if (N - first_left_over > MAX_LEFT_OVER || first_left_over < 0) return -1;
@@ -456,34 +488,11 @@ int ordered_small_gemm(const float *x, int64_t M, int64_t K, const void *w, int 
     if (threads > blocks) threads = (int)blocks;
     if (M * N * K < PARALLEL_MIN_FMAS || threads < 1) threads = 1;
     int failed = 0;
+    if (threads == 1) {
+        failed = small_blocks(x, M, K, w, w_bf16, N, first_left_over, orders, y, blocks);
+    } else {
 #pragma omp parallel num_threads(threads) reduction(| : failed)
-    {
-        /* bf16 weights with several rows: the block's weight rows converted to fp32 once (exact), not per row */
-        float *wf = (w_bf16 && M > 1) ? (float *)malloc((size_t)SMALL_COLS * K * sizeof(float)) : NULL;
-        if (w_bf16 && M > 1 && wf == NULL) failed = 1;
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < blocks; b++) {
-            if (w_bf16 && M > 1 && wf == NULL) continue;
-            const int64_t c0 = b * SMALL_COLS;
-            const int cb = (int)(first_left_over - c0 < SMALL_COLS ? first_left_over - c0 : SMALL_COLS);
-            const void *wb = w;
-            int64_t cw = c0;  /* the block's first weight row in wb */
-            /* the rows of w after the block that the reads of w prefetch (none for a converted block in wf) */
-            const int ahead = wf == NULL ? (int)(N - c0 - cb < SMALL_COLS ? N - c0 - cb : SMALL_COLS) : 0;
-            if (wf != NULL) {
-                for (int j = 0; j < cb; j++)
-                    for (int64_t k = 0; k < K; k++) wf[j * K + k] = w_at(w, 1, (c0 + j) * K + k);
-                wb = wf;
-                cw = 0;
-            }
-            for (int64_t r = 0; r < M; r++) {  /* the block's weight rows stay in cache across the rows of x */
-                const int32_t *o = orders + r * ORDER_SLOTS * 3;
-                float *yr = y + r * N + c0 - cw;
-                if (o[1] == 4) small_block_lanes4(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], ahead, yr);
-                else small_block_8(x + r * K, wb, wf == NULL && w_bf16, K, cw, cb, o[0], yr);
-            }
-        }
-        free(wf);
+        failed |= small_blocks(x, M, K, w, w_bf16, N, first_left_over, orders, y, blocks);
     }
     if (failed) return -1;
     for (int64_t r = 0; r < M; r++)
