@@ -86,7 +86,9 @@ def test_bf16_few_rows_direct_path_is_bit_identical_to_the_panel_path(n, k):
         assert torch.equal(lowbit.matmul(x[:1], "dense", w, None, 0, row0=2, rows=n - 3), panel[:1, 2:n - 1])
 
 
-LOW_SCALES = {"random": SCALE_RANGE, "huge": (240, 255), "tiny": (0, 3)}  # ue8m0 bytes; huge: 2^8 x s overflows
+# ue8m0 bytes; huge: 2^8 x s overflows; prescaled: every block in the exponents whose FP8 products the AVX2 direct
+# kernel takes as x' f (x x 2^(e - 7) against the placed byte: lowbit_avx2.h's fp8_prescale, e in 10 .. 134)
+LOW_SCALES = {"random": SCALE_RANGE, "huge": (240, 255), "tiny": (0, 3), "prescaled": (10, 135)}
 
 
 def _same_bits(a, b):
@@ -188,7 +190,7 @@ CROSS_CASES = [  # fmt, n, k, block: K with and without 16-column tails, FP8 blo
 
 def _cross_weight(fmt, n, k, block, scales, g):
     if fmt == "dense":  # magnitudes 1e-25 .. 1e25: products overflow to inf and underflow to subnormals
-        span = {"random": 8, "huge": 25, "tiny": 25}[scales]
+        span = {"random": 8, "huge": 25, "tiny": 25, "prescaled": 8}[scales]
         magnitude = 10.0 ** torch.randint(-span, span, (n, k), generator=g)
         return (torch.randn(n, k, generator=g) * magnitude).bfloat16(), None
     w, _ = _fp8(n, k, block, g) if fmt == "fp8" else _fp4(n, k, g)
@@ -250,3 +252,23 @@ def test_the_plain_build_is_the_16_lane_definition():
     want = (u[0] + u[2]) + (u[1] + u[3])
     got = lowbit.matmul(x, "dense", w, None, 0, cflags=PLAIN_CFLAGS)
     assert _same_bits(got.view(1), want.view(1)), (got, want)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_fp8_prescaled_products_where_x_overflows_are_the_plain_builds(m):
+    """The AVX2 direct kernel multiplies x' = x x 2^(e - 7) by the placed e4m3 byte where that is exact; a row block
+    whose x' overflows somewhere (a finite product x w whose x x 2^127 is not) takes the multiplied weights instead:
+    the same bits as the plain build (without the fallback that output would be inf)."""
+    if lowbit.isa(PLAIN_CFLAGS) is None or lowbit.isa(AVX2_CFLAGS) is None:
+        pytest.skip("the compiler cannot build for x86-64 (not an x86 machine)")
+    g = torch.Generator().manual_seed(m)
+    n, k, block = 260, 384, 128
+    w, _ = _fp8(n, k, block, g)
+    s = torch.randint(10, 135, (-(-n // block), -(-k // block)), generator=g, dtype=torch.uint8)
+    s[1, 2] = 134  # row block 1, column block 2: x' = x x 2^127, which overflows for |x| >= 2
+    x = torch.randn(m, k, generator=g)
+    x[0, 2 * block + 5] = 7.0  # x w stays finite (|w| <= 448 x 2^7)
+    s = s.view(torch.float8_e8m0fnu)
+    native = lowbit.matmul(x, "fp8", w, s, block)
+    for flags in (AVX2_CFLAGS, PLAIN_CFLAGS):
+        assert _same_bits(lowbit.matmul(x, "fp8", w, s, block, cflags=flags), native), flags

@@ -371,9 +371,33 @@ static int bf16_direct_avx2(const float *x, int64_t M, int64_t K, const uint16_t
     return 0;
 }
 
+#include "lowbit_fp8_avx2.h" /* x' f: fp8_prescale, fp8_group_prescaled_avx2 */
+
+/* A weight-row group (nr <= AVX2_ACCUMULATORS rows) against mr <= AVX2_XCHUNK x rows through lowbit_block_avx2
+ * (format fmt), not inlined for the same reason as fp8_group_prescaled_avx2. */
+static __attribute__((noinline)) void lowbit_group_avx2(const float *xc, int mr, int64_t K, int fmt,
+                                                        const uint8_t *w, const uint8_t *scale, int64_t block,
+                                                        int64_t row0, int64_t n0, int nr, float *yc, int64_t N) {
+    /* constant rows and format keep the accumulators in registers */
+#define FP8_CALL(rows) AVX2_SPLIT(lowbit_block_avx2(xc, rows, K, FMT_FP8, w, scale, block, row0, n0 + j0, bnr, yc, N))
+#define FP4_CALL(rows) AVX2_SPLIT(lowbit_block_avx2(xc, rows, K, FMT_FP4, w, scale, block, row0, n0 + j0, bnr, yc, N))
+    if (nr == AVX2_ACCUMULATORS) {
+        const int nr = AVX2_ACCUMULATORS; /* a constant for AVX2_SPLIT */
+        if (fmt == FMT_FP8)
+            AVX2_CONST_ROWS(mr, FP8_CALL)
+        else
+            AVX2_CONST_ROWS(mr, FP4_CALL)
+    } else {
+        AVX2_SPLIT(lowbit_block_avx2(xc, mr, K, fmt, w, scale, block, row0, n0 + j0, bnr, yc, N));
+    }
+#undef FP8_CALL
+#undef FP4_CALL
+}
+
 /* lowbit_direct on AVX2 (FP8 / FP4, M <= LOWBIT_DIRECT_ROWS): FP4's x permuted once (x_evenodd), then weight-row
- * groups as bf16_direct_avx2's. The first LOWBIT_PREFETCH_BYTES of the rows are requested up front (the loop's
- * prefetches run that far ahead). Returns -1 when the permuted copy cannot be allocated. */
+ * groups as bf16_direct_avx2's; FP8 groups read x' (fp8_prescale, made per thread when a group starts a new weight
+ * row block) where their column block allows. The first LOWBIT_PREFETCH_BYTES of the rows are requested up front
+ * (the loop's prefetches run that far ahead). Returns -1 when a scratch copy cannot be allocated. */
 static int lowbit_direct_avx2(const float *x, int64_t M, int64_t K, int fmt, const uint8_t *w,
                               const uint8_t *scale, int64_t N, int64_t block, int64_t row0, float *y, int nthreads) {
     int64_t rowbytes = fmt == FMT_FP8 ? K : K / 2;
@@ -386,29 +410,36 @@ static int lowbit_direct_avx2(const float *x, int64_t M, int64_t K, int fmt, con
         x_evenodd(x, M, K, K, xp);
     }
     const float *xs = xp ? xp : x;
-    int64_t groups = (N + AVX2_ACCUMULATORS - 1) / AVX2_ACCUMULATORS;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t g = 0; g < groups; g++) {
-        int64_t n0 = g * AVX2_ACCUMULATORS;
-        int nr = N - n0 >= AVX2_ACCUMULATORS ? AVX2_ACCUMULATORS : (int)(N - n0);
-        for (int64_t m0 = 0; m0 < M; m0 += AVX2_XCHUNK) {
-            int mr = M - m0 >= AVX2_XCHUNK ? AVX2_XCHUNK : (int)(M - m0);
-            const float *xc = xs + m0 * K;
-            float *yc = y + m0 * N;
-            /* constant rows and format keep the accumulators in registers */
-#define FP8_CALL(rows) \
-    AVX2_SPLIT(lowbit_block_avx2(xc, rows, K, FMT_FP8, w, scale, block, row0, n0 + j0, bnr, yc, N))
-#define FP4_CALL(rows) \
-    AVX2_SPLIT(lowbit_block_avx2(xc, rows, K, FMT_FP4, w, scale, block, row0, n0 + j0, bnr, yc, N))
-            if (nr == AVX2_ACCUMULATORS && fmt == FMT_FP8)
-                AVX2_CONST_ROWS(mr, FP8_CALL)
-            else if (nr == AVX2_ACCUMULATORS)
-                AVX2_CONST_ROWS(mr, FP4_CALL)
-            else
-                AVX2_SPLIT(lowbit_block_avx2(xc, mr, K, fmt, w, scale, block, row0, n0 + j0, bnr, yc, N));
-#undef FP8_CALL
-#undef FP4_CALL
+    const int64_t groups = (N + AVX2_ACCUMULATORS - 1) / AVX2_ACCUMULATORS;
+    const int64_t kblocks = fmt == FMT_FP8 ? (K + block - 1) / block : 0; /* FP4's block is unused (may be 0) */
+#pragma omp parallel num_threads(nthreads)
+    {
+        /* FP8: this thread's x' of weight row block pre_rb (fp8_prescale), and which column blocks take it */
+        float *xpre = fmt == FMT_FP8 ? (float *)malloc(sizeof(float) * (size_t)(M * K + 1)) : NULL;
+        int64_t pre_rb = -1;
+        int pre_ok = 0;
+#pragma omp for schedule(static)
+        for (int64_t g = 0; g < groups; g++) {
+            int64_t n0 = g * AVX2_ACCUMULATORS;
+            int nr = N - n0 >= AVX2_ACCUMULATORS ? AVX2_ACCUMULATORS : (int)(N - n0);
+            const float *pre = NULL; /* this group's x', when all its rows are in one weight row block */
+            if (xpre && (row0 + n0) / block == (row0 + n0 + nr - 1) / block) {
+                int64_t rb = (row0 + n0) / block;
+                if (rb != pre_rb) pre_ok = fp8_prescale(x, M, K, scale + rb * kblocks, block, xpre);
+                pre_rb = rb;
+                pre = pre_ok ? xpre : NULL;
+            }
+            for (int64_t m0 = 0; m0 < M; m0 += AVX2_XCHUNK) {
+                int mr = M - m0 >= AVX2_XCHUNK ? AVX2_XCHUNK : (int)(M - m0);
+                const float *xc = xs + m0 * K, *pc = pre ? pre + m0 * K : NULL;
+                if (pc) { /* every column block prescaled */
+                    fp8_group_prescaled_avx2(pc, mr, K, w, row0, n0, nr, y + m0 * N, N);
+                    continue;
+                }
+                lowbit_group_avx2(xc, mr, K, fmt, w, scale, block, row0, n0, nr, y + m0 * N, N);
+            }
         }
+        free(xpre); /* (NULL when it could not be allocated: the groups then ran without x') */
     }
     free(xp);
     return 0;
