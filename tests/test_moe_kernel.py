@@ -17,12 +17,14 @@ def fast_model(tiny_checkpoint):
 
 
 def _without_kernel(moe, *args):
-    table = getattr(moe, moe_kernel.EXPERT_TABLE)
-    delattr(moe, moe_kernel.EXPERT_TABLE)
+    saved = {name: getattr(moe, name) for name in (moe_kernel.EXPERT_TABLE, moe_kernel.LAYER_PARAMS)}
+    for name in saved:
+        delattr(moe, name)
     try:
         return fast_moe.moe_experts(moe, *args)
     finally:
-        setattr(moe, moe_kernel.EXPERT_TABLE, table)
+        for name, value in saved.items():
+            setattr(moe, name, value)
 
 
 @pytest.mark.parametrize("tokens", [1, 3, DECODE_ROWS])
@@ -38,6 +40,30 @@ def test_fused_moe_equals_the_grouped_torch_path(fast_model, tokens):
         want = _without_kernel(moe, x, weights, experts)
         assert want.abs().max() > 0
         assert torch.equal(fused, want)
+
+
+@pytest.mark.parametrize("tokens", [1, DECODE_ROWS])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_layer_call_quantises_like_act_quant(fast_model, tokens, dtype):
+    """run_layer takes the layer's input before its FP8 quant-dequant (bf16, or fp32 as a caller may pass): the
+    same bits as run on act_quant's output (what moe_experts returned before), and for bf16 as the grouped torch
+    path (whose fp32 input keeps its fp32 sums unrounded: there the kernel's bf16 output is the contract)."""
+    g = torch.Generator().manual_seed(tokens + 7)
+    for block in fast_model.layers:
+        moe = block.ffn
+        d, inter = moe.shared_experts.w1.in_features, moe.shared_experts.w1.out_features
+        assert getattr(moe, moe_kernel.LAYER_PARAMS)[:3].tolist() == [d, inter, len(moe.experts)]
+        x = (torch.randn(tokens, moe.shared_experts.w1.in_features, generator=g) * 3).to(dtype)
+        weights, experts = moe.gate(x.bfloat16(), torch.randint(0, fast_model.cfg.vocab_size, (tokens,), generator=g))
+        layer = moe_kernel.run_layer(moe, x, weights, experts)
+        assert layer is not None and layer.dtype == torch.bfloat16
+        quantised = moe_kernel.run(moe, fast_moe.act_quant(x, moe.compute.act_block, torch.bfloat16), weights, experts)
+        assert torch.equal(layer, quantised)
+        assert torch.equal(fast_moe.moe_experts(moe, x, weights, experts), layer.to(dtype))
+        if dtype == torch.bfloat16:
+            want = _without_kernel(moe, x, weights, experts)
+            assert want.abs().max() > 0
+            assert torch.equal(layer, want)
 
 
 def test_duplicate_experts_of_one_token_are_both_summed(fast_model):

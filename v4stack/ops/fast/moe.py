@@ -54,12 +54,15 @@ def _expert_rows(expert, xq: torch.Tensor, weights: torch.Tensor | None) -> torc
 
 def moe_experts(moe, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """``ops.reference.moe.moe_experts``'s contract: routed + shared experts, [T, D] in x.dtype."""
+    fused = moe_kernel.run_layer(moe, x, weights, experts)  # a decode step: act quant + the whole layer, one C call
+    if fused is not None:
+        return fused if fused.dtype == x.dtype else fused.to(x.dtype)
     shared = moe.shared_experts
     if getattr(shared, "prepared_w13", None) is None and not getattr(shared.w1, LOWBIT, False):
         return reference_moe.moe_experts(moe, x, weights, experts)
     c = moe.compute
     xq = act_quant(x, c.act_block, c.dtype) if c.quant else x.to(c.dtype)
-    fused = moe_kernel.run(moe, xq, weights, experts)  # a decode step: the whole layer in one C call
+    fused = moe_kernel.run(moe, xq, weights, experts)  # a decode step whose D the C act_quant does not take
     if fused is not None:
         return fused if fused.dtype == x.dtype else fused.to(x.dtype)
     t, k = experts.shape

@@ -103,3 +103,25 @@ int moe_decode(const float *x, int64_t T, int64_t D, int64_t I, const int64_t *e
     free(xs); free(ws); free(outs); free(shared); free(scratch); free(s16); free(slot_of);
     return failed ? -1 : 0;
 }
+
+enum { LAYER_D, LAYER_I, LAYER_E, LAYER_PTRS, LAYER_FMTS, LAYER_BLOCK, LAYER_ACT_BLOCK, LAYER_PARAMS };
+
+/* moe_decode from the layer's input before its FP8 quant-dequant: x [T, D] bf16 (x_bf16) or fp32, quantised here by
+ * fast_kernels.c's act_quant (ops.fast.kernels.act_quant's C pass: the same values), then moe_decode. params
+ * [LAYER_PARAMS] int64: D, I, E, the pointer table's and the format table's addresses, the weight block and the act
+ * block (D % act_block == 0, act_block <= 1024: act_quant's buffer), fixed per layer (made once by
+ * ops.fast.moe_kernel.prepare), so a call converts 8 arguments, not 15. Returns 0, -1 on allocation failure. */
+int moe_decode_layer(const void *x, int x_bf16, int64_t T, const int64_t *experts, const float *rw, int64_t k,
+                     const int64_t *params, float limit, uint16_t *y, int nthreads) {
+    const int64_t D = params[LAYER_D];
+    float *xf = malloc(sizeof(float) * (size_t)(T * D) + sizeof(uint16_t) * (size_t)(T * D));
+    if (!xf) return -1;
+    uint16_t *xq = (uint16_t *)(xf + T * D);
+    act_quant(x, xq, T, D, params[LAYER_ACT_BLOCK], x_bf16);
+    for (int64_t i = 0; i < T * D; i++) xf[i] = bf16_to_f32(xq[i]);
+    int status = moe_decode(xf, T, D, params[LAYER_I], experts, rw, k, params[LAYER_E],
+                            (const int64_t *)(intptr_t)params[LAYER_PTRS], (const int *)(intptr_t)params[LAYER_FMTS],
+                            params[LAYER_BLOCK], limit, params[LAYER_ACT_BLOCK], y, nthreads);
+    free(xf);
+    return status;
+}
