@@ -50,3 +50,26 @@ def test_qkv_falls_back_for_prefill_rows(fast_model):
     q, kv, qr = fast_qkv.attention_qkv(attn, x, torch.arange(17))
     want = attention_input.attention_qkv(attn, x, torch.arange(17))
     assert torch.equal(q, want[0]) and torch.equal(kv, want[1]) and torch.equal(qr, want[2])
+
+
+def test_the_layer_constants_are_remade_when_the_weights_move(fast_model):
+    """The call's constants are kept on the layer after the first call; a weight that moved since (its address
+    changed) voids them: the kernel then steps aside (its plans name the old bytes) and the composition answers."""
+    attn = fast_model.layers[0].attn
+    x = torch.randn(1, attn.cfg.hidden_size).bfloat16()
+    positions = torch.tensor([3])
+    assert fast_qkv._fused(attn, x, positions) is not None
+    call = attn.__dict__[fast_qkv.LAYER_CALL]
+    assert call is not None and call.params.shape[0] == fast_qkv.QKV_FIELDS + 3 * 7
+    assert fast_qkv._fused(attn, x, positions) is not None and attn.__dict__[fast_qkv.LAYER_CALL] is call
+    saved = attn.wq_b.weight
+    try:
+        attn.wq_b.weight = saved.clone()  # the same values at another address
+        assert fast_qkv._fused(attn, x, positions) is None
+        q, kv, qr = fast_qkv.attention_qkv(attn, x, positions)
+        want = attention_input.attention_qkv(attn, x, positions)
+        assert torch.equal(q, want[0]) and torch.equal(kv, want[1]) and torch.equal(qr, want[2])
+    finally:
+        attn.wq_b.weight = saved
+        attn.__dict__.pop(fast_qkv.LAYER_CALL)
+    assert fast_qkv._fused(attn, x, positions) is not None

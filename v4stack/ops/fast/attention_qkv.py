@@ -7,6 +7,10 @@ order than torch's bf16 ``mean``.
 Taken when every piece has its C form: at most ``lowbit.DECODE_ROWS`` rows, bf16 compute with FP8 QAT, the three
 linears prepared for the one-call path (``fused_linear.FUSED_PLAN``), bf16 norm weights and x; otherwise the
 reference composition (``ops.reference.attention_input``) over the table's narrow entries.
+
+The layer's constants (the three linears' plans, the norms' addresses, the shapes) are checked once and kept on
+the layer as one int64 table (``LAYER_CALL``), so a call checks one weight address, allocates its three outputs and
+passes 9 arguments (``attention_qkv_layer``): ~30-40 us less Python and torch work a call than rebuilding them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import ctypes
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -30,6 +35,21 @@ SOURCE = Path(__file__).with_name("csrc") / "attention_qkv.c"
 # once in the vector loop and twice (sqrt, then 1 / sqrt) in the scalar loop over the remainder; the kernel
 # reproduces both. Other capabilities (not measured): the composition, the kernel is not taken.
 RSQRT_CHUNK = {"AVX512": 32, "AVX2": 32}
+# layer attribute: a LayerCall once the layer's constants were checked, or None where the kernel does not apply
+LAYER_CALL = "fast_qkv_layer_call"
+QKV_FIELDS = 8  # csrc/attention_qkv.c's QKV_LINEARS: D, H, d, rd, kv block, rsqrt chunk, the two norms' addresses
+
+
+class LayerCall(NamedTuple):
+    """One layer's constants for ``attention_qkv_layer`` (csrc/attention_qkv.c's QKV_* table)."""
+
+    params: torch.Tensor  # int64 [QKV_FIELDS + 3 * 7]
+    hidden: int  # D, the width of x
+    q_lora: int
+    heads: int
+    head_dim: int
+    rope_dim: int
+    wq_b_address: int  # wq_b's weight address when made: the table is void once it moved (all weights move together)
 
 
 @lru_cache(maxsize=1)
@@ -42,6 +62,8 @@ def _library() -> ctypes.CDLL | None:
     lib.attention_qkv.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ctypes.c_float, i64, i64, i64, ptr, i64,
                                   ptr, ptr, ptr, ptr, i64, cint]
     lib.attention_qkv.restype = cint
+    lib.attention_qkv_layer.argtypes = [ptr, i64, ptr, ctypes.c_float, ptr, ptr, ptr, ptr, cint]
+    lib.attention_qkv_layer.restype = cint
     return lib
 
 
@@ -58,32 +80,41 @@ def _plans(attn) -> list | None:
     return plans
 
 
-def _fused(attn, x: torch.Tensor, positions: torch.Tensor):
-    c = attn.compute
-    t = x.shape[0] if x.dim() == 2 else 0
-    if t == 0 or t > lowbit.DECODE_ROWS or x.dtype != torch.bfloat16 or x.device.type != "cpu" or not c.quant:
-        return None
+def _layer_call(attn) -> LayerCall | None:
+    """The layer's constants when every piece has its C form (quantised compute, a measured rsqrt chunk, the three
+    linears' one-call plans on unmoved weights, bf16 norm weights, whole KV quant blocks), else None."""
     chunk = RSQRT_CHUNK.get(torch.backends.cpu.get_cpu_capability())
-    plans = _plans(attn) if chunk else None
-    lib = _library()
+    plans = _plans(attn) if chunk and attn.compute.quant else None
     d, rd, heads = attn.head_dim, attn.rope_dim, attn.n_heads
     norms = (attn.q_norm.weight, attn.kv_norm.weight)
-    if (plans is None or lib is None or (d - rd) % KV_QUANT_BLOCK or plans[1].n != heads * d
-            or plans[2].n != d or any(w.dtype != torch.bfloat16 for w in norms)):
+    if (plans is None or _library() is None or (d - rd) % KV_QUANT_BLOCK or plans[1].n != heads * d
+            or plans[2].n != d or any(w.dtype != torch.bfloat16 or not w.is_contiguous() for w in norms)):
+        return None
+    head = [attn.cfg.hidden_size, heads, d, rd, KV_QUANT_BLOCK, chunk, norms[0].data_ptr(), norms[1].data_ptr()]
+    assert len(head) == QKV_FIELDS
+    params = torch.tensor([*head, *(v for plan in plans for v in plan.fixed)], dtype=torch.int64)
+    return LayerCall(params, head[0], plans[0].n, heads, d, rd, attn.wq_b.weight.data_ptr())
+
+
+def _fused(attn, x: torch.Tensor, positions: torch.Tensor):
+    t = x.shape[0] if x.dim() == 2 else 0
+    if t == 0 or t > lowbit.DECODE_ROWS or x.dtype != torch.bfloat16 or x.device.type != "cpu":
+        return None
+    call = attn.__dict__.get(LAYER_CALL, False)
+    if call is not None and (call is False or call.wq_b_address != attn.wq_b.weight.data_ptr()):
+        call = _layer_call(attn)  # first call, or the weights moved
+        attn.__dict__[LAYER_CALL] = call
+    if call is None or x.shape[1] != call.hidden:
         return None
     ph = attn.rotary.phase_pairs(positions)  # [T, rd/2, 2] (cos, sin) fp32 (the step's, see Rotary.begin_step)
-    if ph.dtype != torch.float32 or ph.shape != (t, rd // 2, 2):
+    if ph.dtype != torch.float32 or ph.shape != (t, call.rope_dim // 2, 2):
         return None
     x = x.contiguous()
-    q_lora = plans[0].n
-    qr = torch.empty(t, q_lora, dtype=torch.bfloat16)
-    q = torch.empty(t, heads, d, dtype=torch.bfloat16)
-    kv = torch.empty(t, d, dtype=torch.bfloat16)
-    scratch = torch.empty(t, max(q_lora, d), dtype=torch.bfloat16)
-    fixed = [plan.fixed_tensor.data_ptr() for plan in plans]  # wq_a, wq_b, wkv
-    done = lib.attention_qkv(x.data_ptr(), t, x.shape[1], *fixed, norms[0].data_ptr(), norms[1].data_ptr(), attn.eps,
-                             heads, d, rd, ph.data_ptr(), KV_QUANT_BLOCK, qr.data_ptr(), q.data_ptr(), kv.data_ptr(),
-                             scratch.data_ptr(), chunk, torch.get_num_threads())
+    qr = torch.empty(t, call.q_lora, dtype=torch.bfloat16)
+    q = torch.empty(t, call.heads, call.head_dim, dtype=torch.bfloat16)
+    kv = torch.empty(t, call.head_dim, dtype=torch.bfloat16)
+    done = _library().attention_qkv_layer(x.data_ptr(), t, call.params.data_ptr(), attn.eps, ph.data_ptr(),
+                                          qr.data_ptr(), q.data_ptr(), kv.data_ptr(), torch.get_num_threads())
     return (q, kv, qr) if done == 0 else None
 
 

@@ -63,3 +63,25 @@ int attention_qkv(const uint16_t *x, int64_t T, int64_t D, const int64_t *lin_qa
                 act_quant(kv + t * d + b0, kv + t * d + b0, 1, kv_block, kv_block, 1); /* reads a block, then writes */
     return 0;
 }
+
+/* attention_qkv's per-layer constants in one int64 table (made once per layer by ops.fast.attention_qkv): D, H, d,
+ * rd, kv_block, rsqrt_chunk, the two norm weights' addresses, then the three linears' 7 int64 each (wq_a, wq_b,
+ * wkv). */
+enum { QKV_D, QKV_HEADS, QKV_HEAD_DIM, QKV_ROPE_DIM, QKV_KV_BLOCK, QKV_RSQRT_CHUNK, QKV_Q_NORM, QKV_KV_NORM,
+       QKV_LINEARS, LIN_FIELDS = LIN_WBLOCK + 1, QKV_PARAMS = QKV_LINEARS + 3 * LIN_FIELDS };
+
+/* attention_qkv with its constants from params [QKV_PARAMS] and its scratch allocated here: a call converts 9
+ * arguments, not 20, and allocates one tensor fewer. Returns 0, or -1 (no scratch, or a linear's). */
+int attention_qkv_layer(const uint16_t *x, int64_t T, const int64_t *params, float eps, const float *phases,
+                        uint16_t *qr, uint16_t *q, uint16_t *kv, int nthreads) {
+    const int64_t *qa = params + QKV_LINEARS, *qb = qa + LIN_FIELDS, *kvl = qb + LIN_FIELDS;
+    const int64_t q_lora = qa[LIN_N], d = params[QKV_HEAD_DIM];
+    uint16_t *scratch = malloc(sizeof(uint16_t) * (size_t)(T * (q_lora > d ? q_lora : d)));
+    if (!scratch) return -1;
+    int status = attention_qkv(x, T, params[QKV_D], qa, qb, kvl, (const uint16_t *)(intptr_t)params[QKV_Q_NORM],
+                               (const uint16_t *)(intptr_t)params[QKV_KV_NORM], eps, params[QKV_HEADS], d,
+                               params[QKV_ROPE_DIM], phases, params[QKV_KV_BLOCK], qr, q, kv, scratch,
+                               params[QKV_RSQRT_CHUNK], nthreads);
+    free(scratch);
+    return status;
+}
