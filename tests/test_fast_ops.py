@@ -14,6 +14,9 @@ from v4stack.platforms.threads import choose_threads
 
 BF16_ULPS = Tolerance(rtol=2 ** -6)  # outputs rounded to bf16 after another summation order: a few bf16 ulps
 FP32_SUMS = Tolerance(atol=1e-5, rtol=1e-5)  # fp32 head logits summed in another order: far below any bf16 ulp
+# decode-sized routing in one C call (ops.fast.route_kernel): libm's transcendentals, weights within 8 fp32 ulps of
+# the reference's (tests/test_route_kernel.py); the expert ids (integers) must still match exactly
+ROUTE_ULPS = Tolerance(rtol=8 * 2 ** -24)
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +30,12 @@ def test_fast_table_matches_the_reference_entry_by_entry(recorded):
                                           "index_scores", "rms_norm", "decode_attention", "decode_attention_pooled",
                                           "decode_index_scores", "hc_pre", "hc_head")}
     loose["lm_head"] = FP32_SUMS
+    loose["route"] = ROUTE_ULPS
     results = {r.op: r for r in check_parity(fast_ops(), model, calls, tolerances=loose)}
     assert all(r.ok for r in results.values()), [r.line() for r in results.values() if not r.ok]
-    # exact where the fast entry keeps the reference's rounding points: routing, mixing, the untouched entries
-    for name in ("route", "hc_split_sinkhorn", "index_topk", "rope", "compress_pool", "quant_dequant_fp8",
+    # exact where the fast entry keeps the reference's rounding points: mixing, the untouched entries (routing: the
+    # same experts, the weights of decode-sized calls within fp32 ulps, ROUTE_ULPS)
+    for name in ("hc_split_sinkhorn", "index_topk", "rope", "compress_pool", "quant_dequant_fp8",
                  "quant_dequant_fp4", "hadamard_rotate", "hc_collapse", "hc_post"):
         assert results[name].max_abs == 0, results[name].line()
     # hc_pre / hc_head of decode-sized calls are one C call with libm's exp (ops.fast.mhc_fused): within a bf16

@@ -7,6 +7,7 @@ import torch
 
 from v4stack.config.numerics import Numerics
 from v4stack.ops.fast import fast_ops, ordered_gemm
+from v4stack.ops.fast import moe as fast_moe
 from v4stack.ops.fast.linear import HEAD_ORDERED_MIN_ROWS
 from v4stack.ops.reference import blas_order, layers, moe
 from v4stack.ops.reference.blas_order import BLOCKED_MIN_ROWS, k_block
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.skipif(not ordered_gemm.available(), reason="no C compi
 # (N, K) of every fp32 GEMM class of the golden models and the order's block rules: mHC mixes and hc heads
 # (K = hc * D > 256: blocks of 192, 1,024 = 5 x 192 + 64), router gate / compressor projections (one chain), the
 # head (two blocks of 128), and K / N that fit no block or vector width (tails of both)
+ROUTE_RTOL = 8 * 2 ** -24  # the one-call route's sqrtsoftplus weights: 8 fp32 ulps (tests/test_route_kernel.py)
 SHAPES = [(15, 768), (24, 1024), (3, 768), (4, 1024), (8, 256), (256, 256), (2048, 256), (33, 300), (1, 257),
           (17, 450), (40, 7)]
 ROWS = list(range(1, 10)) + [13, 97]  # every row count of a micro-tile remainder, and more than one tile
@@ -159,9 +161,15 @@ def test_fast_entries_route_their_fp32_gemms_through_the_order(rows):
     gates = [m for m in model.modules() if hasattr(m, "route_scale") and hasattr(m, "weight")]
     compressors = [m for m in model.modules() if hasattr(m, "wkv") and hasattr(m, "wgate")]
     assert gates and compressors
-    for gate in gates:  # router: same weights and experts as the reference's
-        for a, b in zip(ops.route(gate, x, ids), moe.route(gate, x, ids)):
+    for gate in gates:
+        # router: from the ordered GEMM's logits the torch path gives the reference's weights and experts exactly;
+        # the entry (one C call for decode-sized rows) the same experts, its weights within a few fp32 ulps
+        logits = ordered_gemm.linear_fp32(x.float(), gate.prepared)
+        for a, b in zip(fast_moe.route_from_logits(gate, logits, ids), moe.route(gate, x, ids)):
             assert torch.equal(a, b)
+        (w, e), (w_ref, e_ref) = ops.route(gate, x, ids), moe.route(gate, x, ids)
+        assert torch.equal(e, e_ref)
+        torch.testing.assert_close(w, w_ref, rtol=ROUTE_RTOL, atol=0)
     for comp in compressors:  # fp32 compressor projections
         for lin in (comp.wkv, comp.wgate):
             assert torch.equal(ops.linear(lin, x), layers.linear(lin, x))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4stack.ops.fast import moe_kernel, ordered_gemm
+from v4stack.ops.fast import moe_kernel, ordered_gemm, route_kernel
 from v4stack.ops.fast.linear import act_quant, project
 from v4stack.ops.fast.prepare import LOWBIT
 from v4stack.ops.reference import moe as reference_moe
@@ -16,13 +16,23 @@ from v4stack.ops.reference.moe import gate_scores, swiglu
 
 def route(gate, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``ops.reference.moe.route`` on the prepared fp32 gate weight, its GEMM in the reference's summation order
-    (``ops.fast.ordered_gemm.linear_fp32``: its C kernels for every row count), so a step routes exactly like the
-    reference; torch.topk instead of a stable sort (fp32
-    router scores essentially never tie)."""
+    (``ops.fast.ordered_gemm.linear_fp32``: its C kernels for every row count), so a step routes like the reference.
+    Decode-sized calls (up to ``route_kernel.MAX_ROWS`` rows) then route in one C call (``ops.fast.route_kernel``:
+    the reference's tie rule, libm's transcendentals: weights within a few fp32 ulps of the reference's); longer
+    calls and the fallback take ``route_from_logits``."""
     weight = getattr(gate, "prepared", None)
     if weight is None:
         return reference_moe.route(gate, x, token_ids)
-    scores = gate_scores(ordered_gemm.linear_fp32(x.float(), weight), gate.score_func)
+    logits = ordered_gemm.linear_fp32(x.float(), weight)  # [T, E]
+    fast = route_kernel.route_rows(gate, logits, token_ids)
+    return fast if fast is not None else route_from_logits(gate, logits, token_ids)
+
+
+def route_from_logits(gate, logits: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The torch path of ``route`` from the gate's logits [T, E] fp32 -> (weights [T, k] fp32, experts [T, k]
+    int64): the reference's ops with torch.topk instead of a stable sort (fp32 router scores essentially never
+    tie; CPU topk has no tie order)."""
+    scores = gate_scores(logits, gate.score_func)
     if gate.hashed:
         experts = gate.tid2eid[token_ids.to(gate.tid2eid.device)].long()
     else:
