@@ -6,13 +6,15 @@ the real-shape (D = 512) and demo (D = 256) models. Both are built with the fast
 a CPU without AVX-512 this compares the AVX2 kernels with whatever the revision had there. It also checks that both
 give the same values.
 
-    PYTHONPATH=. .venv/bin/python bench/ordered_gemm_ab.py [--baseline main] [--rounds 5]
+    PYTHONPATH=. .venv/bin/python bench/ordered_gemm_ab.py [--baseline main] [--rounds 5] [--decode] [--cold]
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import itertools
+import os
 import statistics
 import subprocess
 import tempfile
@@ -44,6 +46,15 @@ SHAPES = [
     ("compressor 1 x 512 -> 1024", 1, 1024, 512, torch.float32),
     ("compressor 7 x 512 -> 1024", 7, 1024, 512, torch.float32),
 ]
+# --decode: the small-row GEMMs of the real-shape checkpoint's decode steps at 1, 2, 4 and 7 rows (fp32 compressor
+# projections with bf16 weights, the router gate with fp32 ones) and the demo model's bf16 projections
+DECODE_ROWS = (1, 2, 4, 7)
+DECODE_SHAPES = [(f"{m} x {k} -> {n} {str(dtype)[6:]}", m, n, k, dtype) for m in DECODE_ROWS
+                 for n, k, dtype in ((1024, 512, torch.bfloat16), (512, 512, torch.bfloat16),
+                                     (256, 512, torch.bfloat16), (16, 512, torch.float32),
+                                     (256, 256, torch.bfloat16), (128, 256, torch.bfloat16))]
+COLD_BYTES = 96 << 20  # --cold: copies of the weight, 3x this EPYC's 32 MiB L3, read in turn (a decode step
+                       # streams the 132 MB head through the L3, so its GEMMs find their weights in DRAM)
 
 
 # (D, rows) of the fused mHC pre: the real-shape and demo models' streams, hc = 4, 20 Sinkhorn iterations
@@ -98,6 +109,14 @@ def _hc_pre_call(lib: ctypes.CDLL, x: torch.Tensor, fn: torch.Tensor, scale: tor
                      *(ctypes.c_void_p(o.data_ptr()) for o in outs), 1)
 
 
+def _weights(w: torch.Tensor, cold: bool):
+    """A function giving the weight for each call: w itself (cache-hot), or copies of it in turn (--cold)."""
+    if not cold:
+        return lambda: w
+    copies = itertools.cycle([w.clone() for _ in range(max(1, COLD_BYTES // (w.numel() * w.element_size())))])
+    return lambda: next(copies)
+
+
 def _seconds(call, calls: int) -> float:
     t0 = time.process_time()
     for _ in range(calls):
@@ -118,15 +137,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", default="main")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--decode", action="store_true", help="the decode GEMMs at 1, 2, 4, 7 rows only (DECODE_SHAPES)")
+    ap.add_argument("--cold", action="store_true", help="read a different copy of the weight each call (COLD_BYTES)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     new, new_mhc = ordered_gemm._library(), mhc_fused._library()
     with tempfile.TemporaryDirectory() as tmp:
         old, old_mhc = _baseline_libraries(args.baseline, Path(tmp))
     print(f"ordered GEMM, this tree vs {args.baseline}: 1 thread, CPU clock, median of {args.rounds} alternating "
-          f"rounds")
-    print("| GEMM | before ms | after ms | speedup | after GFLOP/s |\n|---|---|---|---|---|")
-    for name, m, n, k, dtype in SHAPES:
+          f"rounds, {'cold' if args.cold else 'cache-hot'} weights; load average {os.getloadavg()[0]:.1f}")
+    unit, scale, digits = ("us", 1e6, 1) if args.decode else ("ms", 1e3, 3)
+    print(f"| GEMM | before {unit} | after {unit} | speedup | after GFLOP/s |\n|---|---|---|---|---|")
+    for name, m, n, k, dtype in DECODE_SHAPES if args.decode else SHAPES:
         g = torch.Generator().manual_seed(m + n + k)
         x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g).to(dtype)
         plan = ordered_gemm._small_orders(m, n, k) if m < blas_order.BLOCKED_MIN_ROWS else None
@@ -136,9 +158,10 @@ def main() -> None:
         if not torch.equal(ys[0], ys[1]):
             raise SystemExit(f"{name}: the two builds differ")
         calls = max(1, int(CALL_FMAS // (m * n * k)))
-        before, after = _ab(lambda: _call(old, x, w, ys[0], plan), lambda: _call(new, x, w, ys[1], plan),
+        weight = _weights(w, args.cold)
+        before, after = _ab(lambda: _call(old, x, weight(), ys[0], plan), lambda: _call(new, x, weight(), ys[1], plan),
                             args.rounds, calls)
-        print(f"| {name} | {before * 1e3:.3f} | {after * 1e3:.3f} | {before / after:.2f}x | "
+        print(f"| {name} | {before * scale:.{digits}f} | {after * scale:.{digits}f} | {before / after:.2f}x | "
               f"{2 * m * n * k / after / 1e9:.1f} |")
     print("\n| fused mHC pre (hc_pre_fused, bf16 streams) | before us | after us | speedup |\n|---|---|---|---|")
     for d, t in HC_PRE_SHAPES:
