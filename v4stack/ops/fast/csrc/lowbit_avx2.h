@@ -122,6 +122,17 @@ static inline __m256 fp4_scaled_lut(__m256 s) {
     return _mm256_xor_ps(_mm256_mul_ps(_mm256_loadu_ps(E2M1), s), _mm256_castsi256_ps(tag));
 }
 
+/* fp4_scaled_lut of every ue8m0 byte e (its scale ue8m0(e)), made once when the library loads: the direct kernel
+ * reads a block's table (one load) instead of making it (scale bits, broadcast, multiply, xor per 32 weights and row),
+ * the same multiply's bits (dequant_row reads it too). Measured (1 thread CPU, A/B alternating, no other change):
+ * FP4 256 x 512 at 1 / 2 / 4 rows 15.1 / 19.7 / 28.1 -> 13.7 / 17.7 / 24.6 us, 512 x 256 at 1 row 15.7 -> 14.4. */
+#define UE8M0_CODES 256
+static float FP4_LUTS[UE8M0_CODES][8] __attribute__((aligned(32)));
+
+static void __attribute__((constructor)) fp4_luts_init(void) {
+    for (int e = 0; e < UE8M0_CODES; e++) _mm256_store_ps(FP4_LUTS[e], fp4_scaled_lut(_mm256_set1_ps(ue8m0((uint8_t)e))));
+}
+
 /* dequant_row's 8 bytes = 16 e2m1 values in column order (low nibble = even column) x s (slut: its
  * fp4_scaled_lut): each byte duplicated and shifted by 0 / 4 per column, then fp4_lookup (it reads the index's
  * low 4 bits). */
@@ -286,8 +297,7 @@ static inline __attribute__((always_inline)) void lowbit_block_avx2(const float 
                 _mm_prefetch((const char *)b + LOWBIT_PREFETCH_BYTES + (k / 32) * (int64_t)nr * 16, _MM_HINT_T0);
             __m256 s[AVX2_ACCUMULATORS]; /* each weight row's fp4_scaled_lut for this scale block */
             for (int j = 0; j < nr; j++) {
-                uint8_t e = scale[(row0 + n0 + j) * (K / FP4_BLOCK) + k / FP4_BLOCK];
-                s[j] = fp4_scaled_lut(_mm256_set1_ps(ue8m0(e)));
+                s[j] = _mm256_load_ps(FP4_LUTS[scale[(row0 + n0 + j) * (K / FP4_BLOCK) + k / FP4_BLOCK]]);
             }
             for (int half = 0; half < FP4_BLOCK; half += 16)
                 for (int j = 0; j < nr; j++) {

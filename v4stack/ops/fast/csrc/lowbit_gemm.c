@@ -148,7 +148,7 @@ static void dequant_row(int fmt, const uint8_t *w, const uint8_t *scale, int64_t
         }
 #elif defined(LOWBIT_AVX2)
         for (; k + FP4_BLOCK <= K; k += FP4_BLOCK) { /* 16 bytes = 32 values = one scale block */
-            __m256 slut = fp4_scaled_lut(_mm256_set1_ps(ue8m0(srow[k / FP4_BLOCK])));
+            __m256 slut = _mm256_load_ps(FP4_LUTS[srow[k / FP4_BLOCK]]); /* fp4_scaled_lut(ue8m0(the byte)) */
             lane16_store(out + k, fp4x16_avx2(r + k / 2, slut));
             lane16_store(out + k + 16, fp4x16_avx2(r + k / 2 + 8, slut));
         }
