@@ -111,7 +111,9 @@ def route_rows(gate, logits: torch.Tensor, token_ids: torch.Tensor) -> tuple[tor
     if plan.table is not None:
         if not token_ids.is_cpu or token_ids.numel() != rows:
             return None
-        ids = token_ids.reshape(rows).to(torch.int64).contiguous()
+        ids = token_ids
+        if ids.dtype != torch.int64 or ids.dim() != 1 or not ids.is_contiguous():  # (three ops: only when needed)
+            ids = ids.reshape(rows).to(torch.int64).contiguous()
     logits = logits.contiguous()
     weights = torch.empty(rows, plan.topk, dtype=torch.float32)
     experts = torch.empty(rows, plan.topk, dtype=torch.int64)
