@@ -52,26 +52,25 @@ class DecodeView:
                                 device=self.device)
         return self._memoised(("table", group), make)
 
-    def slots(self, group: str, ids: torch.Tensor, per_block: int) -> torch.Tensor:
-        """ids [B, K] (row positions or entry ids of each decode sequence; any value where masked) -> pool slots
-        [B, K]: table[id // per_block] * per_block + id % per_block, clamped into the pool where masked."""
+    def _blocks(self, group: str, ids: torch.Tensor, per_block: int) -> torch.Tensor:
+        """ids [B, K] (row positions or entry ids, >= 0) -> the block of each in its sequence's table [B, K]
+        (NO_BLOCK where not allocated; ids past the table read its last column). The slot of id is then
+        block.clamp_min(0) * per_block + id % per_block (clamped into the pool where masked)."""
         table = self._table(group)
-        ids = ids.clamp_min(0)
-        blocks = table.gather(1, (ids // per_block).clamp_max(table.shape[1] - 1))
-        return blocks.clamp_min(0) * per_block + ids % per_block
+        return table.gather(1, (ids // per_block).clamp_max(table.shape[1] - 1))
 
     # ---- raw window rows --------------------------------------------------------------------------
     def window(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(slots, valid) [B, width] of the raw rows each decode query attends (its own included, as the
         reference index list orders them: positions max(0, p-W+1) .. p, then padding)."""
         def make():
-            g = self.view.window_group
-            lo = (self.positions - width + 1).clamp_min(0)
-            pos = lo[:, None] + torch.arange(width, device=self.device)[None, :]
+            g, per = self.view.window_group, self.view.block_size
+            lo = (self.positions - (width - 1)).clamp_min(0)
+            pos = lo[:, None] + torch.arange(width, device=self.device)[None, :]  # >= 0
             valid = pos <= self.positions[:, None]
-            slots = self.slots(g, pos, self.view.block_size)
-            self._check(g, pos, valid, self.view.block_size)
-            return slots, valid
+            blocks = self._blocks(g, pos, per)  # one gather for the check and the slots
+            self._check(g, blocks, valid)
+            return blocks.clamp_min(0) * per + pos % per, valid
         return self._memoised(("window", width), make)
 
     def own_row_slots(self) -> torch.Tensor:
@@ -86,9 +85,8 @@ class DecodeView:
             raise RuntimeError(f"cache entries {self.pos_list} reach a block that is not allocated")
         return blocks * per + self.positions % per
 
-    def _check(self, group: str, ids: torch.Tensor, valid: torch.Tensor, per_block: int) -> None:
-        table = self._table(group)
-        blocks = table.gather(1, (ids.clamp_min(0) // per_block).clamp_max(table.shape[1] - 1))
+    def _check(self, group: str, blocks: torch.Tensor, valid: torch.Tensor) -> None:
+        """Raises when a valid slot's block (``_blocks``) is not allocated."""
         if bool(((blocks < 0) & valid).any()):
             raise RuntimeError(f"a decode row reaches a block of pool group {group!r} that is not allocated")
 
@@ -98,12 +96,20 @@ class DecodeView:
         sees, valid j < (p_b + 1) // ratio."""
         def make():
             n = max((p + 1) // ratio for p in self.pos_list)
-            ids = torch.arange(n, device=self.device)[None, :].expand(len(self), -1)
-            valid = ids < ((self.positions + 1) // ratio)[:, None]
+            ids = torch.arange(n, device=self.device)  # entry j of every sequence: one index column per j
+            valid = ids[None, :] < ((self.positions + 1) // ratio)[:, None]
             per = self.view.entries_per_block(group)
-            self._check(group, ids, valid, per)
-            return self.slots(group, ids, per), valid
+            table = self._table(group)
+            blocks = table.index_select(1, (ids // per).clamp_max(table.shape[1] - 1))  # ``_blocks`` of [B, N] ids
+            self._check(group, blocks, valid)
+            return blocks.clamp_min(0) * per + (ids % per)[None, :], valid
         return self._memoised(("entries", group, ratio), make)
+
+    def chosen_entry_slots(self, group: str, ratio: int, chosen: torch.Tensor) -> torch.Tensor:
+        """chosen [B, k]: entry ids below ``visible_entries``' N (-1 where unused: entry 0's slot) -> their pool
+        slots [B, k], read from the visible entries' slots (one gather instead of the table lookup's ~8 ops)."""
+        entry_slots, _ = self.visible_entries(group, ratio)
+        return entry_slots.gather(1, chosen.clamp_min(0))
 
     def completing(self, ratio: int) -> tuple[torch.Tensor, list[int]]:
         """Decode sequences whose token closes a compression group: (their b [n], the groups they close)."""

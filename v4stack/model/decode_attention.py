@@ -45,8 +45,7 @@ def attend_decode(attn, q: torch.Tensor, extras: dict, batch: ForwardBatch, laye
             chosen = c.ops.index_topk(scores, attn.indexer.topk, decode.positions, r)  # [B, k], -1 empty
             if batch.trace is not None:
                 _trace(batch.trace, layer, decode, chosen, r)
-            per = view.entries_per_block(group)
-            parts.append((pool, decode.slots(group, chosen, per)))  # the top-k entries [B, k]
+            parts.append((pool, decode.chosen_entry_slots(group, r, chosen)))  # the top-k entries [B, k]
             masks.append(chosen >= 0)
         else:
             entry_slots, entry_valid = decode.visible_entries(group, r)

@@ -45,12 +45,16 @@ class Indexer(nn.Module):
         q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))
         q = self.rotary.apply(q, positions)
         rows = max(1, QUANT_BUDGET // (self.n_heads * self.head_dim))
-        out = torch.empty(q.shape, dtype=c.dtype if c.quant else q.dtype, device=q.device)
+        dtype = c.dtype if c.quant else q.dtype
+        if q.shape[0] <= rows:  # one slice (decode steps): no output buffer to fill (same rounding as copy_)
+            q = c.ops.hadamard_rotate(q)
+            q = c.ops.quant_dequant_fp4(q, INDEX_QUANT_BLOCK) if c.quant else q
+            return (q if q.dtype == dtype else q.to(dtype)).contiguous()
+        out = torch.empty(q.shape, dtype=dtype, device=q.device)
         for i in range(0, q.shape[0], rows):  # per-row ops: slicing bounds their fp64/fp32 temporaries
             part = c.ops.hadamard_rotate(q[i:i + rows])
             out[i:i + rows] = c.ops.quant_dequant_fp4(part, INDEX_QUANT_BLOCK) if c.quant else part
-        q = out
-        return q
+        return out
 
     def head_weights(self, x: torch.Tensor) -> torch.Tensor:
         """x [T, D] -> per-head score weights [T, H_I]."""

@@ -90,7 +90,8 @@ class Rotary:
         """positions [N] int -> complex64 [N, rope_dim/2] = exp(i * p * f)."""
         if self._step is not None and self._step[0] is positions:
             return self._step[1]
-        angles = torch.outer(positions.to(torch.float32), self.inv_freq.to(positions.device))
+        inv_freq = self.inv_freq if self.inv_freq.device == positions.device else self.inv_freq.to(positions.device)
+        angles = torch.outer(positions.to(torch.float32), inv_freq)
         return torch.polar(torch.ones_like(angles), angles)
 
     def phase_pairs(self, positions: torch.Tensor) -> torch.Tensor:

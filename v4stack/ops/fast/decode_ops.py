@@ -43,7 +43,8 @@ def _cpu(dtype: torch.dtype, *tensors: torch.Tensor) -> bool:
 
 def _visible(positions: torch.Tensor, ratio: int, n: int) -> torch.Tensor:
     """[R] int64: entries visible at each position, (p + 1) // ratio, at most n."""
-    return ((positions + 1) // ratio).clamp_max(n).to(torch.int64).contiguous()
+    visible = ((positions + 1) // ratio).clamp_max(n)
+    return (visible if visible.dtype == torch.int64 else visible.to(torch.int64)).contiguous()
 
 
 def decode_index_scores(q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,

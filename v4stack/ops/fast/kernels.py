@@ -188,18 +188,19 @@ def decode_attention_pooled(q: torch.Tensor, parts: list[tuple[torch.Tensor, tor
                 or slots.shape[0] != batch or slots.device.type != "cpu"):
             return None
         flat.append((pool.contiguous(), (slots if slots.dtype == torch.int64 else slots.to(torch.int64)).contiguous()))
-    if len(flat) == 1:
-        flat.append((flat[0][0], flat[0][1][:, :0].contiguous()))
-    (p0, s0), (p1, s1) = flat
+    (p0, s0), (p1, s1) = flat if len(flat) == 2 else (flat[0], flat[0])  # one part: the second is read 0 wide
+    n1 = s1.shape[1] if len(flat) == 2 else 0
     q = q.contiguous()
-    valid = valid.contiguous().view(torch.uint8)
-    sink = sink.float().contiguous()
-    slots_total = s0.shape[1] + s1.shape[1]
+    valid = valid.contiguous()  # bool: one byte per slot, what the kernel's uint8 mask reads
+    if valid.dtype != torch.bool:
+        return None
+    sink = (sink if sink.dtype == torch.float32 else sink.float()).contiguous()
+    slots_total = s0.shape[1] + n1
     out = torch.empty_like(q)
     scratch = torch.empty(heads * (slots_total + d) + d, dtype=torch.float32)
     qd = torch.empty(heads * d, dtype=torch.float64)
     lib.decode_attention_pooled(q.data_ptr(), p0.data_ptr(), s0.data_ptr(), s0.shape[1], p1.data_ptr(),
-                                s1.data_ptr(), s1.shape[1], valid.data_ptr(), sink.data_ptr(), scale, batch, heads, d,
+                                s1.data_ptr(), n1, valid.data_ptr(), sink.data_ptr(), scale, batch, heads, d,
                                 out.data_ptr(), scratch.data_ptr(), qd.data_ptr())
     return out
 

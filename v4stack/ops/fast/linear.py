@@ -36,7 +36,8 @@ def act_quant(x: torch.Tensor, block: int, dtype: torch.dtype) -> torch.Tensor:
 
 def _prepared(layer) -> bool:
     """Whether ``prepare_model`` readied the layer: read directly by the C kernel, or given a dense copy."""
-    return getattr(layer, LOWBIT, False) or hasattr(layer, PREPARED)
+    attached = vars(layer)  # prepare_model's plain attributes (no nn.Module lookup, no AttributeError when absent)
+    return attached.get(LOWBIT, False) or PREPARED in attached
 
 
 def project(layer, xq: torch.Tensor) -> torch.Tensor | None:
@@ -62,7 +63,8 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor:
     not prepared, e.g. a model whose weights were not prepared)."""
     if layer.fmt == DENSE and layer.dense_compute_fp32 and _prepared(layer):
         # the reference's fp32 GEMM (compressor projections) in its summation order (every row count)
-        y = ordered_gemm.linear(x if x.dtype == torch.float32 else x.float(), getattr(layer, PREPARED, layer.weight))
+        weight = vars(layer).get(PREPARED)
+        y = ordered_gemm.linear(x if x.dtype == torch.float32 else x.float(), layer.weight if weight is None else weight)
         if y is not None:
             return y
         if not ordered_gemm.available():  # no C kernel: blas_order's torch formulation, like the reference
