@@ -31,12 +31,22 @@ class DecodeView:
         self.pos_list = [view.spans[i].start_pos for i in self.seqs]
         self.device = view.tensors.device
         self.positions = torch.tensor(self.pos_list, dtype=torch.long, device=self.device)  # [B]
-        self.rows = torch.tensor([view.spans[i].begin for i in self.seqs], dtype=torch.long, device=self.device)
         self.every_row = view.pure_decode  # every row of the forward is a decode row
         self._memo: dict = {}
 
     def __len__(self) -> int:
         return len(self.seqs)
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """[B] flat row of each decode token (read by mixed steps only: made on first use)."""
+        return self._memoised("rows", lambda: torch.tensor([self.view.spans[i].begin for i in self.seqs],
+                                                           dtype=torch.long, device=self.device))
+
+    def _index(self, values: list[int]) -> torch.Tensor:
+        """[len(values)] int64 on the cache's device. Per-sequence indices of [B] (or fewer) rows are computed on
+        Python ints and made in one call: cheaper than a tensor and 3-8 ops on it at decode batch sizes."""
+        return torch.tensor(values, dtype=torch.long, device=self.device)
 
     def _memoised(self, key, make):
         if key not in self._memo:
@@ -78,12 +88,14 @@ class DecodeView:
         step: the same slots, one gather instead of ~10 ops per sequence); raises like it when the row's block is
         not allocated."""
         g, per = self.view.window_group, self.view.block_size
-        table = self._table(g)
-        block = self.positions // per
-        blocks = table.gather(1, block.clamp_max(table.shape[1] - 1)[:, None])[:, 0]
-        if bool(((blocks < 0) | (block >= table.shape[1])).any()):
-            raise RuntimeError(f"cache entries {self.pos_list} reach a block that is not allocated")
-        return blocks * per + self.positions % per
+        slots = []
+        for i, p in zip(self.seqs, self.pos_list):
+            table = self.view.seqs[i].block_tables[g]
+            block = table[p // per] if p // per < len(table) else NO_BLOCK
+            if block < 0:
+                raise RuntimeError(f"cache entries {self.pos_list} reach a block that is not allocated")
+            slots.append(block * per + p % per)
+        return self._index(slots)
 
     def _check(self, group: str, blocks: torch.Tensor, valid: torch.Tensor) -> None:
         """Raises when a valid slot's block (``_blocks``) is not allocated."""
@@ -123,10 +135,9 @@ class DecodeView:
         """[n] pool slots of the entries the completing sequences close now."""
         def make():
             done, groups = self.completing(ratio)
-            ids = torch.tensor(groups, dtype=torch.long, device=self.device)[:, None]
             per = self.view.entries_per_block(group)
-            table = self._table(group)[done]
-            return (table.gather(1, ids // per) * per + ids % per)[:, 0]
+            tables = [self.view.seqs[self.seqs[b]].block_tables[group] for b in done.tolist()]
+            return self._index([table[j // per] * per + j % per for table, j in zip(tables, groups)])
         return self._memoised(("new_entries", group, ratio), make)
 
     # ---- compressor rings -------------------------------------------------------------------------
@@ -139,9 +150,8 @@ class DecodeView:
         """[B] ring row of each decode position in state ``state``."""
         def make():
             rows = self._state_rows(state)
-            slot = torch.tensor([self.view.seqs[i].state_slot for i in self.seqs], dtype=torch.long,
-                                device=self.device)
-            return slot * rows + self.positions % rows
+            seqs = self.view.seqs
+            return self._index([seqs[i].state_slot * rows + p % rows for i, p in zip(self.seqs, self.pos_list)])
         return self._memoised(("ring", state), make)
 
     def group_rows(self, state: str, ratio: int, groups: int) -> torch.Tensor:

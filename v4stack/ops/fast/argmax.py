@@ -31,7 +31,7 @@ def _library(cflags: tuple[str, ...] = CFLAGS) -> ctypes.CDLL | None:
 
 def argmax_rows(logits: torch.Tensor) -> torch.Tensor | None:
     """logits [R, V] fp32 (CPU) -> [R] int64, ``logits.argmax(-1)``; None where the kernel does not apply."""
-    if (logits.dim() != 2 or logits.dtype != torch.float32 or logits.device.type != "cpu" or logits.shape[1] == 0
+    if (logits.dim() != 2 or logits.dtype != torch.float32 or not logits.is_cpu or logits.shape[1] == 0
             or logits.requires_grad):
         return None
     lib = _library()

@@ -98,7 +98,7 @@ def _layer_call(attn) -> LayerCall | None:
 
 def _fused(attn, x: torch.Tensor, positions: torch.Tensor):
     t = x.shape[0] if x.dim() == 2 else 0
-    if t == 0 or t > lowbit.DECODE_ROWS or x.dtype != torch.bfloat16 or x.device.type != "cpu":
+    if t == 0 or t > lowbit.DECODE_ROWS or x.dtype != torch.bfloat16 or not x.is_cpu:
         return None
     call = attn.__dict__.get(LAYER_CALL, False)
     if call is not None and (call is False or call.wq_b_address != attn.wq_b.weight.data_ptr()):

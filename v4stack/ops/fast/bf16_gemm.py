@@ -31,7 +31,7 @@ def native() -> bool:
 def _via_fp32(a: torch.Tensor, b: torch.Tensor, op) -> torch.Tensor | None:
     """op(a, b) for bf16 CPU operands off the native route: b converted once, a and the fp32 product in pieces of
     rows (dim -2), each rounded into the bf16 output; None where torch's bf16 GEMM is to be used."""
-    if a.dtype != torch.bfloat16 or b.dtype != torch.bfloat16 or a.device.type != "cpu" or native():
+    if a.dtype != torch.bfloat16 or b.dtype != torch.bfloat16 or not a.is_cpu or native():
         return None
     bf = b.float()
     batch = a.shape[:-2].numel()  # the leading (bmm) dimensions

@@ -38,7 +38,10 @@ def _library(cflags: tuple[str, ...] = CFLAGS) -> ctypes.CDLL | None:
 
 
 def _cpu(dtype: torch.dtype, *tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+    for t in tensors:  # a loop, not all() over a generator: this runs on every decode call
+        if not t.is_cpu or t.dtype != dtype:
+            return False
+    return True
 
 
 def _visible(positions: torch.Tensor, ratio: int, n: int) -> torch.Tensor:

@@ -89,7 +89,7 @@ def prepare(layer, raw: tuple[torch.Tensor, torch.Tensor | None]) -> None:
 def linear(layer, x: torch.Tensor) -> torch.Tensor | None:
     """``ops.fast.linear.linear(layer, x)``'s values in one call: x [..., in] -> [..., out]; None if not taken."""
     plan = getattr(layer, FUSED_PLAN, None)
-    if plan is None or x.device.type != "cpu" or x.dtype not in _IN_DTYPES or x.dim() == 0:
+    if plan is None or not x.is_cpu or x.dtype not in _IN_DTYPES or x.dim() == 0:
         return None
     w, k, n, dtype, fixed, _ = plan  # a FusedPlan
     if w.data_ptr() != layer.weight.data_ptr() or x.shape[-1] != k:  # weights moved since load: the chain

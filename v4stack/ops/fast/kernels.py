@@ -90,7 +90,7 @@ def act_quant(x: torch.Tensor, block: int) -> torch.Tensor | None:
     cannot take it (the caller falls back to torch)."""
     lib = _library()
     k = x.shape[-1]
-    if (lib is None or x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float32) or k % block
+    if (lib is None or not x.is_cpu or x.dtype not in (torch.bfloat16, torch.float32) or k % block
             or block > MAX_ACT_BLOCK):
         return None
     x = x.contiguous()
@@ -104,7 +104,7 @@ def hadamard_rotate(x: torch.Tensor) -> torch.Tensor | None:
     ``MAX_HADAMARD``) by butterflies in fp64, or None when the kernel cannot take it."""
     lib = _library()
     n = x.shape[-1]
-    if (lib is None or x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float32) or n < 1
+    if (lib is None or not x.is_cpu or x.dtype not in (torch.bfloat16, torch.float32) or n < 1
             or n & (n - 1) or n > MAX_HADAMARD or x.requires_grad):
         return None
     x = x.contiguous()
@@ -119,7 +119,7 @@ def fp4_quant(x: torch.Tensor, block: int) -> torch.Tensor | None:
     ``quant_dequant_fp4``), or None when the kernel cannot take it."""
     lib = _library()
     k = x.shape[-1]
-    if lib is None or x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float32) or k % block:
+    if lib is None or not x.is_cpu or x.dtype not in (torch.bfloat16, torch.float32) or k % block:
         return None
     x = x.contiguous()
     out = torch.empty(x.shape, dtype=torch.float32)
@@ -134,7 +134,7 @@ def hc_split(mixes: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, hc: i
     reference (torch may round a transcendental differently on another layout); None when the kernel cannot take
     it."""
     lib = _library()
-    if (lib is None or hc > MAX_HC or any(t.device.type != "cpu" or t.dtype != torch.float32
+    if (lib is None or hc > MAX_HC or any(not t.is_cpu or t.dtype != torch.float32
                                           for t in (mixes, scale, base))):
         return None
     mixes, scale, base = mixes.contiguous(), scale.contiguous(), base.contiguous()
@@ -154,7 +154,7 @@ def decode_attention_blocked(q: torch.Tensor, keys: torch.Tensor, valid: torch.T
     """``ops.fast.attention.decode_attention`` with ``round_probs`` in one C call: q [B, H, d] bf16, keys [B, K, d]
     bf16, valid [B, K] bool, sink [H] -> o [B, H, d] bf16; None when the kernel cannot take it."""
     lib = _library()
-    if (lib is None or q.device.type != "cpu" or keys.device.type != "cpu" or q.dtype != torch.bfloat16
+    if (lib is None or not q.is_cpu or not keys.is_cpu or q.dtype != torch.bfloat16
             or keys.dtype != torch.bfloat16):
         return None
     q, keys = q.contiguous(), keys.contiguous()
@@ -179,13 +179,13 @@ def decode_attention_pooled(q: torch.Tensor, parts: list[tuple[torch.Tensor, tor
     int64), valid [B, sum n] -> o [B, H, d] bf16; None when the kernel cannot take it. Slots must name rows of
     their pool wherever valid is True (the kernel reads no other row)."""
     lib = _library()
-    if lib is None or q.device.type != "cpu" or q.dtype != torch.bfloat16 or not 1 <= len(parts) <= POOLED_MAX_PARTS:
+    if lib is None or not q.is_cpu or q.dtype != torch.bfloat16 or not 1 <= len(parts) <= POOLED_MAX_PARTS:
         return None
     batch, heads, d = q.shape
     flat = []
     for pool, slots in parts:
-        if (pool.dtype != torch.bfloat16 or pool.device.type != "cpu" or pool.dim() != 2 or pool.shape[1] != d
-                or slots.shape[0] != batch or slots.device.type != "cpu"):
+        if (pool.dtype != torch.bfloat16 or not pool.is_cpu or pool.dim() != 2 or pool.shape[1] != d
+                or slots.shape[0] != batch or not slots.is_cpu):
             return None
         flat.append((pool.contiguous(), (slots if slots.dtype == torch.int64 else slots.to(torch.int64)).contiguous()))
     (p0, s0), (p1, s1) = flat if len(flat) == 2 else (flat[0], flat[0])  # one part: the second is read 0 wide
@@ -209,14 +209,17 @@ _FLOATS = (torch.bfloat16, torch.float32)  # the activation dtypes the elementwi
 
 
 def _cpu_floats(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype in _FLOATS for t in tensors)
+    for t in tensors:  # a loop, not all() over a generator: this runs on every decode call
+        if not t.is_cpu or t.dtype not in _FLOATS:
+            return False
+    return True
 
 
 def rope_apply(x: torch.Tensor, pairs: torch.Tensor, inverse: bool) -> torch.Tensor | None:
     """``ops.reference.rope.rope`` on x [N, ..., D] (bf16 or fp32) with the phases as pairs [N, d/2, 2] fp32
     (cos, sin; ``Rotary.phase_pairs``) -> a rotated copy, bit-identical; None when the kernel cannot take it."""
     lib = _library()
-    if (lib is None or not _cpu_floats(x) or pairs.dtype != torch.float32 or pairs.device.type != "cpu"
+    if (lib is None or not _cpu_floats(x) or pairs.dtype != torch.float32 or not pairs.is_cpu
             or not pairs.is_contiguous()):
         return None
     x = x.contiguous()
@@ -231,7 +234,7 @@ def rope_apply(x: torch.Tensor, pairs: torch.Tensor, inverse: bool) -> torch.Ten
 def hc_collapse(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
     """``ops.reference.mixing.hc_collapse``: x [T, hc, D], weights [T, hc] fp32 -> fp32 [T, D], bit-identical."""
     lib = _library()
-    if lib is None or not _cpu_floats(x) or weights.dtype != torch.float32 or weights.device.type != "cpu":
+    if lib is None or not _cpu_floats(x) or weights.dtype != torch.float32 or not weights.is_cpu:
         return None
     x, weights = x.contiguous(), weights.contiguous()
     t, hc, d = x.shape
@@ -245,7 +248,7 @@ def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb:
     fp32 -> new streams [T, hc, D] in out.dtype, bit-identical."""
     lib = _library()
     if (lib is None or not _cpu_floats(out, residual) or out.dtype != residual.dtype
-            or post.dtype != torch.float32 or comb.dtype != torch.float32 or post.device.type != "cpu"):
+            or post.dtype != torch.float32 or comb.dtype != torch.float32 or not post.is_cpu):
         return None
     out, residual, post, comb = out.contiguous(), residual.contiguous(), post.contiguous(), comb.contiguous()
     t, hc, d = residual.shape

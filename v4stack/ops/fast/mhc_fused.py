@@ -44,9 +44,10 @@ def available() -> bool:
 
 
 def _takes(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor) -> bool:
+    f32 = torch.float32
     return (x.dim() == 3 and 0 < x.shape[0] <= FUSED_MAX_ROWS and x.dtype in _STREAM_DTYPES
-            and all(t.dtype == torch.float32 for t in (fn, scale, base))
-            and all(t.device.type == "cpu" for t in (x, fn, scale, base)) and fn.shape[1] == x.shape[1] * x.shape[2])
+            and fn.dtype == f32 and scale.dtype == f32 and base.dtype == f32
+            and x.is_cpu and fn.is_cpu and scale.is_cpu and base.is_cpu and fn.shape[1] == x.shape[1] * x.shape[2])
 
 
 def _run(x: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, shape, head: bool,

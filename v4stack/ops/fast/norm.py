@@ -30,7 +30,7 @@ def _library() -> ctypes.CDLL | None:
 
 def _c_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
     d = x.shape[-1] if x.dim() else 0
-    if (d == 0 or x.device.type != "cpu" or weight.device.type != "cpu" or x.dtype not in _DTYPES
+    if (d == 0 or not x.is_cpu or not weight.is_cpu or x.dtype not in _DTYPES
             or weight.dtype not in _DTYPES or x.numel() > MAX_ROWS * d or weight.numel() != d):
         return None
     lib = _library()

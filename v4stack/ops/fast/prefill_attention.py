@@ -52,12 +52,12 @@ def _segments(kv: torch.Tensor | KeyRows, d: int):
     parts = kv.parts if isinstance(kv, KeyRows) else [(kv, None)]
     out = []
     for t, slots in parts:
-        if t.device.type != "cpu" or t.dtype != torch.bfloat16 or t.dim() != 2 or t.shape[1] != d:
+        if not t.is_cpu or t.dtype != torch.bfloat16 or t.dim() != 2 or t.shape[1] != d:
             return None
         if t.stride(1) != 1:
             t = t.contiguous()
         if slots is not None:
-            if slots.device.type != "cpu":
+            if not slots.is_cpu:
                 return None
             slots = slots.to(torch.int64).contiguous()
         out.append((t, slots))
@@ -71,7 +71,7 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor | KeyRows, idx: torch.Ten
     the call. Raises IndexError for an index outside the keys (the kernel would read outside them). ``cflags``:
     which build of the kernel runs."""
     lib = _library(cflags)
-    if lib is None or q.device.type != "cpu" or q.dtype != torch.bfloat16 or idx.device.type != "cpu":
+    if lib is None or not q.is_cpu or q.dtype != torch.bfloat16 or not idx.is_cpu:
         return None
     s_len, heads, d = q.shape
     segments = _segments(kv, d)
