@@ -55,3 +55,21 @@ def test_fused_linear_declines_prefill_rows(fast_model):
     layer = fast_model.layers[0].attn.wq_a
     assert fused_linear.linear(layer, torch.randn(17, layer.in_features).bfloat16()) is None
     assert fused_linear.linear(layer, torch.randn(16, layer.in_features).bfloat16()) is not None
+
+
+def test_fused_linear_declines_a_weight_replaced_since_load(tiny_checkpoint):
+    """The plan holds the load-time weight's addresses: a layer whose weight buffer was replaced (another tensor)
+    or became a parameter (a trainable twin) must take the chain, not read the old bytes."""
+    from v4stack.modelio.loader import load_model
+
+    if fused_linear._library() is None:
+        pytest.skip("no C compiler")
+    model = load_model(tiny_checkpoint, Numerics.fast_kernels(), progress=False)
+    layer = model.layers[0].attn.wq_a
+    x = torch.randn(1, layer.in_features).bfloat16()
+    assert fused_linear.planned(layer) is not None and fused_linear.linear(layer, x) is not None
+    layer.weight = layer.weight.clone()  # same values, another tensor: the plan is void
+    assert fused_linear.planned(layer) is None and fused_linear.linear(layer, x) is None
+    del layer._buffers["weight"]
+    layer.weight = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+    assert fused_linear.current_weight(layer) is None and fused_linear.planned(layer) is None

@@ -105,8 +105,11 @@ class CacheView:
 
     # ---- prefix-cache extras ----------------------------------------------------------------------
     def has_tails(self) -> bool:
-        specs = self.tensors.specs
-        return specs.has_pool("c4") and any(t.name == "tail_kv" for t in specs.pool("c4").tensors)
+        """Whether the cache keeps c4 block tails (prefix caching); read by every compressor call."""
+        def make():
+            specs = self.tensors.specs
+            return specs.has_pool("c4") and any(t.name == "tail_kv" for t in specs.pool("c4").tensors)
+        return self._memoised("has_tails", make)
 
     def tail_targets(self, i: int) -> list[tuple[int, torch.Tensor]]:
         """Block boundaries P crossed by sequence i's new tokens, each with the tail slots [4] of the c4 block

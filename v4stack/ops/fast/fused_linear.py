@@ -86,13 +86,29 @@ def prepare(layer, raw: tuple[torch.Tensor, torch.Tensor | None]) -> None:
     setattr(layer, FUSED_PLAN, FusedPlan(w, k, n, dtype, fixed, torch.tensor(fixed, dtype=torch.int64)))
 
 
+def current_weight(layer) -> torch.Tensor | None:
+    """The layer's weight as it is now, for the guards against weights moved since ``prepare``: read from the module's
+    buffer table (nn.Module's attribute fallback costs ~1 us a read, and the guards run on every decode call); None
+    where the weight is no buffer (a trainable twin's parameter: no plan applies)."""
+    return layer._buffers.get("weight")
+
+
+def planned(layer) -> FusedPlan | None:
+    """The layer's plan while its weight is the one it was made for, else None."""
+    plan = vars(layer).get(FUSED_PLAN)
+    if plan is None:
+        return None
+    weight = current_weight(layer)
+    return plan if weight is not None and weight.data_ptr() == plan.weight.data_ptr() else None
+
+
 def linear(layer, x: torch.Tensor) -> torch.Tensor | None:
     """``ops.fast.linear.linear(layer, x)``'s values in one call: x [..., in] -> [..., out]; None if not taken."""
-    plan = getattr(layer, FUSED_PLAN, None)
+    plan = planned(layer)  # None as well when the weights moved since load: the chain
     if plan is None or not x.is_cpu or x.dtype not in _IN_DTYPES or x.dim() == 0:
         return None
-    w, k, n, dtype, fixed, _ = plan  # a FusedPlan
-    if w.data_ptr() != layer.weight.data_ptr() or x.shape[-1] != k:  # weights moved since load: the chain
+    _, k, n, dtype, fixed, _ = plan  # a FusedPlan
+    if x.shape[-1] != k:
         return None
     m = x.numel() // k
     if m == 0 or m > lowbit.DECODE_ROWS:
