@@ -1,8 +1,8 @@
 """The one-call routing of decode-sized calls (``ops.fast.route_kernel``, ``csrc/moe_route.c``) through the fast
 ``route`` entry, against the reference ``ops.reference.moe.route`` (same gate GEMM order, so the logits are equal
 and only the C scoring differs): the same experts (ties: the lower id first), weights within a few fp32 ulps; the
-hash layers' tid2eid path; the torch fallback beyond ``MAX_ROWS``, without a compiler and on bad ids; the native,
-AVX2 and plain-C builds give the same bits."""
+hash layers' tid2eid path; the torch fallback beyond ``MAX_ROWS`` / ``MAX_SCORES``, without a compiler and on bad
+ids; the native, AVX2 and plain-C builds give the same bits."""
 
 import pytest
 import torch
@@ -10,6 +10,7 @@ from torch import nn
 
 from v4stack.ops.fast import kernels, moe, route_kernel
 from v4stack.ops.reference import moe as reference_moe
+from v4stack.ops.reference.indexer import topk_lower_index_on_ties
 
 pytestmark = pytest.mark.skipif(not route_kernel.available(), reason="no C compiler")
 
@@ -52,13 +53,18 @@ def _inputs(rows: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
 
 @pytest.mark.parametrize("hashed", [False, True], ids=["scored", "hashed"])
 @pytest.mark.parametrize("score_func", list(WEIGHT_ULPS))
-@pytest.mark.parametrize("rows", [1, 5, 16, route_kernel.MAX_ROWS])
+@pytest.mark.parametrize("rows", [1, 4, 5, 16, route_kernel.MAX_ROWS])
 def test_one_call_routes_like_the_reference(score_func, hashed, rows):
     for seed, (n_experts, k) in enumerate(SHAPES):
         gate = _Gate(n_experts, 256, k, score_func, hashed, seed)
         x, ids = _inputs(rows, 256, seed)
         logits = moe.ordered_gemm.linear_fp32(x.float(), gate.prepared)
         fast = route_kernel.route_rows(gate, logits, ids)
+        if rows * n_experts > route_kernel.MAX_SCORES:  # torch's vectorised path is faster there
+            assert fast is None
+            assert [torch.equal(a, b) for a, b in zip(moe.route(gate, x, ids),
+                                                      moe.route_from_logits(gate, logits, ids))] == [True, True]
+            continue
         assert fast is not None  # the call took the C path
         assert [torch.equal(a, b) for a, b in zip(fast, moe.route(gate, x, ids))] == [True, True]
         (w, e), (w_ref, e_ref) = fast, reference_moe.route(gate, x, ids)
@@ -88,6 +94,23 @@ def test_ties_take_the_lower_expert_first(score_func):
     if score_func != "softmax":  # a softmax row with a NaN is all NaN: every expert ties
         weights, experts = route_kernel.route_rows(gate, logits, ids[:2])
         assert experts[0, 0] == 5 and experts[1, :2].tolist() == [3, 9]
+
+
+@pytest.mark.parametrize("n_experts, k", [(8, 2), (16, 4), (256, 6), (6, 6)])
+def test_many_way_ties_keep_the_stable_order(n_experts, k):
+    """Logits from a few values (many experts tie at every rank; equal logits give equal scores on both paths, and
+    distinct ones are far apart): the experts of the reference's stable sort, NaNs first."""
+    gate = _Gate(n_experts, 64, k, "sqrtsoftplus", False, seed=n_experts)
+    gate.bias.zero_()
+    g = torch.Generator().manual_seed(k)
+    logits = torch.randint(-2, 2, (route_kernel.MAX_ROWS, n_experts), generator=g).float()
+    logits[0] = 1.0  # every expert ties: 0 .. k-1
+    logits[1, ::3] = float("nan")
+    rows = min(route_kernel.MAX_ROWS, route_kernel.MAX_SCORES // n_experts)
+    weights, experts = route_kernel.route_rows(gate, logits[:rows], torch.zeros(rows, dtype=torch.int64))
+    want = topk_lower_index_on_ties(reference_moe.gate_scores(logits[:rows], "sqrtsoftplus"), k)
+    assert torch.equal(experts, want)
+    assert experts[0].tolist() == list(range(k))
 
 
 def test_larger_calls_and_bad_ids_take_the_torch_path():

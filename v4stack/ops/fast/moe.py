@@ -17,9 +17,9 @@ from v4stack.ops.reference.moe import gate_scores, swiglu
 def route(gate, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``ops.reference.moe.route`` on the prepared fp32 gate weight, its GEMM in the reference's summation order
     (``ops.fast.ordered_gemm.linear_fp32``: its C kernels for every row count), so a step routes like the reference.
-    Decode-sized calls (up to ``route_kernel.MAX_ROWS`` rows) then route in one C call (``ops.fast.route_kernel``:
-    the reference's tie rule, libm's transcendentals: weights within a few fp32 ulps of the reference's); longer
-    calls and the fallback take ``route_from_logits``."""
+    Decode-sized calls (``route_kernel.MAX_ROWS`` rows, ``MAX_SCORES`` scores) then route in one C call
+    (``ops.fast.route_kernel``: the reference's tie rule, libm's transcendentals: weights within a few fp32 ulps of
+    the reference's); longer calls and the fallback take ``route_from_logits``."""
     weight = getattr(gate, "prepared", None)
     if weight is None:
         return reference_moe.route(gate, x, token_ids)

@@ -8,9 +8,9 @@ first on ties) given the scores; the scores round where torch rounds them, the t
 ``exp`` / ``log1p`` rounded once to fp32) instead of torch's vectorised ones, so a weight may differ from
 ``ops.reference.moe.route``'s by a few fp32 ulps (``tests/test_route_kernel.py`` bounds it).
 
-``route_rows`` returns None where the kernel does not apply (more than ``MAX_ROWS`` rows, more than
-``MAX_EXPERTS`` experts, a tensor off the CPU or of another dtype, no C compiler or ``V4STACK_NO_C_KERNELS=1``, a
-token or expert id out of range); the caller then takes its torch path.
+``route_rows`` returns None where the kernel does not apply (more than ``MAX_ROWS`` rows or ``MAX_SCORES`` scores,
+more than ``MAX_EXPERTS`` experts, a tensor off the CPU or of another dtype, no C compiler or
+``V4STACK_NO_C_KERNELS=1``, a token or expert id out of range); the caller then takes its torch path.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ from v4stack.ops.fast.kernels import CFLAGS, compile_library
 SOURCE = Path(__file__).with_name("csrc") / "moe_route.c"
 SCORE_CODES = {"sqrtsoftplus": 0, "sigmoid": 1, "softmax": 2}  # csrc's SCORE_*
 MAX_EXPERTS = 1024  # csrc's ROUTE_MAX_EXPERTS: the kernel's per-row scratch (V4 has 256 routed experts)
-# decode-sized calls: a decode step of up to the engine's default --max-num-seqs rows. Above it (prefills) torch's
-# vectorised transcendentals over [T, E] outrun the kernel's scalar libm calls and the dispatch no longer dominates.
+# decode-sized calls: a decode step of up to the engine's default --max-num-seqs rows (prefills keep torch's path)
 MAX_ROWS = 64
+# and at most this many scores (rows x experts): the kernel's scalar libm calls cost ~20 ns a score against ~2-5 ns
+# for torch's vectorised ones, which pay ~30 us of dispatch; measured (1 thread) the C call wins up to ~1,500-2,000
+# scores (8 / 16 / 256 experts), so V4-Flash's 256 experts route in C up to 4 rows
+MAX_SCORES = 1024
 ROUTE_OK = 0  # csrc's ROUTE_OK
 
 
@@ -105,7 +108,7 @@ def route_rows(gate, logits: torch.Tensor, token_ids: torch.Tensor) -> tuple[tor
     if not 0 < rows <= MAX_ROWS or logits.dtype != torch.float32 or not logits.is_cpu:
         return None
     plan = _plan(gate)
-    if plan is False or logits.shape[1] != plan.n_experts:
+    if plan is False or logits.shape[1] != plan.n_experts or rows * plan.n_experts > MAX_SCORES:
         return None
     ids = None  # held until the call: a converted copy must outlive its address
     if plan.table is not None:

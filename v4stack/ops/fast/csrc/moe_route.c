@@ -51,15 +51,16 @@ static void row_scores(const float *logits, int64_t n, int score_func, float *s)
  * equal values keep the lower index first, so the caller scans upward and replaces only on "better". */
 static int better(float a, float b) { return (a > b) || (isnan(a) && !isnan(b)); }
 
-/* The k best experts of sel [E] (k <= E), descending with the lower index first on ties -> idx [k]. */
-static void top_k(const float *sel, int64_t n, int64_t k, unsigned char *taken, int64_t *idx) {
-    for (int64_t e = 0; e < n; e++) taken[e] = 0;
-    for (int64_t j = 0; j < k; j++) {
-        int64_t best = -1;
-        for (int64_t e = 0; e < n; e++)
-            if (!taken[e] && (best < 0 || better(sel[e], sel[best]))) best = e;
-        taken[best] = 1;
-        idx[j] = best;
+/* The k best experts of sel [E] (k <= E), descending with the lower index first on ties -> idx [k]: one pass in
+ * index order keeping the best so far ranked in idx (an expert enters only when strictly better than the k-th, and
+ * moves only past strictly worse ones, so among equals the earlier index stays ahead: the stable sort's first k). */
+static void top_k(const float *sel, int64_t n, int64_t k, int64_t *idx) {
+    int64_t kept = 0;
+    for (int64_t e = 0; e < n; e++) {
+        if (kept == k && !better(sel[e], sel[idx[k - 1]])) continue;
+        int64_t j = kept < k ? kept++ : k - 1;
+        for (; j > 0 && better(sel[e], sel[idx[j - 1]]); j--) idx[j] = idx[j - 1];
+        idx[j] = e;
     }
 }
 
@@ -73,7 +74,6 @@ int moe_route(const float *logits, int64_t rows, int64_t n_experts, int score_fu
               float *weights, int64_t *experts) {
     if (n_experts < 1 || n_experts > ROUTE_MAX_EXPERTS || k < 1 || k > n_experts) return ROUTE_BAD_SHAPE;
     float s[ROUTE_MAX_EXPERTS], sel[ROUTE_MAX_EXPERTS];
-    unsigned char taken[ROUTE_MAX_EXPERTS];
     for (int64_t r = 0; r < rows; r++) {
         row_scores(logits + r * n_experts, n_experts, score_func, s);
         int64_t *idx = experts + r * k;
@@ -86,7 +86,7 @@ int moe_route(const float *logits, int64_t rows, int64_t n_experts, int score_fu
             }
         } else {
             for (int64_t e = 0; e < n_experts; e++) sel[e] = s[e] + bias[e];
-            top_k(sel, n_experts, k, taken, idx);
+            top_k(sel, n_experts, k, idx);
         }
         float *w = weights + r * k;
         float sum = 0.0f;
