@@ -81,10 +81,12 @@ def test_kernel_steps_aside_where_it_does_not_apply(fast_model):
     x = torch.randn(DECODE_ROWS + 1, moe.shared_experts.w1.in_features).bfloat16()
     weights, experts = moe.gate(x, torch.zeros(x.shape[0], dtype=torch.long))
     assert moe_kernel.run(moe, x, weights, experts) is None  # a prefill: the grouped GEMM path
+    assert moe_kernel.run_layer(moe, x, weights, experts) is None
     table = getattr(moe, moe_kernel.EXPERT_TABLE)
     setattr(moe, moe_kernel.EXPERT_TABLE, (*table[:3], table[3] + 1))  # addresses no longer those of the weights
     try:
         assert moe_kernel.run(moe, x[:1], weights[:1], experts[:1]) is None
+        assert moe_kernel.run_layer(moe, x[:1], weights[:1], experts[:1]) is None
     finally:
         setattr(moe, moe_kernel.EXPERT_TABLE, table)
 

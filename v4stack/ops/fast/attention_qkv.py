@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 
 from v4stack.ops.fast import lowbit
-from v4stack.ops.fast.fused_linear import ACT_QUANT_FP8, FUSED_PLAN
+from v4stack.ops.fast.fused_linear import ACT_QUANT_FP8, FUSED_PLAN, current_weight
 from v4stack.ops.fast.kernels import CFLAGS, compile_library
 from v4stack.ops.reference import attention_input
 from v4stack.ops.reference.quant import KV_QUANT_BLOCK
@@ -93,7 +93,14 @@ def _layer_call(attn) -> LayerCall | None:
     head = [attn.cfg.hidden_size, heads, d, rd, KV_QUANT_BLOCK, chunk, norms[0].data_ptr(), norms[1].data_ptr()]
     assert len(head) == QKV_FIELDS
     params = torch.tensor([*head, *(v for plan in plans for v in plan.fixed)], dtype=torch.int64)
-    return LayerCall(params, head[0], plans[0].n, heads, d, rd, attn.wq_b.weight.data_ptr())
+    return LayerCall(params, head[0], plans[0].n, heads, d, rd, _wq_b_address(attn))
+
+
+def _wq_b_address(attn) -> int:
+    """wq_b's weight address now, read from the module tables (nn.Module's attribute fallback costs ~1 us a read)."""
+    layer = attn._modules["wq_b"]
+    weight = current_weight(layer)
+    return (layer.weight if weight is None else weight).data_ptr()
 
 
 def _fused(attn, x: torch.Tensor, positions: torch.Tensor):
@@ -101,7 +108,7 @@ def _fused(attn, x: torch.Tensor, positions: torch.Tensor):
     if t == 0 or t > lowbit.DECODE_ROWS or x.dtype != torch.bfloat16 or not x.is_cpu:
         return None
     call = attn.__dict__.get(LAYER_CALL, False)
-    if call is not None and (call is False or call.wq_b_address != attn.wq_b.weight.data_ptr()):
+    if call is not None and (call is False or call.wq_b_address != _wq_b_address(attn)):
         call = _layer_call(attn)  # first call, or the weights moved
         attn.__dict__[LAYER_CALL] = call
     if call is None or x.shape[1] != call.hidden:
