@@ -202,9 +202,9 @@ class DecodeRings:
     def read_groups(self, ratio: int, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
         """kv, score [n, groups * ratio, width] of the completing sequences' last ``groups`` groups."""
         rows = self.decode.group_rows(self.state, ratio, groups)
-        n = rows.shape[0]
-        return (self.kv.index_select(0, rows.flatten()).view(n, rows.shape[1], -1),
-                self.score.index_select(0, rows.flatten()).view(n, rows.shape[1], -1))
+        n, flat = rows.shape[0], rows.flatten()
+        return (self.kv.index_select(0, flat).view(n, rows.shape[1], -1),
+                self.score.index_select(0, flat).view(n, rows.shape[1], -1))
 
     def keep_tails(self, width: int) -> None:
         """Prefix caching: a decode token that ends a block keeps the ring rows of its last 4 positions in the

@@ -99,11 +99,12 @@ class Attention(nn.Module):
         window.index_copy_(0, view.window_write_slots(), stored(kv))
         extras = {}
         if self.compressor is not None:
-            extras["comp"] = self.compressor.project(x)
+            xf = x.float()  # both compressors project the fp32 rows (project's own cast is then a no-op)
+            extras["comp"] = self.compressor.project(xf)
         if self.indexer is not None:
             extras["iq"] = self.indexer.queries(qr, pos)
             extras["iw"] = self.indexer.head_weights(x)
-            extras["icomp"] = self.indexer.compressor.project(x)
+            extras["icomp"] = self.indexer.compressor.project(xf)
         decode = view.decode if self.batched_decode else None
         if decode is not None and decode.every_row:  # a pure decode step: one batched op, no loop
             o = attend_decode(self, q, extras, batch, layer)

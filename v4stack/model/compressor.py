@@ -82,7 +82,7 @@ class Compressor(nn.Module):
         (the entries closed now [n, d] in the compute dtype, the b of their sequences [n]), or None when no group
         closes. Same values as ``advance`` per sequence: the ring holds the rows ``advance`` would read."""
         r, d = self.ratio, self.head_dim
-        rings.write(kv, score + self.ape[rings.group_offsets(r)])
+        rings.write(kv, score + self.ape.index_select(0, rings.group_offsets(r)))  # ape[p mod r] of each row
         if self.overlap:
             rings.keep_tails(d)
         done, closed = rings.completing(r)
@@ -90,10 +90,12 @@ class Compressor(nn.Module):
             return None
         group_kv, group_score = rings.read_groups(r, 2 if self.overlap else 1)  # [n, (1|2) r, coff*d]
         if self.overlap:  # channels [:d] of the previous group, [d:] of the closed one; group 0 has no previous
-            first = torch.tensor([g == 0 for g in closed], device=kv.device)[:, None, None]
-            group_kv = torch.cat([group_kv[:, :r, :d].masked_fill(first, 0.0), group_kv[:, r:, d:]], dim=1)
-            group_score = torch.cat([group_score[:, :r, :d].masked_fill(first, float("-inf")),
-                                     group_score[:, r:, d:]], dim=1)
+            prev_kv, prev_score = group_kv[:, :r, :d], group_score[:, :r, :d]
+            if 0 in closed:  # (only the first group of a sequence: no mask to build on later steps)
+                first = torch.tensor([g == 0 for g in closed], device=kv.device)[:, None, None]
+                prev_kv, prev_score = prev_kv.masked_fill(first, 0.0), prev_score.masked_fill(first, float("-inf"))
+            group_kv = torch.cat([prev_kv, group_kv[:, r:, d:]], dim=1)
+            group_score = torch.cat([prev_score, group_score[:, r:, d:]], dim=1)
         pooled = self.compute.ops.compress_pool(group_kv, group_score)
         return self._finish(pooled, torch.tensor(closed, device=kv.device) * r), done
 
