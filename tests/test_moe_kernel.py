@@ -13,7 +13,29 @@ from v4stack.ops.fast.lowbit import DECODE_ROWS
 
 @pytest.fixture(scope="module")
 def fast_model(tiny_checkpoint):
+    if moe_kernel._library() is None:
+        pytest.skip("no C compiler (or V4STACK_NO_C_KERNELS=1): no kernel to compare")
     return load_model(tiny_checkpoint, Numerics.fast_kernels(), progress=False)
+
+
+def test_without_the_library_moe_experts_takes_the_torch_path(fast_model, monkeypatch):
+    """No compiled library (no compiler, V4STACK_NO_C_KERNELS=1): prepare leaves no tables, run_layer and run step
+    aside, and moe_experts gives the kernel's bits from the grouped torch path."""
+    moe = fast_model.layers[1].ffn
+    g = torch.Generator().manual_seed(11)
+    x = (torch.randn(2, moe.shared_experts.w1.in_features, generator=g) * 2).bfloat16()
+    weights, experts = moe.gate(x, torch.randint(0, fast_model.cfg.vocab_size, (2,), generator=g))
+    fused = fast_moe.moe_experts(moe, x, weights, experts)
+    monkeypatch.setattr(moe_kernel, "_library", lambda: None)
+    try:
+        moe_kernel.prepare(moe)
+        assert not hasattr(moe, moe_kernel.EXPERT_TABLE) and not hasattr(moe, moe_kernel.LAYER_PARAMS)
+        assert moe_kernel.run_layer(moe, x, weights, experts) is None
+        assert torch.equal(fast_moe.moe_experts(moe, x, weights, experts), fused)
+    finally:
+        monkeypatch.undo()
+        moe_kernel.prepare(moe)
+    assert hasattr(moe, moe_kernel.LAYER_PARAMS)
 
 
 def _without_kernel(moe, *args):
