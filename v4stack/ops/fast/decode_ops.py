@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from v4stack.ops.fast.kernels import CFLAGS, compile_library
+from v4stack.ops.fast.kernels import CFLAGS, compile_library, scratch
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_ops.c"
 # Rows (decode queries / tokens) up to which the one-pass kernels run: a step of up to 16 streams. Above, prefill
@@ -78,8 +78,8 @@ def index_topk(scores: torch.Tensor, topk: int, positions: torch.Tensor, ratio: 
     scores = scores.contiguous()
     visible = _visible(positions.cpu(), ratio, n)
     out = torch.empty(rows, k, dtype=torch.int64)
-    scratch = torch.empty(k, dtype=torch.float32)
-    lib.index_topk_rows(scores.data_ptr(), visible.data_ptr(), rows, n, k, out.data_ptr(), scratch.data_ptr())
+    lib.index_topk_rows(scores.data_ptr(), visible.data_ptr(), rows, n, k, out.data_ptr(),
+                        scratch(k, torch.float32).data_ptr())
     return out
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -83,6 +84,27 @@ def _library(cflags: tuple[str, ...] = CFLAGS) -> ctypes.CDLL | None:
 
 def available() -> bool:
     return _library() is not None
+
+
+class _Scratch(threading.local):
+    """Each thread's work buffers, one per dtype (see ``scratch``)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[torch.dtype, torch.Tensor] = {}
+
+
+_SCRATCH = _Scratch()
+
+
+def scratch(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A work buffer of at least ``numel`` elements of ``dtype`` for one C call, its contents undefined (as
+    torch.empty's): one per thread and dtype, grown when a call needs more, so a decode step does not allocate one
+    per call (~1.2 us each). Only for buffers the kernel writes before it reads them and that no caller keeps (a
+    second call of the thread reuses them)."""
+    held = _SCRATCH.buffers.get(dtype)
+    if held is None or held.numel() < numel:
+        held = _SCRATCH.buffers[dtype] = torch.empty(numel, dtype=dtype)
+    return held
 
 
 def act_quant(x: torch.Tensor, block: int) -> torch.Tensor | None:
@@ -163,10 +185,10 @@ def decode_attention_blocked(q: torch.Tensor, keys: torch.Tensor, valid: torch.T
     batch, heads, d = q.shape
     slots = keys.shape[1]
     out = torch.empty_like(q)
-    scratch = torch.empty(heads * (slots + d) + d, dtype=torch.float32)
-    qd = torch.empty(heads * d, dtype=torch.float64)
+    work = scratch(heads * (slots + d) + d, torch.float32)
+    qd = scratch(heads * d, torch.float64)
     lib.decode_attention_blocked(q.data_ptr(), keys.data_ptr(), valid.data_ptr(), sink.data_ptr(), scale, batch,
-                                 heads, slots, d, out.data_ptr(), scratch.data_ptr(), qd.data_ptr())
+                                 heads, slots, d, out.data_ptr(), work.data_ptr(), qd.data_ptr())
     return out
 
 
@@ -197,11 +219,11 @@ def decode_attention_pooled(q: torch.Tensor, parts: list[tuple[torch.Tensor, tor
     sink = (sink if sink.dtype == torch.float32 else sink.float()).contiguous()
     slots_total = s0.shape[1] + n1
     out = torch.empty_like(q)
-    scratch = torch.empty(heads * (slots_total + d) + d, dtype=torch.float32)
-    qd = torch.empty(heads * d, dtype=torch.float64)
+    work = scratch(heads * (slots_total + d) + d, torch.float32)
+    qd = scratch(heads * d, torch.float64)
     lib.decode_attention_pooled(q.data_ptr(), p0.data_ptr(), s0.data_ptr(), s0.shape[1], p1.data_ptr(),
                                 s1.data_ptr(), n1, valid.data_ptr(), sink.data_ptr(), scale, batch, heads, d,
-                                out.data_ptr(), scratch.data_ptr(), qd.data_ptr())
+                                out.data_ptr(), work.data_ptr(), qd.data_ptr())
     return out
 
 
@@ -253,7 +275,7 @@ def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb:
     out, residual, post, comb = out.contiguous(), residual.contiguous(), post.contiguous(), comb.contiguous()
     t, hc, d = residual.shape
     streams = torch.empty_like(residual)
-    scratch = torch.empty(d, dtype=torch.float32)
+    work = scratch(d, torch.float32)
     lib.hc_post_apply(out.data_ptr(), residual.data_ptr(), post.data_ptr(), comb.data_ptr(), streams.data_ptr(), t,
-                      hc, d, int(out.dtype == torch.bfloat16), scratch.data_ptr())
+                      hc, d, int(out.dtype == torch.bfloat16), work.data_ptr())
     return streams
