@@ -91,9 +91,11 @@ def test_decode_attention_builds_agree(other_build, shape):
     assert _same_bits(other_build(kernels.decode_attention_blocked, q, keys, valid, sink, scale), native)
 
 
-@pytest.mark.parametrize("rows, groups, rank, width", [(3, 2, 64, 256), (2, 2, 6, 48), (1, 3, 5, 40)])
+@pytest.mark.parametrize("rows, groups, rank, width",
+                         [(3, 2, 64, 256), (2, 2, 6, 48), (1, 3, 5, 40), (16, 2, 64, 256), (6, 2, 6, 48), (9, 3, 5, 40)])
 def test_grouped_output_builds_agree(other_build, rows, groups, rank, width):
-    """4-row passes and their row tail (rank 6, 5), widths off the 16-lane blocks (40)."""
+    """4-row passes and their row tail (rank 6, 5), widths off the 16-lane blocks (40); from 4 tokens the AVX2
+    4-token blocks and their token tail (6, 9 rows)."""
     g = torch.Generator().manual_seed(width)
     o = torch.randn(rows, groups, width, generator=g).bfloat16()
     weight = torch.randn(groups, rank, width, generator=g).bfloat16()

@@ -186,7 +186,7 @@ def decode_attention_blocked(q: torch.Tensor, keys: torch.Tensor, valid: torch.T
     slots = keys.shape[1]
     out = torch.empty_like(q)
     work = scratch(heads * (slots + d) + d, torch.float32)
-    qd = scratch(heads * d, torch.float64)
+    qd = scratch(heads * d + 2 * slots, torch.float64)  # q as doubles, then the valid rows' index
     lib.decode_attention_blocked(q.data_ptr(), keys.data_ptr(), valid.data_ptr(), sink.data_ptr(), scale, batch,
                                  heads, slots, d, out.data_ptr(), work.data_ptr(), qd.data_ptr())
     return out
@@ -220,7 +220,7 @@ def decode_attention_pooled(q: torch.Tensor, parts: list[tuple[torch.Tensor, tor
     slots_total = s0.shape[1] + n1
     out = torch.empty_like(q)
     work = scratch(heads * (slots_total + d) + d, torch.float32)
-    qd = scratch(heads * d, torch.float64)
+    qd = scratch(heads * d + 2 * slots_total, torch.float64)  # q as doubles, then the valid rows' index
     lib.decode_attention_pooled(q.data_ptr(), p0.data_ptr(), s0.data_ptr(), s0.shape[1], p1.data_ptr(),
                                 s1.data_ptr(), n1, valid.data_ptr(), sink.data_ptr(), scale, batch, heads, d,
                                 out.data_ptr(), work.data_ptr(), qd.data_ptr())

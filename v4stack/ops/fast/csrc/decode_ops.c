@@ -195,13 +195,60 @@ static void dot_bf16_rows(const uint16_t *a, const uint16_t *w, int64_t J, float
         out[q] = s;
     }
 }
+
+#define GROUPED_TOKENS 4   /* tokens per pass sharing each weight row's conversion: 4 x 2 accumulators */
+#define GROUPED_MAX_J 2048 /* the tokens' fp32 copy lives on the stack (32 KiB; the real shape's J is 1024) */
+
+/* sums[u] = dot_bf16(token u, w) for GROUPED_TOKENS tokens a [GROUPED_TOKENS, J] (their bf16 values as fp32) and
+ * one weight row w [J] bf16, J a multiple of LANES: the vectors of token u hold dot_bf16's acc[0..7] and acc[8..15]
+ * (the same exact products added in the same order), then the same in-order lane sum. */
+static void dot_tokens_row(const float *a, const uint16_t *w, int64_t J, float *sums) {
+    __m256 acc[GROUPED_TOKENS][2];
+    for (int u = 0; u < GROUPED_TOKENS; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < J; k += LANES) {
+        const __m256 w0 = bf16x8_to_f32(w + k), w1 = bf16x8_to_f32(w + k + 8);
+        for (int u = 0; u < GROUPED_TOKENS; u++) {
+            acc[u][0] = _mm256_add_ps(acc[u][0], _mm256_mul_ps(_mm256_loadu_ps(a + u * J + k), w0));
+            acc[u][1] = _mm256_add_ps(acc[u][1], _mm256_mul_ps(_mm256_loadu_ps(a + u * J + k + 8), w1));
+        }
+    }
+    for (int u = 0; u < GROUPED_TOKENS; u++) {
+        float lanes[LANES];
+        _mm256_storeu_ps(lanes, acc[u][0]);
+        _mm256_storeu_ps(lanes + 8, acc[u][1]);
+        float s = 0.0f;
+        for (int l = 0; l < LANES; l++) s += lanes[l];
+        sums[u] = s;
+    }
+}
+
+/* grouped_output_rows for tokens t0 .. t0 + GROUPED_TOKENS (J % LANES == 0, J <= GROUPED_MAX_J): each weight row
+ * read and converted once for the block's tokens instead of once per token. */
+static void grouped_token_block(const uint16_t *o, const uint16_t *w, int64_t t0, int64_t G, int64_t R, int64_t J,
+                                uint16_t *out) {
+    float a[GROUPED_TOKENS * GROUPED_MAX_J];
+    for (int64_t g = 0; g < G; g++) {
+        for (int u = 0; u < GROUPED_TOKENS; u++)
+            for (int64_t k = 0; k < J; k++) a[u * J + k] = bf16_to_f32(o[((t0 + u) * G + g) * J + k]);
+        for (int64_t i = 0; i < R; i++) {
+            float sums[GROUPED_TOKENS];
+            dot_tokens_row(a, w + (g * R + i) * J, J, sums);
+            for (int u = 0; u < GROUPED_TOKENS; u++) out[((t0 + u) * G + g) * R + i] = f32_to_bf16(sums[u]);
+        }
+    }
+}
 #endif
 
 /* The block-diagonal wo_a: out[t, g * r + i] = bf16(sum_j o[t, g, j] w[g, i, j]), o [T, G, J], w [G, R, J]
  * bf16 (J = H / G * d), out [T, G * R] bf16; each sum is dot_bf16's tree. */
 void grouped_output_rows(const uint16_t *o, const uint16_t *w, int64_t T, int64_t G, int64_t R, int64_t J,
                          uint16_t *out) {
-    for (int64_t t = 0; t < T; t++)
+    int64_t t = 0;
+#if defined(KERNELS_AVX2)
+    if (J % LANES == 0 && J <= GROUPED_MAX_J)
+        for (; t + GROUPED_TOKENS <= T; t += GROUPED_TOKENS) grouped_token_block(o, w, t, G, R, J, out);
+#endif
+    for (; t < T; t++)
         for (int64_t g = 0; g < G; g++) {
             const uint16_t *og = o + (t * G + g) * J;
             int64_t i = 0;

@@ -291,22 +291,40 @@ static inline const uint16_t *key_row(const KeyPart *parts, int64_t b, int64_t j
     return p->pool + row * d;
 }
 
-#if defined(KERNELS_AVX2)
-#define PV_F32_DIMS 16  /* decode P.V dims per AVX2 register block: DOT_HEADS x 2 vectors of 8 floats */
+#define PREFETCH_ROWS 4 /* key rows read ahead while scoring: ~4 rows of q.k cover a last-level-cache miss */
 
-/* acc[h * d + i0 .. + PV_F32_DIMS) = sum_j w[h * K + j] k_j[i0 ..] over sequence b's valid slots in order, for
- * DOT_HEADS heads: per output the scalar loop's fp32 chain from +0 (a multiply, then an add: these products are
- * not exact in fp32, so no fused multiply-add). */
-static inline void pv_f32_heads(const KeyPart *parts, int64_t b, const uint8_t *vb, int64_t K, const float *w,
-                                int64_t i0, float *acc, int64_t d) {
-    __m256 a[DOT_HEADS][2];
-    for (int h = 0; h < DOT_HEADS; h++) a[h][0] = a[h][1] = _mm256_setzero_ps();
+/* Sequence b's valid slots in order: rows[n] its key row and cols[n] its slot j, n < the count returned. */
+static int64_t valid_rows(const KeyPart *parts, int64_t b, const uint8_t *vb, int64_t K, int64_t d,
+                          const uint16_t **rows, int64_t *cols) {
+    int64_t nv = 0;
     for (int64_t j = 0; j < K; j++) {
         if (!vb[j]) continue;
-        const uint16_t *kr = key_row(parts, b, j, d) + i0;
+        rows[nv] = key_row(parts, b, j, d);
+        cols[nv++] = j;
+    }
+    return nv;
+}
+
+#if defined(KERNELS_AVX2)
+#define PV_F32_DIMS 16  /* decode P.V dims per AVX2 register block: DOT_HEADS x 2 vectors of 8 floats */
+#define PV_ROW_BYTES 16384 /* key rows per P.V chunk: half of a 32 KiB L1, so the chunk's 16-dim passes hit L1 */
+
+/* acc[h * d + i0 .. + PV_F32_DIMS) += sum_n w[h * K + cols[n]] rows[n][i0 ..] over n in [n0, n1) in order, for
+ * DOT_HEADS heads: per output the scalar loop's fp32 chain (acc starts at +0 and each chunk continues it; a
+ * multiply, then an add: these products are not exact in fp32, so no fused multiply-add). */
+static inline void pv_f32_heads(const uint16_t *const *rows, const int64_t *cols, int64_t n0, int64_t n1,
+                                int64_t K, const float *w, int64_t i0, float *acc, int64_t d) {
+    __m256 a[DOT_HEADS][2];
+    for (int h = 0; h < DOT_HEADS; h++) {
+        a[h][0] = _mm256_loadu_ps(acc + h * d + i0);
+        a[h][1] = _mm256_loadu_ps(acc + h * d + i0 + 8);
+    }
+    for (int64_t n = n0; n < n1; n++) {
+        const uint16_t *kr = rows[n] + i0;
+        const float *wn = w + cols[n];
         const __m256 k0 = bf16x8_to_f32(kr), k1 = bf16x8_to_f32(kr + 8);
         for (int h = 0; h < DOT_HEADS; h++) {
-            const __m256 wj = _mm256_broadcast_ss(w + h * K + j);
+            const __m256 wj = _mm256_broadcast_ss(wn + h * K);
             a[h][0] = _mm256_add_ps(a[h][0], _mm256_mul_ps(wj, k0));
             a[h][1] = _mm256_add_ps(a[h][1], _mm256_mul_ps(wj, k1));
         }
@@ -322,24 +340,28 @@ static inline void pv_f32_heads(const KeyPart *parts, int64_t b, const uint8_t *
  * ops.fast.attention._blocked_weights): q [B, H, d] bf16, keys from two parts (K = parts[0].n + parts[1].n slots;
  * K = V; slots where valid == 0 are never read), valid [B, K] uint8 (slot 0 valid), sink [H] fp32 -> out [B, H, d]
  * bf16: s_j = fp32(exact q.k_j) * scale (bf16 products are exact in double, so their sum does not depend on the
- * order), o = (sum_j w_j k_j) / l. scratch: H * K + H * d + d floats and H * d doubles (qd). */
+ * order), o = (sum_j w_j k_j) / l, the valid slots in order. scratch: H * K + H * d + d floats; qd: H * d + 2 K
+ * doubles (the query as doubles, then the valid slots' row pointers and slot numbers, 8 bytes each). */
 static void decode_attention_parts(const uint16_t *q, const KeyPart *parts, const uint8_t *valid, const float *sink,
                                    float scale, int64_t B, int64_t H, int64_t d, uint16_t *out, float *scratch,
                                    double *qd) {
     int64_t K = parts[0].n + parts[1].n;
     float *s = scratch, *acc = scratch + H * K, *kf = scratch + H * K + H * d;
+    const uint16_t **rows = (const uint16_t **)(void *)(qd + H * d);
+    int64_t *cols = (int64_t *)(void *)(qd + H * d + K);
     for (int64_t b = 0; b < B; b++) {
         const uint8_t *vb = valid + b * K;
         for (int64_t i = 0; i < H * d; i++) qd[i] = (double)bf16_to_f32(q[b * H * d + i]);
-        for (int64_t j = 0; j < K; j++) {
-            if (!vb[j]) {
+        for (int64_t j = 0; j < K; j++)
+            if (!vb[j])
                 for (int64_t h = 0; h < H; h++) s[h * K + j] = -INFINITY;
-                continue;
-            }
-            const uint16_t *kr = key_row(parts, b, j, d);
+        const int64_t nv = valid_rows(parts, b, vb, K, d, rows, cols);
+        for (int64_t n = 0; n < nv; n++) {
+            const uint16_t *kr = rows[n];
+            const int64_t j = cols[n];
             int64_t h = 0;
 #if defined(KERNELS_AVX2)
-            if (j + 1 < K && vb[j + 1]) prefetch_row(key_row(parts, b, j + 1, d), d);
+            if (n + PREFETCH_ROWS < nv) prefetch_row(rows[n + PREFETCH_ROWS], d);
             for (double dots[DOT_HEADS]; h + DOT_HEADS <= H; h += DOT_HEADS) {
                 exact_dot_heads(qd + h * d, kr, d, dots);
                 for (int l = 0; l < DOT_HEADS; l++) s[(h + l) * K + j] = (float)dots[l] * scale;
@@ -354,17 +376,23 @@ static void decode_attention_parts(const uint16_t *q, const KeyPart *parts, cons
         for (int64_t i = 0; i < H * d; i++) acc[i] = 0.0f;
         int64_t h0 = 0; /* the heads before h0 are summed by the vector blocks */
 #if defined(KERNELS_AVX2)
-        if (d % PV_F32_DIMS == 0)
-            for (; h0 + DOT_HEADS <= H; h0 += DOT_HEADS)
-                for (int64_t i0 = 0; i0 < d; i0 += PV_F32_DIMS)
-                    pv_f32_heads(parts, b, vb, K, s + h0 * K, i0, acc + h0 * d, d);
+        if (d % PV_F32_DIMS == 0 && H >= DOT_HEADS) {
+            const int64_t chunk = PV_ROW_BYTES / (d * (int64_t)sizeof(uint16_t)) > 0
+                                      ? PV_ROW_BYTES / (d * (int64_t)sizeof(uint16_t)) : 1;
+            for (int64_t n0 = 0; n0 < nv; n0 += chunk) {
+                const int64_t n1 = n0 + chunk < nv ? n0 + chunk : nv;
+                for (h0 = 0; h0 + DOT_HEADS <= H; h0 += DOT_HEADS)
+                    for (int64_t i0 = 0; i0 < d; i0 += PV_F32_DIMS)
+                        pv_f32_heads(rows, cols, n0, n1, K, s + h0 * K, i0, acc + h0 * d, d);
+            }
+            h0 = H - H % DOT_HEADS;
+        }
 #endif
-        for (int64_t j = 0; h0 < H && j < K; j++) {
-            if (!vb[j]) continue;
-            const uint16_t *kr = key_row(parts, b, j, d);
+        for (int64_t n = 0; h0 < H && n < nv; n++) {
+            const uint16_t *kr = rows[n];
             for (int64_t i = 0; i < d; i++) kf[i] = bf16_to_f32(kr[i]);
             for (int64_t h = h0; h < H; h++) {
-                float wj = s[h * K + j];
+                float wj = s[h * K + cols[n]];
                 float *ah = acc + h * d;
                 for (int64_t i = 0; i < d; i++) ah[i] += wj * kf[i];
             }
