@@ -120,6 +120,32 @@ static inline void prefetch_row(const uint16_t *row, int64_t d) {
     for (int64_t o = 0; o < d * (int64_t)sizeof(uint16_t); o += CACHE_LINE) _mm_prefetch((const char *)row + o, _MM_HINT_T0);
 }
 
+/* r[l] <- (r[0][l], r[1][l], r[2][l], r[3][l]): the 4 x 4 transpose of 4 vectors of doubles (moves only) */
+static inline void transpose4d(__m256d r[F64_LANES]) {
+    const __m256d a = _mm256_unpacklo_pd(r[0], r[1]), b = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d c = _mm256_unpacklo_pd(r[2], r[3]), e = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(a, c, 0x20);
+    r[1] = _mm256_permute2f128_pd(b, e, 0x20);
+    r[2] = _mm256_permute2f128_pd(a, c, 0x31);
+    r[3] = _mm256_permute2f128_pd(b, e, 0x31);
+}
+
+/* lane h = exact_dot's final sum (0.0 + part[0] + ... + part[7], in that order) of head h, for F64_LANES heads
+ * whose parts are acc[h][0] = part[0..3], acc[h][1] = part[4..7]: the same adds, four heads per vector add */
+static inline __m256d lane_sums_heads(__m256d acc[][2]) {
+    __m256d lo[F64_LANES], hi[F64_LANES];
+    for (int h = 0; h < F64_LANES; h++) {
+        lo[h] = acc[h][0];
+        hi[h] = acc[h][1];
+    }
+    transpose4d(lo); /* lo[l]: part[l] of every head */
+    transpose4d(hi); /* hi[l]: part[4 + l] */
+    __m256d dot = _mm256_setzero_pd();
+    for (int l = 0; l < F64_LANES; l++) dot = _mm256_add_pd(dot, lo[l]);
+    for (int l = 0; l < F64_LANES; l++) dot = _mm256_add_pd(dot, hi[l]);
+    return dot;
+}
+
 /* dots[h] = exact_dot(qd + h * d, k) for DOT_HEADS heads (qd [DOT_HEADS, d]) and one bf16 key row k [d], any d,
  * each exactly exact_dot's double: the vectors hold its lanes part[0..3], part[4..7] (exact products, so a fused
  * multiply-add rounds like its multiply then add), the tail goes to part[0] and the lanes add in order, as there. */
@@ -134,6 +160,10 @@ static inline void exact_dot_heads(const double *qd, const uint16_t *kr, int64_t
             acc[h][0] = _mm256_fmadd_pd(_mm256_loadu_pd(qd + h * d + i), lo, acc[h][0]);
             acc[h][1] = _mm256_fmadd_pd(_mm256_loadu_pd(qd + h * d + i + 4), hi, acc[h][1]);
         }
+    }
+    if (i == d && DOT_HEADS == F64_LANES) { /* no tail: the in-order lane sums of the heads side by side */
+        _mm256_storeu_pd(dots, lane_sums_heads(acc));
+        return;
     }
     for (int h = 0; h < DOT_HEADS; h++) {
         double part[DOT_LANES];
