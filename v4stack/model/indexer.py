@@ -47,14 +47,18 @@ class Indexer(nn.Module):
         rows = max(1, QUANT_BUDGET // (self.n_heads * self.head_dim))
         dtype = c.dtype if c.quant else q.dtype
         if q.shape[0] <= rows:  # one slice (decode steps): no output buffer to fill (same rounding as copy_)
-            q = c.ops.hadamard_rotate(q)
-            q = c.ops.quant_dequant_fp4(q, INDEX_QUANT_BLOCK) if c.quant else q
+            q = self._rotate_quant(q)
             return (q if q.dtype == dtype else q.to(dtype)).contiguous()
         out = torch.empty(q.shape, dtype=dtype, device=q.device)
         for i in range(0, q.shape[0], rows):  # per-row ops: slicing bounds their fp64/fp32 temporaries
-            part = c.ops.hadamard_rotate(q[i:i + rows])
-            out[i:i + rows] = c.ops.quant_dequant_fp4(part, INDEX_QUANT_BLOCK) if c.quant else part
+            out[i:i + rows] = self._rotate_quant(q[i:i + rows])
         return out
+
+    def _rotate_quant(self, q: torch.Tensor) -> torch.Tensor:
+        """Roped queries [n, H_I, head_dim] -> Hadamard-rotated, then FP4-simulated where the compute quantises."""
+        c = self.compute
+        q = c.ops.hadamard_rotate(q)
+        return c.ops.quant_dequant_fp4(q, INDEX_QUANT_BLOCK) if c.quant else q
 
     def head_weights(self, x: torch.Tensor) -> torch.Tensor:
         """x [T, D] -> per-head score weights [T, H_I]."""

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 
 from v4stack.ops.fast import lowbit
-from v4stack.ops.fast.fused_linear import ACT_QUANT_FP8, FUSED_PLAN, current_weight
+from v4stack.ops.fast.fused_linear import ACT_QUANT_FP8, FUSED_PLAN, weight_address
 from v4stack.ops.fast.kernels import CFLAGS, compile_library
 from v4stack.ops.reference import attention_input
 from v4stack.ops.reference.quant import KV_QUANT_BLOCK
@@ -98,9 +98,7 @@ def _layer_call(attn) -> LayerCall | None:
 
 def _wq_b_address(attn) -> int:
     """wq_b's weight address now, read from the module tables (nn.Module's attribute fallback costs ~1 us a read)."""
-    layer = attn._modules["wq_b"]
-    weight = current_weight(layer)
-    return (layer.weight if weight is None else weight).data_ptr()
+    return weight_address(attn._modules["wq_b"])
 
 
 def _fused(attn, x: torch.Tensor, positions: torch.Tensor):

@@ -93,6 +93,13 @@ def current_weight(layer) -> torch.Tensor | None:
     return layer._buffers.get("weight")
 
 
+def weight_address(layer) -> int:
+    """The address of the layer's weight as it is now (``current_weight``, else its parameter): what the per-layer
+    tables made at load compare against to see that the weights have not moved."""
+    weight = current_weight(layer)
+    return (layer.weight if weight is None else weight).data_ptr()
+
+
 def planned(layer) -> FusedPlan | None:
     """The layer's plan while its weight is the one it was made for, else None."""
     plan = vars(layer).get(FUSED_PLAN)

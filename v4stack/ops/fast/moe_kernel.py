@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from v4stack.ops.fast import kernels, lowbit
-from v4stack.ops.fast.fused_linear import current_weight
+from v4stack.ops.fast.fused_linear import weight_address
 from v4stack.ops.fast.kernels import CFLAGS, compile_library
 from v4stack.ops.reference.layers import DENSE
 
@@ -121,9 +121,7 @@ def run_layer(moe, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor
             or x.dtype not in (torch.bfloat16, torch.float32) or experts.dtype != torch.int64):
         return None
     shared = state["_modules"]["shared_experts"]
-    w2 = shared._modules["w2"]
-    weight = current_weight(w2)
-    if (w2.weight if weight is None else weight).data_ptr() != prepared[3]:
+    if weight_address(shared._modules["w2"]) != prepared[3]:
         return None  # the weights were replaced after prepare (e.g. moved): the addresses are stale
     x = x.contiguous()
     experts = experts.contiguous()

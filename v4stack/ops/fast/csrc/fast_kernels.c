@@ -377,8 +377,7 @@ static void decode_attention_parts(const uint16_t *q, const KeyPart *parts, cons
         int64_t h0 = 0; /* the heads before h0 are summed by the vector blocks */
 #if defined(KERNELS_AVX2)
         if (d % PV_F32_DIMS == 0 && H >= DOT_HEADS) {
-            const int64_t chunk = PV_ROW_BYTES / (d * (int64_t)sizeof(uint16_t)) > 0
-                                      ? PV_ROW_BYTES / (d * (int64_t)sizeof(uint16_t)) : 1;
+            const int64_t fit = PV_ROW_BYTES / (d * (int64_t)sizeof(uint16_t)), chunk = fit > 0 ? fit : 1;
             for (int64_t n0 = 0; n0 < nv; n0 += chunk) {
                 const int64_t n1 = n0 + chunk < nv ? n0 + chunk : nv;
                 for (h0 = 0; h0 + DOT_HEADS <= H; h0 += DOT_HEADS)
