@@ -62,10 +62,11 @@ static inline __attribute__((always_inline)) void fp8_block_prescaled_avx2(const
                                                                            int64_t n0, int nr, float *y, int64_t N) {
     lane16 acc[AVX2_ACCUMULATORS];
     const uint8_t *b = w + (row0 + n0) * K;
+    const int64_t pf_mask = prefetch_step_mask(nr);
     for (int a = 0; a < mr * nr; a++) acc[a] = lane16_zero();
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
-        if ((k / 16) % (4 / nr) == 0) /* the rows' nr x 16 bytes a step: a line per 4 / nr steps, in order */
+        if (((k / 16) & pf_mask) == 0) /* the rows' nr x 16 bytes a step: a line per 4 / nr steps, in order */
             _mm_prefetch((const char *)b + LOWBIT_PREFETCH_BYTES + (k / 16) * (int64_t)nr * 16, _MM_HINT_T0);
         for (int j = 0; j < nr; j++) {
             lane16 wv = fp8x16_placed(b + j * K + k);
