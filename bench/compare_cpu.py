@@ -11,6 +11,8 @@ engine's own): decode tok/s at batch 1 (``--prompt`` token prompt, ``--new`` gre
 at ``--streams`` concurrent streams, prefill tok/s of a ``--prefill`` token prompt, peak RSS, and the fraction of the
 machine's memory bandwidth reached at batch 1 = (bytes of weights read per token / median step time) / measured
 bandwidth (a large tensor copy, read + write). An engine that is not installed is skipped with a line saying so.
+The header and each round also print how long the same Python loop takes on each core (``core_speeds``): on a
+shared VM one core can be much slower than the other for minutes, which moves the 2-thread figures.
 
     PYTHONPATH=. .venv/bin/python bench/compare_cpu.py [--quick] [--engines fast,reference,fp32,transformers,llama.cpp]
 """
@@ -41,6 +43,7 @@ ALL_ENGINES = (*V4STACK_MODES, "transformers", "llama.cpp")
 # figure that stays comparable on a loaded machine: time spent waiting for a core is not counted)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 BANDWIDTH_BYTES = 1 << 28  # 256 MiB copied per bandwidth sample: far beyond any cache
+CORE_LOOP_ITERATIONS = 1_000_000  # a pure-Python loop timed on each core in turn (~30-60 ms): see core_speeds
 
 
 def _bench_config():
@@ -247,6 +250,28 @@ def measure_bandwidth(samples: int = 5) -> float:
     return statistics.median(rates)
 
 
+def core_speeds() -> dict[int, float]:
+    """Milliseconds of the same pure-Python loop on each core this process may run on (pinned in turn, affinity
+    restored after). On a shared VM one core can run much slower than the other for minutes (another tenant on
+    its sibling hardware thread); multi-threaded figures and the core a single thread lands on then move with it,
+    so each round reports these next to its figures. Empty where affinity cannot be set (not Linux)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return {}
+    allowed = sorted(os.sched_getaffinity(0))
+    speeds = {}
+    try:
+        for cpu in allowed:
+            os.sched_setaffinity(0, {cpu})
+            t0 = time.perf_counter()
+            total = 0
+            for i in range(CORE_LOOP_ITERATIONS):
+                total += i
+            speeds[cpu] = (time.perf_counter() - t0) * 1e3
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return speeds
+
+
 def weight_bytes_per_token(cfg, engine: str) -> float:
     """Bytes of weights one batch-1 decode step of a torch engine reads, in its storage: every checkpoint tensor but
     the lookup tables (embedding, hash-routing tid2eid: one row each) and the MTP block, routed experts at top-k / E.
@@ -364,7 +389,9 @@ def main() -> None:
         bandwidth = measure_bandwidth()
         load = os.getloadavg()[0]
         print(f"checkpoint: {a.model or 'bench/decode_bench.py BENCH_CONFIG'}; {a.threads} threads, load average {load:.1f}, "
-              f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; medians of {a.runs} runs; {a.clock} clock"
+              f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; core loop ms "
+              f"{', '.join(f'cpu{c} {ms:.0f}' for c, ms in core_speeds().items()) or 'n/a'}; "
+              f"medians of {a.runs} runs; {a.clock} clock"
               + (" (llama.cpp: CPU-time difference of two runs)" if a.clock == "cpu" and "llama.cpp" in engines
                  else ""))
         tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
@@ -380,9 +407,10 @@ def main() -> None:
                     except (RuntimeError, subprocess.CalledProcessError) as exc:
                         print(f"  {engine} {task}: {exc}")
                         failed.add((engine, task))
+            cores = ", ".join(f"cpu{c} {ms:.0f}" for c, ms in core_speeds().items())
             print(f"  round {round_ + 1}/{a.runs}: " + json.dumps(
-                {f"{e} {t}": round(v[-1]["tok_s"], 1) for (e, t), v in samples.items() if len(v) > round_}),
-                flush=True)
+                {f"{e} {t}": round(v[-1]["tok_s"], 1) for (e, t), v in samples.items() if len(v) > round_})
+                + (f"; core loop ms after the round: {cores}" if cores else ""), flush=True)
         rows = {engine: {task: {k: statistics.median(r[k] for r in samples[engine, task])
                                 for k in samples[engine, task][0]}
                          for task in tasks if samples[engine, task]} for engine in engines}
