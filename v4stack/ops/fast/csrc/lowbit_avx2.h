@@ -345,16 +345,20 @@ static inline __attribute__((always_inline)) void tile_avx2(const float *x, int6
     AVX2_SPLIT(tile_block_avx2(x, K, panel + j0 * K, y, N, m0, mr, n0 + j0, bnr));
 }
 
+#include "lowbit_halves_avx2.h" /* tile_halves_split_avx2: the panel path at 2 or more x rows */
+
 /* lowbit_gemm.c's panel_gemm on AVX2: x rows AVX2_XCHUNK at a time against the panel's nr rows */
 static void panel_gemm_avx2(const float *x, int64_t M, int64_t K, const float *panel, float *y, int64_t N,
                             int64_t n0, int nr) {
     for (int64_t m0 = 0; m0 < M; m0 += AVX2_XCHUNK) {
         int mr = M - m0 >= AVX2_XCHUNK ? AVX2_XCHUNK : (int)(M - m0);
-#define PANEL_CALL(rows) tile_avx2(x, K, panel, y, N, m0, rows, n0, PANEL)
-        if (nr == PANEL)
+#define PANEL_CALL(rows) tile_halves_split_avx2(x, K, panel, y, N, m0, rows, n0, PANEL)
+        if (mr == 1) /* one x row: tile_block_avx2's 1 x 4 blocks (nothing to share across rows) */
+            tile_avx2(x, K, panel, y, N, m0, 1, n0, nr);
+        else if (nr == PANEL)
             AVX2_CONST_ROWS(mr, PANEL_CALL)
         else
-            tile_avx2(x, K, panel, y, N, m0, mr, n0, nr);
+            tile_halves_split_avx2(x, K, panel, y, N, m0, mr, n0, nr);
 #undef PANEL_CALL
     }
 }
