@@ -8,7 +8,7 @@ import torch
 from v4stack.config.numerics import Numerics
 from v4stack.ops.fast import fast_ops, ordered_gemm
 from v4stack.ops.fast import moe as fast_moe
-from v4stack.ops.fast.linear import HEAD_ORDERED_MIN_ROWS
+from v4stack.ops.fast.linear import head_ordered_min_rows
 from v4stack.ops.reference import blas_order, layers, moe
 from v4stack.ops.reference.blas_order import BLOCKED_MIN_ROWS, k_block
 
@@ -137,7 +137,7 @@ def test_linear_takes_every_row_count():
     assert ordered_gemm.blocked_fma_linear(x.reshape(-1, 768).double(), w, 192) is None  # not its dtype
 
 
-@pytest.mark.parametrize("rows", [1, 5, BLOCKED_MIN_ROWS, 40])
+@pytest.mark.parametrize("rows", [1, 5, BLOCKED_MIN_ROWS, 16, 17, 40])
 def test_fast_entries_route_their_fp32_gemms_through_the_order(rows):
     """On the golden flash_like model (D = 256: K = 256 GEMMs that this machine's BLAS may sum in another order;
     the tiny test checkpoint's K = 128 ones it sums like blas_order): head, router, compressor projections."""
@@ -151,10 +151,10 @@ def test_fast_entries_route_their_fp32_gemms_through_the_order(rows):
     x = torch.randn(rows, model.cfg.hidden_size, generator=g).bfloat16()
     ids = torch.randint(0, model.cfg.vocab_size, (rows,), generator=g)
     # output head: the bf16 weight read by the ordered kernel = the reference's ordered fp32 GEMM from 8 rows;
-    # decode-sized calls take the direct kernel (faster there, ops.fast.linear.HEAD_ORDERED_MIN_ROWS): fp32 sums
+    # decode-sized calls take the direct kernel (faster there, ops.fast.linear.head_ordered_min_rows): fp32 sums
     # of another order
     head, want = ops.lm_head(model.head, x), layers.lm_head(model.head, x)
-    if rows >= HEAD_ORDERED_MIN_ROWS:
+    if rows >= head_ordered_min_rows():
         assert torch.equal(head, want)
     else:
         torch.testing.assert_close(head, want, rtol=1e-5, atol=1e-5)

@@ -5,12 +5,13 @@ the reference are accumulation order only."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
 from v4stack.ops.fast import bf16_gemm, decode_ops, fused_linear, kernels, lowbit, ordered_gemm
 from v4stack.ops.fast.prepare import LOWBIT, LOWBIT_RAW, PREPARED, dense_copy
-from v4stack.ops.reference import blas_order
 from v4stack.ops.reference import layers as reference_layers
 from v4stack.ops.reference.layers import DENSE
 from v4stack.ops.reference.quant import FP8_AMAX_FLOOR, quant_dequant_fp8
@@ -84,21 +85,31 @@ def linear(layer, x: torch.Tensor) -> torch.Tensor:
     return project(layer, xq).to(c.dtype)  # fp32 accumulation, one rounding to c.dtype
 
 
-# The head's rows from which the ordered kernel computes it. Below, the direct kernel is faster (1 thread, bf16,
-# 129,280 x 512: 15.6 vs 21.7 ms at 1 row, 23.0 vs 33.8 at 7 with its fp32 panel; 8.6 / 17.8 ms at 1 / 7 rows since
-# bf16 weights at <= lowbit.BF16_DIRECT_ROWS rows skip the panel; ordered from 8 rows: 36.1 vs 37.2 at 16, 75.5 vs
-# 83.2 at 64), and the logits' ulps feed nothing back into the model: the golden fast checks pass either way
-# (docs/numerics.md).
-HEAD_ORDERED_MIN_ROWS = blas_order.BLOCKED_MIN_ROWS
+# The rows up to which the head takes the direct kernel, per build (lowbit.isa()); from one row more the ordered
+# kernel computes it in the reference's summation order. The direct kernel reads the bf16 head once a call and is
+# FMA-bound at these row counts; the ordered one converts each weight once. Measured (1 thread, AMD EPYC Zen 4, bf16
+# 129,280 x 512, CPU time, bench/lowbit_bench.py; the AVX2 build forced with -march=x86-64-v3), direct / ordered ms:
+# AVX-512 15.2 / 39.2 at 8 rows, 29.5 / 43.4 at 16 (above 16 the direct kernel is not offered: 52.3 / 43.8 at 17 with
+# the dequantised tiles); AVX2 15.5 / 30.5 at 8, 28.4 / 37.0 at 12, 43.1 / 38.9 at 14, 41.9 / 36.7 at 16. The plain C
+# build keeps the earlier bound (ordered from blas_order's 8 rows). The logits' ulps feed nothing back into the
+# model: the golden fast checks pass either way (docs/numerics.md), and the direct kernel's logits of a row do not
+# depend on the other rows of the batch.
+HEAD_DIRECT_MAX_ROWS = {"AVX-512": lowbit.BF16_DIRECT_ROWS, "AVX2": 12, "plain C": 7}
+
+
+@lru_cache(maxsize=1)
+def head_ordered_min_rows() -> int:
+    """The row count from which ``lm_head`` computes in the reference's order (this machine's native build)."""
+    return HEAD_DIRECT_MAX_ROWS.get(lowbit.isa(), HEAD_DIRECT_MAX_ROWS["plain C"]) + 1
 
 
 def lm_head(head, x: torch.Tensor) -> torch.Tensor:
     """``ops.reference.layers.lm_head``'s contract (fp32 logits [n, V]) reading the bf16 head weight directly, so
-    no fp32 copy of [V, D] is made: from ``HEAD_ORDERED_MIN_ROWS`` rows in the reference's summation order
+    no fp32 copy of [V, D] is made: from ``head_ordered_min_rows()`` rows in the reference's summation order
     (``ordered_gemm``), below that (decode) and where that kernel cannot take the call the direct low-bit kernel,
     the reference head where neither can."""
     if head.weight.dtype == torch.bfloat16 and x.dim() == 2:
-        y = ordered_gemm.linear(x.float(), head.weight) if x.shape[0] >= HEAD_ORDERED_MIN_ROWS else None
+        y = ordered_gemm.linear(x.float(), head.weight) if x.shape[0] >= head_ordered_min_rows() else None
         if y is None:
             y = lowbit.matmul(x.float(), DENSE, head.weight, None, 0)
         if y is not None:

@@ -30,7 +30,7 @@ from v4stack.weights.formats import FP4_BLOCK
 SOURCE = Path(__file__).with_name("csrc") / "lowbit_gemm.c"
 OPENMP_CFLAG = "-fopenmp"  # torch's wheel ships libgomp.so.1: the same soname, so one thread pool in the process
 FORMAT_CODE = {DENSE: 0, FP8: 1, FP4: 2}  # the C enum
-BF16_DIRECT_ROWS = 8  # csrc's BF16_DIRECT_ROWS: up to here a bf16 weight is read without the fp32 panel
+BF16_DIRECT_ROWS = 16  # csrc's BF16_DIRECT_ROWS: up to here (all of DECODE_ROWS) a bf16 weight skips the fp32 panel
 LOWBIT_DIRECT_ROWS = 4  # csrc's LOWBIT_DIRECT_ROWS: the same for FP8 / FP4 weights (AVX-512 and AVX2 builds)
 DECODE_ROWS = 16  # measured (bench/lowbit_bench.py, 1 thread): the C kernel wins up to here, torch's tiled GEMM above
 PREFILL_TILE_ROWS = 2048  # weight rows per dequantised tile: 8 MiB of fp32 at K = 1024
