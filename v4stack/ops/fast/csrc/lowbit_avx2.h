@@ -1,6 +1,6 @@
 /* The AVX2 (+FMA +F16C) kernels of lowbit_gemm.c, for CPUs without AVX-512 (AMD Zen 2/3, older Intel); included
  * by lowbit_gemm.c (after its constants and scalar helpers) when the build targets AVX2, and by AVX-512 builds for
- * the one-row FP8 direct kernel, which is faster than theirs (lowbit_gemm).
+ * the one-row FP8 / FP4 direct kernels, which are faster than theirs (lowbit_gemm).
  *
  * Bit-identical to the AVX-512 build: every output is the same 16-lane fp32 FMA chain (lane l accumulates
  * fmaf(x[k], w[k], acc) over the columns k = k0 + l in increasing k, a K tail's missing lanes taking x = w = +0

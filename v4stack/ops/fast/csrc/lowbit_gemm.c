@@ -28,8 +28,8 @@ enum { ISA_PLAIN = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 }; /* lowbit_isa's answers */
 #define UE8M0_BIAS 127
 /* bf16 weights at a few activation rows (decode's head): read straight from the checkpoint bits, no panel */
 /* activation rows it takes (lowbit.DECODE_ROWS, all a decode-sized call has): each weight group is read from memory
- * once and met by every x chunk from L1. Measured (1 thread, AMD EPYC Zen 4, AVX-512 build, bf16 129,280 x 512, min
- * of 5 calls): 16 rows 27.8 ms against 41.8 for the ordered GEMM (8 rows 14.4 vs 34.0); it is FMA-bound there */
+ * once and met by every x chunk from L1; FMA-bound at 16 rows. Which rows the head sends here per build, and the
+ * figures against the ordered GEMM: ops.fast.linear.HEAD_DIRECT_MAX_ROWS */
 #define BF16_DIRECT_ROWS 16
 #define BF16_DIRECT_CHUNK 4     /* activation rows per pass over a weight group: 4 x 4 accumulators in registers */
 #define BF16_DIRECT_GROUP 4     /* weight rows in flight: 4 independent FMA chains per activation row */
@@ -91,7 +91,7 @@ static inline float chain16(const float *x, const float *w, const uint16_t *w16,
     return sum16(acc);
 }
 
-#if defined(LOWBIT_AVX2) || defined(LOWBIT_AVX512) /* AVX-512 builds: its FP8 one-row direct kernel (lowbit_gemm) */
+#if defined(LOWBIT_AVX2) || defined(LOWBIT_AVX512) /* AVX-512 builds: its one-row FP8 / FP4 kernels (lowbit_gemm) */
 #include "lowbit_avx2.h"
 #endif
 

@@ -441,8 +441,8 @@ static void small_block_lanes4(const float *xr, const void *w, int w_bf16, int64
     (void)prefetch_rows;
 #endif
 #ifdef ORDERED_AVX512
-    if (cb == SMALL_COLS) {
-        small_block_packed4(xr, w, w_bf16, K, c0, peel, yr);
+    if (cb == SMALL_COLS) { /* fp32 weights: full bf16 blocks were taken above (a constant keeps row16's branch out) */
+        small_block_packed4(xr, w, 0, K, c0, peel, yr);
         return;
     }
 #endif
